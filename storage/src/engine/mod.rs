@@ -30,6 +30,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+pub mod uring;
+
 /// One data operation on an open object file.
 #[derive(Debug, Clone)]
 pub enum IoOp {
@@ -100,7 +102,9 @@ impl SyncEngine {
                 let mut buf = BytesMut::zeroed(len);
                 let mut done = 0;
                 while done < len {
-                    let at = offset.checked_add(done as u64).ok_or_else(offset_overflow)?;
+                    let at = offset
+                        .checked_add(done as u64)
+                        .ok_or_else(offset_overflow)?;
                     match file.read_at(&mut buf[done..], at) {
                         Ok(0) => break,
                         Ok(n) => done += n,

@@ -1,0 +1,525 @@
+//! The io_uring engine: one completion loop per worker thread.
+//!
+//! # Buffer ownership (read this before the code)
+//!
+//! The kernel reads from and writes into memory named by raw pointers in submission queue
+//! entries (SQEs). That memory must stay allocated, unmoved and otherwise untouched from the
+//! moment an SQE is pushed until its completion (CQE) has been reaped. This module guarantees it
+//! without exposing any `unsafe` to callers:
+//!
+//! * [`UringEngine::run`] turns every [`IoOp`] into a `Slot` that *owns* everything the kernel
+//!   will touch: the destination `BytesMut` of a read (allocated here with the full capacity
+//!   before the first SQE names it, never grown afterwards, so its heap block never moves), the
+//!   `Bytes` payload of a write, and the `Arc<File>` whose descriptor the SQE names (so the fd
+//!   cannot be closed and reused for another file while the kernel holds it).
+//! * The slots live in one `Vec` that is neither resized nor dropped while any SQE is in flight.
+//!   Moving a `BytesMut`/`Bytes` handle does not move the heap memory it points at.
+//! * `run` does not return until every SQE it pushed has completed. Short transfers and
+//!   `EINTR`/`EAGAIN` are resubmitted from the same slot; the slot's result is produced only when
+//!   no SQE for it is outstanding.
+//! * If the ring itself fails so that completions can no longer be awaited (the kernel refuses
+//!   `io_uring_enter` repeatedly), the memory of every operation still in flight is *leaked*
+//!   (`mem::forget`) rather than freed, the ring is discarded, and those operations report an
+//!   error. Leaking is the only sound choice: the kernel may still write into that memory.
+//!
+//! # Rings and threads
+//!
+//! Each thread that calls `run` uses its own ring, created lazily and kept in a thread-local
+//! (keyed by queue depth), so threads never contend on a ring and never need a lock: the worker
+//! loop of the store scales by threads, one ring each (`IORING_SETUP_SINGLE_ISSUER` and
+//! `DEFER_TASKRUN` are requested when the kernel has them, because only that thread uses the
+//! ring). A ring is idle between calls — nothing is in flight — so it can be reused by the next
+//! call on the same thread and is closed when the thread exits.
+//!
+//! # One call
+//!
+//! `run` pushes as many SQEs as the submission queue takes (never more in flight than the
+//! completion queue holds, so completions are never dropped), submits them with one
+//! `io_uring_enter` that also waits, reaps every completion, matches it to its slot by the
+//! `user_data` index, and pushes the remainder of short reads/writes; it loops until every slot
+//! is finished. Results equal those of [`SyncEngine`](super::SyncEngine) for the same
+//! operations: zero-length operations finish without a syscall, an offset whose end overflows is
+//! `InvalidInput`, a read stops early only at end of file, a write that makes no progress is
+//! `WriteZero`, and kernel errors keep their errno.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use io_uring::{opcode, squeue, types, IoUring, Probe};
+
+use super::{offset_overflow, IoEngine, IoOp, IoOutcome};
+
+/// The queue depth used by [`UringEngine::default_depth`].
+pub const DEFAULT_QUEUE_DEPTH: u32 = 256;
+
+/// The most bytes one read/write SQE asks for (Linux's `MAX_RW_COUNT`); longer transfers are
+/// resubmitted in pieces like any short transfer.
+const MAX_RW: usize = 0x7fff_f000;
+
+/// How often `EAGAIN` is resubmitted for one operation before it is reported (a non-blocking
+/// descriptor that never becomes ready must not spin forever).
+const MAX_EAGAIN: u32 = 1000;
+
+/// How many consecutive failed `io_uring_enter` calls abandon a ring.
+const MAX_ENTER_FAILURES: u32 = 16;
+
+/// Executes batches of [`IoOp`]s through io_uring, one ring per calling thread.
+#[derive(Debug, Clone, Copy)]
+pub struct UringEngine {
+    depth: u32,
+}
+
+impl UringEngine {
+    /// Checks that io_uring is usable here (ring setup succeeds and the kernel supports `READ`,
+    /// `WRITE` and `FSYNC`) and returns an engine whose rings have `queue_depth` SQ entries
+    /// (rounded up to a power of two by the kernel). On error the caller should fall back to
+    /// [`SyncEngine`](super::SyncEngine).
+    pub fn new(queue_depth: u32) -> io::Result<Self> {
+        if queue_depth == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "io_uring queue depth must be at least 1",
+            ));
+        }
+        let ring = new_ring(queue_depth).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("io_uring unavailable (ring setup failed): {e}"),
+            )
+        })?;
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("io_uring unavailable (probe failed): {e}"),
+            )
+        })?;
+        for (code, name) in [
+            (opcode::Read::CODE, "READ"),
+            (opcode::Write::CODE, "WRITE"),
+            (opcode::Fsync::CODE, "FSYNC"),
+        ] {
+            if !probe.is_supported(code) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("io_uring unavailable: kernel lacks IORING_OP_{name}"),
+                ));
+            }
+        }
+        // Keep the probed ring for this thread: it is the first one a `run` here would create.
+        let _ = RINGS.try_with(|rings| {
+            if let Ok(mut rings) = rings.try_borrow_mut() {
+                if !rings.iter().any(|(d, _)| *d == queue_depth) {
+                    rings.push((queue_depth, ring));
+                }
+            }
+        });
+        Ok(Self { depth: queue_depth })
+    }
+
+    /// [`UringEngine::new`] with [`DEFAULT_QUEUE_DEPTH`].
+    pub fn default_depth() -> io::Result<Self> {
+        Self::new(DEFAULT_QUEUE_DEPTH)
+    }
+
+    /// The configured submission queue depth.
+    pub fn queue_depth(&self) -> u32 {
+        self.depth
+    }
+}
+
+thread_local! {
+    /// This thread's rings, one per queue depth in use. Idle between `run` calls.
+    static RINGS: RefCell<Vec<(u32, IoUring)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Creates a ring, asking for the single-thread optimisations first and falling back to a plain
+/// ring on kernels that reject them.
+fn new_ring(depth: u32) -> io::Result<IoUring> {
+    let tuned = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_submit_all()
+        .build(depth);
+    match tuned {
+        Ok(ring) => Ok(ring),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::new(depth),
+        Err(e) => Err(e),
+    }
+}
+
+impl IoEngine for UringEngine {
+    fn name(&self) -> &'static str {
+        "io_uring"
+    }
+
+    fn run(&self, ops: Vec<IoOp>) -> Vec<io::Result<IoOutcome>> {
+        let mut slots: Vec<Slot> = ops.into_iter().map(Slot::new).collect();
+        if slots.iter().any(Slot::is_active) {
+            self.drive(&mut slots);
+        }
+        slots.into_iter().map(Slot::into_result).collect()
+    }
+}
+
+impl UringEngine {
+    /// Runs the active slots to completion on this thread's ring.
+    fn drive(&self, slots: &mut [Slot]) {
+        let outcome = RINGS.try_with(|rings| match rings.try_borrow_mut() {
+            Ok(mut rings) => {
+                let pos = match rings.iter().position(|(d, _)| *d == self.depth) {
+                    Some(pos) => pos,
+                    None => match new_ring(self.depth) {
+                        Ok(ring) => {
+                            rings.push((self.depth, ring));
+                            rings.len() - 1
+                        }
+                        Err(e) => return Err(e),
+                    },
+                };
+                let healthy = match rings.get_mut(pos) {
+                    Some((_, ring)) => complete_all(ring, slots),
+                    None => return Err(io::Error::other("io_uring ring vanished")),
+                };
+                if !healthy {
+                    // In-flight memory was leaked; the ring may still hold stale work.
+                    rings.swap_remove(pos);
+                }
+                Ok(())
+            }
+            // Only reachable if `run` were re-entered on this thread; use a private ring.
+            Err(_) => run_on_temporary_ring(self.depth, slots),
+        });
+        let result = match outcome {
+            Ok(result) => result,
+            // The thread is exiting and its thread-locals are gone.
+            Err(_) => run_on_temporary_ring(self.depth, slots),
+        };
+        if let Err(e) = result {
+            for slot in slots.iter_mut().filter(|s| s.is_active()) {
+                slot.finish(Err(io::Error::new(
+                    e.kind(),
+                    format!("io_uring ring setup failed: {e}"),
+                )));
+            }
+        }
+    }
+}
+
+fn run_on_temporary_ring(depth: u32, slots: &mut [Slot]) -> io::Result<()> {
+    let mut ring = new_ring(depth)?;
+    complete_all(&mut ring, slots);
+    Ok(())
+}
+
+/// Pushes, submits and reaps until no slot is active. Returns `false` if the ring had to be
+/// abandoned (its in-flight memory leaked); the caller must then discard it.
+fn complete_all(ring: &mut IoUring, slots: &mut [Slot]) -> bool {
+    let max_inflight = ring.params().cq_entries() as usize;
+    let mut queue: VecDeque<usize> = (0..slots.len())
+        .filter(|&i| slots.get(i).is_some_and(Slot::is_active))
+        .collect();
+    let mut inflight = 0usize;
+    let mut enter_failures = 0u32;
+    loop {
+        {
+            let mut sq = ring.submission();
+            while inflight < max_inflight && !sq.is_full() {
+                let Some(index) = queue.pop_front() else {
+                    break;
+                };
+                let Some(entry) = slots.get_mut(index).and_then(|s| s.sqe(index)) else {
+                    continue;
+                };
+                // SAFETY: the entry names memory owned by `slots[index]` (the spare capacity
+                // of a read's `BytesMut`, or a write's `Bytes`) and the descriptor of the
+                // slot's `Arc<File>`. `slots` outlives this function's loop, which does not
+                // return until this entry's completion is reaped (or leaks the slot's memory
+                // if the ring fails), and the slot is not touched again until that
+                // completion arrives, so the memory and fd stay valid for the operation.
+                if unsafe { sq.push(&entry) }.is_err() {
+                    // Unreachable since we checked `is_full`; retry on the next round.
+                    queue.push_front(index);
+                    break;
+                }
+                inflight += 1;
+            }
+        }
+        if inflight == 0 {
+            return true;
+        }
+        // Wait for everything when nothing else is queued; otherwise return as soon as a
+        // completion frees room for more.
+        let want = if queue.is_empty() { inflight } else { 1 };
+        match ring.submit_and_wait(want) {
+            Ok(_) => enter_failures = 0,
+            Err(e) => match e.raw_os_error() {
+                // Interrupted, or the CQ needs reaping / memory is short: reap, then retry.
+                Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                _ => {
+                    enter_failures += 1;
+                    if enter_failures >= MAX_ENTER_FAILURES {
+                        abandon(slots, &e);
+                        return false;
+                    }
+                }
+            },
+        }
+        for cqe in ring.completion() {
+            inflight = inflight.saturating_sub(1);
+            let Ok(index) = usize::try_from(cqe.user_data()) else {
+                continue;
+            };
+            if let Some(slot) = slots.get_mut(index) {
+                if slot.complete(cqe.result()) {
+                    queue.push_back(index);
+                }
+            }
+        }
+    }
+}
+
+/// Gives up on every active slot after the ring failed: their memory may still be used by the
+/// kernel, so it is leaked, and each reports `cause`.
+fn abandon(slots: &mut [Slot], cause: &io::Error) {
+    for slot in slots.iter_mut().filter(|s| s.is_active()) {
+        let old = std::mem::replace(
+            slot,
+            Slot::Done(Some(Err(io::Error::new(
+                cause.kind(),
+                format!("io_uring ring failed, operation abandoned: {cause}"),
+            )))),
+        );
+        std::mem::forget(old);
+    }
+    tracing::error!(error = %cause, "io_uring ring abandoned; in-flight buffers leaked");
+}
+
+/// One operation's state while a batch runs.
+enum Slot {
+    /// Finished; the result is taken once by `into_result`.
+    Done(Option<io::Result<IoOutcome>>),
+    Read {
+        file: Arc<File>,
+        offset: u64,
+        len: usize,
+        /// Capacity `len`; `buf.len()` is the number of bytes read so far.
+        buf: BytesMut,
+        eagain: u32,
+    },
+    Write {
+        file: Arc<File>,
+        offset: u64,
+        data: Bytes,
+        done: usize,
+        eagain: u32,
+    },
+    Fsync {
+        file: Arc<File>,
+        datasync: bool,
+        eagain: u32,
+    },
+}
+
+impl Slot {
+    /// Validates an operation; those that need no syscall finish here.
+    fn new(op: IoOp) -> Self {
+        match op {
+            IoOp::Read { file, offset, len } => {
+                if len == 0 {
+                    return Slot::Done(Some(Ok(IoOutcome::Read(Bytes::new()))));
+                }
+                if let Err(e) = check_range(offset, len) {
+                    return Slot::Done(Some(Err(e)));
+                }
+                Slot::Read {
+                    file,
+                    offset,
+                    len,
+                    buf: BytesMut::with_capacity(len),
+                    eagain: 0,
+                }
+            }
+            IoOp::Write { file, offset, data } => {
+                // Same order as `SyncEngine`: overflow first, then an empty write succeeds
+                // without a syscall whatever the offset.
+                if offset.checked_add(data.len() as u64).is_none() {
+                    return Slot::Done(Some(Err(offset_overflow())));
+                }
+                if data.is_empty() {
+                    return Slot::Done(Some(Ok(IoOutcome::Write(0))));
+                }
+                if let Err(e) = check_range(offset, data.len()) {
+                    return Slot::Done(Some(Err(e)));
+                }
+                Slot::Write {
+                    file,
+                    offset,
+                    data,
+                    done: 0,
+                    eagain: 0,
+                }
+            }
+            IoOp::Fsync { file, datasync } => Slot::Fsync {
+                file,
+                datasync,
+                eagain: 0,
+            },
+        }
+    }
+
+    fn is_active(&self) -> bool {
+        !matches!(self, Slot::Done(_))
+    }
+
+    fn finish(&mut self, result: io::Result<IoOutcome>) {
+        *self = Slot::Done(Some(result));
+    }
+
+    /// The SQE for the remaining part of this operation, tagged with `index`.
+    fn sqe(&mut self, index: usize) -> Option<squeue::Entry> {
+        let user_data = index as u64;
+        let entry = match self {
+            Slot::Done(_) => return None,
+            Slot::Read {
+                file,
+                offset,
+                len,
+                buf,
+                ..
+            } => {
+                let done = buf.len();
+                let want = (*len - done).min(MAX_RW);
+                let spare = buf.spare_capacity_mut();
+                opcode::Read::new(
+                    types::Fd(file.as_raw_fd()),
+                    spare.as_mut_ptr().cast::<u8>(),
+                    // `want <= MAX_RW < u32::MAX`.
+                    want as u32,
+                )
+                .offset(*offset + done as u64)
+                .build()
+            }
+            Slot::Write {
+                file,
+                offset,
+                data,
+                done,
+                ..
+            } => {
+                let rest = data.get(*done..).unwrap_or_default();
+                let want = rest.len().min(MAX_RW);
+                opcode::Write::new(types::Fd(file.as_raw_fd()), rest.as_ptr(), want as u32)
+                    .offset(*offset + *done as u64)
+                    .build()
+            }
+            Slot::Fsync { file, datasync, .. } => {
+                let flags = if *datasync {
+                    types::FsyncFlags::DATASYNC
+                } else {
+                    types::FsyncFlags::empty()
+                };
+                opcode::Fsync::new(types::Fd(file.as_raw_fd()))
+                    .flags(flags)
+                    .build()
+            }
+        };
+        Some(entry.user_data(user_data))
+    }
+
+    /// Applies one completion. Returns `true` if the operation must be submitted again.
+    fn complete(&mut self, res: i32) -> bool {
+        if res < 0 {
+            let errno = -res;
+            let retry = match self {
+                Slot::Done(_) => return false,
+                Slot::Read { eagain, .. }
+                | Slot::Write { eagain, .. }
+                | Slot::Fsync { eagain, .. } => {
+                    if errno == libc::EINTR {
+                        true
+                    } else if errno == libc::EAGAIN && *eagain < MAX_EAGAIN {
+                        *eagain += 1;
+                        true
+                    } else {
+                        false
+                    }
+                }
+            };
+            if !retry {
+                self.finish(Err(io::Error::from_raw_os_error(errno)));
+            }
+            return retry;
+        }
+        // `res >= 0` here, so the conversion is lossless.
+        let n = res as usize;
+        match self {
+            Slot::Done(_) => false,
+            Slot::Read { len, buf, .. } => {
+                let done = buf.len();
+                if n == 0 {
+                    let buf = std::mem::take(buf);
+                    self.finish(Ok(IoOutcome::Read(buf.freeze())));
+                    return false;
+                }
+                // The kernel never reports more than the `len - done` bytes it was asked for.
+                let n = n.min(*len - done);
+                // SAFETY: the completion says the kernel wrote `n` bytes into the spare
+                // capacity starting at `buf.len()`, so bytes `..done + n` are initialised, and
+                // `done + n <= len == buf.capacity()`.
+                unsafe { buf.set_len(done + n) };
+                if buf.len() == *len {
+                    let buf = std::mem::take(buf);
+                    self.finish(Ok(IoOutcome::Read(buf.freeze())));
+                    false
+                } else {
+                    true
+                }
+            }
+            Slot::Write { data, done, .. } => {
+                if n == 0 {
+                    self.finish(Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "failed to write whole buffer",
+                    )));
+                    return false;
+                }
+                *done = (*done + n).min(data.len());
+                if *done == data.len() {
+                    let total = data.len();
+                    self.finish(Ok(IoOutcome::Write(total)));
+                    false
+                } else {
+                    true
+                }
+            }
+            Slot::Fsync { .. } => {
+                self.finish(Ok(IoOutcome::Fsync));
+                false
+            }
+        }
+    }
+
+    fn into_result(self) -> io::Result<IoOutcome> {
+        match self {
+            Slot::Done(Some(result)) => result,
+            _ => Err(io::Error::other("io_uring operation did not complete")),
+        }
+    }
+}
+
+/// Rejects ranges whose end overflows 64 bits, and offsets the kernel would read as negative
+/// (`-1` means "the current file position" to io_uring, which an explicit offset must never
+/// mean). The second case is `EINVAL` from `pread`/`pwrite` as well.
+fn check_range(offset: u64, len: usize) -> io::Result<()> {
+    let end = offset.checked_add(len as u64).ok_or_else(offset_overflow)?;
+    if offset > i64::MAX as u64 || end > i64::MAX as u64 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(())
+}
