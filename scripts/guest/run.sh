@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Boots the test guest under QEMU (software emulation, no KVM needed) with a test script and
+# waits for it to finish.
+#
+# Usage: scripts/guest/run.sh --script FILE [options]
+#   --script FILE                 sh script run by the guest's init (required)
+#   --virtio-serial-socket PATH   add a virtio-serial port named "envoy" (guest:
+#                                 /dev/virtio-ports/envoy) whose host side connects to the
+#                                 Unix socket PATH (something must listen there first)
+#   --netdev-user                 add a virtio-net NIC on QEMU user networking; the guest is
+#                                 10.0.2.15 and reaches the host's 127.0.0.1 as 10.0.2.2
+#   --timeout SECS                give up after SECS seconds (default 120)
+#   --append ARGS                 extra kernel command line (e.g. envoy.port=5640 for `arg port`)
+#   --mem MB                      guest memory (default 512)
+#   --machine TYPE                QEMU machine type (default q35)
+#   --log FILE                    console log path (default scripts/.cache/logs/guest-<time>.log)
+#   --verbose                     copy the console to stderr while it runs
+#
+# Exit status: the guest script's rc (0 = pass); 124 on timeout; 125 if QEMU exited without the
+# END marker; 2 on usage errors. The last line of stdout is always "log: <path>".
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+scripts="$(dirname "$here")"
+cache="$scripts/.cache"
+
+script="" vserial="" netdev=0 timeout=120 append="" mem=512 machine=q35 log="" verbose=0
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+while (($#)); do
+    case "$1" in
+    --script) script="$2"; shift 2 ;;
+    --virtio-serial-socket) vserial="$2"; shift 2 ;;
+    --netdev-user) netdev=1; shift ;;
+    --timeout) timeout="$2"; shift 2 ;;
+    --append) append="$2"; shift 2 ;;
+    --mem) mem="$2"; shift 2 ;;
+    --machine) machine="$2"; shift 2 ;;
+    --log) log="$2"; shift 2 ;;
+    --verbose) verbose=1; shift ;;
+    -h | --help) usage ;;
+    *) echo "run.sh: unknown argument $1" >&2; usage ;;
+    esac
+done
+[[ -n "$script" && -f "$script" ]] || { echo "run.sh: --script FILE is required" >&2; usage; }
+
+say() { printf 'run.sh: %s\n' "$*"; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+
+base="$("$here/build-initramfs.sh" | tail -1)"
+kernel="$cache/kernel/current/vmlinuz"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/envoy-guest.XXXXXX")"
+qpid=""
+cleanup() {
+    if [[ -n "$qpid" ]] && kill -0 "$qpid" 2>/dev/null; then kill "$qpid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Second cpio with /test/script, appended to the cached base (the kernel unpacks both).
+mkdir -p "$work/root/test"
+install -m 0755 "$script" "$work/root/test/script"
+(cd "$work/root" && printf '%s\n' test test/script | cpio -o -H newc --quiet --owner=0:0) | gzip -1 >"$work/test.cpio.gz"
+cat "$base" "$work/test.cpio.gz" >"$work/initrd"
+
+mkdir -p "$cache/logs"
+[[ -n "$log" ]] || log="$cache/logs/guest-$(date +%Y%m%d-%H%M%S)-$$.log"
+: >"$log"
+
+args=(
+    -machine "$machine" -cpu max -m "$mem" -smp 1
+    -nodefaults -no-user-config -display none -no-reboot
+    -serial "file:$log"
+    -kernel "$kernel" -initrd "$work/initrd"
+    -append "console=ttyS0 quiet panic=-1 $append"
+)
+if [[ -n "$vserial" ]]; then
+    args+=(-device virtio-serial-pci -chardev "socket,id=c0,path=$vserial"
+        -device "virtserialport,chardev=c0,name=envoy")
+fi
+if ((netdev)); then
+    args+=(-netdev user,id=n0 -device virtio-net-pci,netdev=n0)
+fi
+
+say "qemu-system-x86_64 ${args[*]}"
+t0="$(now)"
+qemu-system-x86_64 "${args[@]}" </dev/null >"$work/qemu.out" 2>&1 &
+qpid=$!
+if ((verbose)); then tail -n +1 -f "$log" --pid="$qpid" >&2 & fi
+
+t_begin="" status=""
+while :; do
+    if [[ -z "$t_begin" ]] && grep -q '^ENVOY-GUEST-BEGIN' "$log"; then
+        t_begin="$(now)"
+        say "boot: $(elapsed "$t0" "$t_begin") s to the test script ($(grep -m1 -o 'ENVOY-GUEST-BEGIN uptime=[0-9.]*' "$log" | cut -d= -f2) s guest uptime)"
+    fi
+    if grep -q '^ENVOY-GUEST-END' "$log"; then
+        status="$(grep -m1 -o '^ENVOY-GUEST-END rc=[0-9]*' "$log" | cut -d= -f2)"
+        break
+    fi
+    if ! kill -0 "$qpid" 2>/dev/null; then
+        grep -q '^ENVOY-GUEST-END' "$log" && continue
+        status=125
+        say "QEMU exited without the END marker: $(tr '\n' ' ' <"$work/qemu.out")"
+        break
+    fi
+    if (($(elapsed "$t0" "$(now)" | cut -d. -f1) >= timeout)); then
+        status=124
+        say "timeout after $timeout s"
+        break
+    fi
+    sleep 0.1
+done
+t_end="$(now)"
+
+# poweroff -f ends QEMU by itself; give it a moment, then stop it.
+for _ in $(seq 50); do kill -0 "$qpid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$qpid" 2>/dev/null; then kill "$qpid" 2>/dev/null || true; fi
+wait "$qpid" 2>/dev/null || true
+qpid=""
+cat "$work/qemu.out" >>"$log.qemu" 2>/dev/null || true
+[[ -s "$log.qemu" ]] || rm -f "$log.qemu"
+
+grep '^ENVOY-GUEST-RESULT' "$log" | sed 's/^ENVOY-GUEST-RESULT /  /' || true
+npass="$(grep -c '^ENVOY-GUEST-RESULT [^ ]* PASS' "$log" || true)"
+nfail="$(grep -c '^ENVOY-GUEST-RESULT [^ ]* FAIL' "$log" || true)"
+if [[ -n "$t_begin" ]]; then
+    say "script: $(elapsed "$t_begin" "$t_end") s; total $(elapsed "$t0" "$t_end") s; $npass passed, $nfail failed; rc=$status"
+else
+    say "total $(elapsed "$t0" "$t_end") s; script never started; rc=$status"
+fi
+echo "log: $log"
+exit "$status"

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Installs what the guest test harness needs on a Debian host (idempotent) and unpacks the
+# Debian kernel that `linux-image-amd64` points at into scripts/.cache/kernel/.
+#
+# Usage: scripts/install-deps.sh [--no-kernel]
+# Prints one line per action; exits non-zero if something could not be installed.
+# Layout after a run:
+#   scripts/.cache/kernel/<ver>/vmlinuz        the kernel image
+#   scripts/.cache/kernel/<ver>/config         its build configuration
+#   scripts/.cache/kernel/<ver>/modules/       lib/modules/<ver> of the package
+#   scripts/.cache/kernel/current              symlink to <ver>
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+cache="$here/.cache"
+want_kernel=1
+[[ "${1:-}" == "--no-kernel" ]] && want_kernel=0
+
+say() { printf 'install-deps: %s\n' "$*"; }
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# Debian package name -> a command (or absolute file) it provides, to decide whether to install.
+# gcc + libc6-dev build the static guest tool scripts/guest/tools/fsops.c.
+declare -A provides=(
+    [qemu-system-x86]=qemu-system-x86_64
+    [busybox-static]=/bin/busybox
+    [diod]=diod
+    [cpio]=cpio
+    [xz-utils]=xz
+    [zstd]=zstd
+    [python3]=python3
+    [socat]=socat
+    [gcc]=gcc
+    [libc6-dev]=/usr/lib/x86_64-linux-gnu/libc.a
+)
+
+present() {
+    local probe="$1"
+    if [[ "$probe" == /* ]]; then [[ -e "$probe" ]]; else command -v "$probe" >/dev/null 2>&1; fi
+}
+
+missing=()
+for pkg in "${!provides[@]}"; do
+    # busybox-static and busybox both ship /bin/busybox; only the static one works in an initramfs.
+    if [[ "$pkg" == busybox-static ]]; then
+        dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+        continue
+    fi
+    present "${provides[$pkg]}" || missing+=("$pkg")
+done
+
+apt_updated=0
+apt_update_once() {
+    if [[ $apt_updated -eq 0 ]]; then
+        # Skip the update when the package lists are fresh (less than a day old).
+        if [[ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -1)" ]]; then
+            say "apt-get update"
+            as_root apt-get update -qq
+        fi
+        apt_updated=1
+    fi
+}
+
+if ((${#missing[@]})); then
+    apt_update_once
+    say "installing: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+    say "host packages already present: ${!provides[*]}"
+fi
+
+[[ $want_kernel -eq 1 ]] || exit 0
+
+# The kernel: the exact linux-image-<ver> package the linux-image-amd64 metapackage depends on.
+kpkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+if [[ -z "$kpkg" ]]; then
+    apt_update_once
+    kpkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+fi
+[[ -n "$kpkg" ]] || { say "cannot resolve linux-image-amd64"; exit 1; }
+kver="${kpkg#linux-image-}"
+kdir="$cache/kernel/$kver"
+
+if [[ -f "$kdir/vmlinuz" && -f "$kdir/config" && -d "$kdir/modules/kernel" ]]; then
+    say "kernel $kver already unpacked in $kdir"
+else
+    mkdir -p "$cache/debs" "$kdir"
+    deb="$(ls "$cache/debs/${kpkg}"_*.deb 2>/dev/null | head -1 || true)"
+    if [[ -z "$deb" ]]; then
+        say "downloading $kpkg"
+        (cd "$cache/debs" && apt-get download -q "$kpkg")
+        deb="$(ls "$cache/debs/${kpkg}"_*.deb | head -1)"
+    fi
+    say "unpacking $(basename "$deb")"
+    tmp="$(mktemp -d "$cache/unpack.XXXXXX")"
+    trap 'rm -rf "$tmp"' EXIT
+    dpkg-deb -x "$deb" "$tmp"
+    cp "$tmp/boot/vmlinuz-$kver" "$kdir/vmlinuz"
+    cp "$tmp/boot/config-$kver" "$kdir/config"
+    rm -rf "$kdir/modules"
+    mv "$tmp/lib/modules/$kver" "$kdir/modules"
+    rm -rf "$tmp"
+    trap - EXIT
+fi
+ln -sfn "$kver" "$cache/kernel/current"
+say "kernel: $kdir/vmlinuz ($(du -h "$kdir/vmlinuz" | cut -f1)), modules: $kdir/modules"
