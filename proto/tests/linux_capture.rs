@@ -1,6 +1,6 @@
 //! Real traffic: every frame the Linux v9fs client and diod exchanged (9P2000.L) must decode
 //! and re-encode to exactly the same bytes.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bytes::{Bytes, BytesMut};
 use envoy_proto::{decode, encode, encode_parts, Dialect, Message, MsgType};
