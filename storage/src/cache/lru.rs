@@ -1,0 +1,127 @@
+//! A small bounded least-recently-used map.
+//!
+//! Each entry carries the tick of its last use; a `BTreeMap` from tick to key finds the
+//! oldest in `O(log n)`. Not thread-safe by itself: the caches wrap it in a mutex.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+
+/// A map holding at most `capacity` entries, evicting the least recently used.
+#[derive(Debug)]
+pub struct Lru<K, V> {
+    capacity: usize,
+    tick: u64,
+    map: HashMap<K, (V, u64)>,
+    order: BTreeMap<u64, K>,
+}
+
+impl<K: Hash + Eq + Clone, V> Lru<K, V> {
+    /// An empty map; a capacity of 0 caches nothing.
+    pub fn new(capacity: usize) -> Self {
+        Lru {
+            capacity,
+            tick: 0,
+            map: HashMap::new(),
+            order: BTreeMap::new(),
+        }
+    }
+
+    fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    /// The value for `k`, marking it most recently used.
+    pub fn get(&mut self, k: &K) -> Option<&mut V> {
+        let t = self.next_tick();
+        let (_, old) = self.map.get(k)?;
+        let old = *old;
+        self.order.remove(&old);
+        self.order.insert(t, k.clone());
+        let e = self.map.get_mut(k)?;
+        e.1 = t;
+        Some(&mut e.0)
+    }
+
+    /// The value for `k` without touching its age.
+    pub fn peek_mut(&mut self, k: &K) -> Option<&mut V> {
+        self.map.get_mut(k).map(|e| &mut e.0)
+    }
+
+    /// Inserts or replaces; returns the evicted entry, if any.
+    pub fn insert(&mut self, k: K, v: V) -> Option<(K, V)> {
+        if self.capacity == 0 {
+            return Some((k, v));
+        }
+        let t = self.next_tick();
+        if let Some((_, old)) = self.map.insert(k.clone(), (v, t)) {
+            self.order.remove(&old);
+        }
+        self.order.insert(t, k);
+        if self.map.len() > self.capacity {
+            let (_, oldest) = self.order.pop_first()?;
+            let (v, _) = self.map.remove(&oldest)?;
+            return Some((oldest, v));
+        }
+        None
+    }
+
+    /// Removes `k`.
+    pub fn remove(&mut self, k: &K) -> Option<V> {
+        let (v, t) = self.map.remove(k)?;
+        self.order.remove(&t);
+        Some(v)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Drops everything.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_past_capacity_evicts_least_recent() {
+        let mut l = Lru::new(2);
+        assert!(l.insert(1, "a").is_none());
+        assert!(l.insert(2, "b").is_none());
+        assert!(l.get(&1).is_some());
+        assert_eq!(l.insert(3, "c"), Some((2, "b")));
+        assert_eq!(l.len(), 2);
+        assert!(l.get(&2).is_none());
+        assert_eq!(l.remove(&1), Some("a"));
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn insert_many_stays_bounded() {
+        let mut l = Lru::new(16);
+        for i in 0..1000u32 {
+            l.insert(i, i);
+            assert!(l.len() <= 16);
+        }
+        assert_eq!(l.order.len(), l.map.len());
+        assert!(l.get(&999).is_some());
+    }
+
+    #[test]
+    fn zero_capacity_caches_nothing() {
+        let mut l = Lru::new(0);
+        assert_eq!(l.insert(1, 1), Some((1, 1)));
+        assert!(l.is_empty());
+    }
+}

@@ -1,0 +1,1014 @@
+//! The object store: numbered objects as files in a radix tree of directories (§5.3.2).
+//!
+//! # On disk
+//!
+//! ```text
+//! <dir>/envoy-store.meta     superblock (see [`crate::superblock`])
+//! <dir>/envoy-store.lock     flock'ed by the one process that has the store open
+//! <dir>/objects/<root>/<level>/…/<leaf name>
+//! ```
+//!
+//! Paths come from [`crate::geometry`], leaf names (low ID bits + attributes) from
+//! [`crate::name`]. Size and ctime are the host inode's; the rest is in the name, so `stat`
+//! costs one cached directory listing plus an `fstat` of a cached descriptor.
+//!
+//! # Crash safety (process crash; power loss needs [`ObjectStore::sync`])
+//!
+//! Every operation is old-state-or-new-state after a `kill -9` at any point:
+//!
+//! * **create**: check the listing, then one `open(O_CREAT|O_EXCL)` of the final leaf name —
+//!   the name carries the attributes, so the object appears complete or not at all.
+//! * **wstat**: `ftruncate` first if the size changes, then ONE `rename(old name → new name)`
+//!   in the same directory. The size is data, like a write: a crash between the two leaves the
+//!   new size with the old attributes.
+//! * **clone**: build `.clone-<dst>` in the destination's leaf directory (reflink, else
+//!   `copy_file_range`, else read+write; a directory object is copied with every entry's
+//!   copy-on-write flag set), fsync it, rename it to the final name.
+//! * **delete**: unlink. **reserve**: superblock rewrite (temp + fsync + rename + fsync dir).
+//! * **create/clone** first raise the superblock's reserve mark past the new ID (rounded up to a
+//!   multiple of 4096) so that every object lies below the mark.
+//!
+//! Recovery on open removes every temporary (`.`-prefixed) file and reports it via tracing.
+//!
+//! # Concurrency
+//!
+//! No global lock: 64 striped mutexes (by ID) serialize metadata changes of one object; data
+//! reads and writes go straight to the I/O engine with an `Arc<File>` from the descriptor
+//! cache. A failed fsync poisons the store: writes are refused until it is reopened.
+//!
+//! # Limits
+//!
+//! A read returns at most [`MAX_IO`] bytes (a longer request is capped, a short read); a
+//! write of more than [`MAX_IO`] bytes is refused. `offset + len` must fit in 63 bits. The
+//! store never updates atime or mtime on its own: those are attributes the caller sets.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+
+use crate::cache::dir::{DirCache, LeafEntry, Listing};
+use crate::cache::fd::FdCache;
+use crate::crash::CrashInjector;
+use crate::dirfmt;
+use crate::engine::{IoEngine, IoOp, IoOutcome, SyncEngine};
+use crate::error::StoreError;
+use crate::geometry::Geometry;
+use crate::name;
+use crate::object::{
+    AttrChange, Attributes, IdRange, ObjectId, ObjectKind, ObjectStat, ReadRequest, StoreUsage,
+    Timestamp, WriteRequest,
+};
+use crate::superblock::{Superblock, META_FILE, META_TMP};
+use crate::sys;
+
+/// Largest read or write the store performs in one request (16 MiB).
+pub const MAX_IO: usize = 16 << 20;
+/// The directory holding the object tree.
+pub const OBJECTS_DIR: &str = "objects";
+/// The lock file.
+pub const LOCK_FILE: &str = "envoy-store.lock";
+/// The first ID `reserve` hands out in a new store (0 stays free to mean "none").
+pub const FIRST_ID: u64 = 1;
+/// Granularity by which create/clone raise the reserve mark.
+const MARK_STEP: u64 = 4096;
+const STRIPES: usize = 64;
+
+/// Which I/O engine a store uses.
+#[derive(Debug, Clone)]
+pub enum EngineChoice {
+    /// io_uring, falling back to [`SyncEngine`] with a warning if it cannot be set up.
+    Uring,
+    /// The synchronous engine.
+    Sync,
+    /// A caller-supplied engine (tests: fault injection).
+    Custom(Arc<dyn IoEngine>),
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The data engine.
+    pub engine: EngineChoice,
+    /// Capacity of the open-descriptor cache.
+    pub fd_cache: usize,
+    /// Capacity of the leaf-directory listing cache.
+    pub dir_cache: usize,
+    /// ID width for a new store (ignored when opening: the superblock decides).
+    pub id_bits: u8,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            engine: EngineChoice::Uring,
+            fd_cache: 1024,
+            dir_cache: 1024,
+            id_bits: 48,
+        }
+    }
+}
+
+fn make_engine(choice: &EngineChoice) -> Arc<dyn IoEngine> {
+    match choice {
+        EngineChoice::Sync => Arc::new(SyncEngine),
+        EngineChoice::Custom(e) => Arc::clone(e),
+        EngineChoice::Uring => crate::engine_select::uring_or_sync(),
+    }
+}
+
+/// The on-disk object store. Cheap to share (`Arc<ObjectStore>`); every method takes `&self`.
+#[derive(Debug)]
+pub struct ObjectStore {
+    dir: PathBuf,
+    objects: PathBuf,
+    geometry: Geometry,
+    engine: Arc<dyn IoEngine>,
+    fds: FdCache,
+    dirs: DirCache,
+    stripes: Vec<Mutex<()>>,
+    /// The reserve high-water mark; the mutex also serializes superblock rewrites.
+    mark: Mutex<u64>,
+    poisoned: AtomicBool,
+    reflink: AtomicBool,
+    crash: Option<Arc<CrashInjector>>,
+    _lock: File,
+}
+
+fn lock_store(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+    match sys::try_lock_exclusive(&f) {
+        Ok(true) => Ok(f),
+        Ok(false) => Err(StoreError::Locked(dir.to_path_buf())),
+        Err(e) => Err(StoreError::io(format!("locking {}", path.display()), e)),
+    }
+}
+
+fn ignore_crash<T>(r: &Result<T, StoreError>) -> bool {
+    !matches!(r, Err(StoreError::InjectedCrash(_)))
+}
+
+fn ts(secs: i64, nanos: i64) -> Timestamp {
+    Timestamp {
+        secs: u64::try_from(secs).unwrap_or(0),
+        nanos: u32::try_from(nanos).unwrap_or(0),
+    }
+}
+
+/// Builds a stat from a leaf entry and host metadata.
+pub(crate) fn stat_from(id: ObjectId, attr: Attributes, md: &fs::Metadata) -> ObjectStat {
+    ObjectStat {
+        id,
+        attr,
+        size: md.len(),
+        ctime: ts(md.ctime(), md.ctime_nsec()),
+        blocks: md.blocks(),
+    }
+}
+
+impl ObjectStore {
+    /// Creates a new store in `dir` (created if missing); fails if one exists.
+    pub fn create(dir: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir)
+            .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+        let lock = lock_store(dir)?;
+        if dir.join(META_FILE).exists() {
+            return Err(StoreError::StoreExists(dir.to_path_buf()));
+        }
+        let bs = sys::block_size(dir)?;
+        let geometry = Geometry::compute(bs, opts.id_bits)
+            .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+        let objects = dir.join(OBJECTS_DIR);
+        fs::create_dir_all(&objects)
+            .map_err(|e| StoreError::io(format!("creating {}", objects.display()), e))?;
+        let sb = Superblock {
+            geometry,
+            reserved: FIRST_ID,
+        };
+        sb.store(dir, |_| Ok(()))?;
+        tracing::info!(dir = %dir.display(), ?geometry, "created object store");
+        Ok(Self::build(dir, sb, opts, lock))
+    }
+
+    /// Opens an existing store and runs recovery.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
+        if !dir.join(META_FILE).exists() {
+            return Err(StoreError::NoStore(dir.to_path_buf()));
+        }
+        let lock = lock_store(dir)?;
+        let sb = Superblock::load(dir)?;
+        let store = Self::build(dir, sb, opts, lock);
+        store.recover()?;
+        Ok(store)
+    }
+
+    /// Opens the store in `dir`, creating it if there is none.
+    pub fn open_or_create(dir: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
+        if dir.join(META_FILE).exists() {
+            Self::open(dir, opts)
+        } else {
+            Self::create(dir, opts)
+        }
+    }
+
+    fn build(dir: &Path, sb: Superblock, opts: StoreOptions, lock: File) -> Self {
+        ObjectStore {
+            dir: dir.to_path_buf(),
+            objects: dir.join(OBJECTS_DIR),
+            geometry: sb.geometry,
+            engine: make_engine(&opts.engine),
+            fds: FdCache::new(opts.fd_cache),
+            dirs: DirCache::new(opts.dir_cache),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            mark: Mutex::new(sb.reserved),
+            poisoned: AtomicBool::new(false),
+            reflink: AtomicBool::new(true),
+            crash: None,
+            _lock: lock,
+        }
+    }
+
+    /// Installs a crash injector (tests only).
+    #[doc(hidden)]
+    pub fn with_crash_injector(mut self, injector: Arc<CrashInjector>) -> Self {
+        self.crash = Some(injector);
+        self
+    }
+
+    fn crash_point(&self, label: &'static str) -> Result<(), StoreError> {
+        match &self.crash {
+            Some(c) => c.hit(label),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes temporary files left by a crash.
+    fn recover(&self) -> Result<(), StoreError> {
+        let tmp = self.dir.join(META_TMP);
+        if tmp.exists() {
+            fs::remove_file(&tmp)
+                .map_err(|e| StoreError::io(format!("removing {}", tmp.display()), e))?;
+            tracing::info!(path = %tmp.display(), "recovery: removed superblock temp file");
+        }
+        let mut removed = 0u64;
+        let mut stack = vec![self.objects.clone()];
+        while let Some(d) = stack.pop() {
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io(format!("reading {}", d.display()), e)),
+            };
+            for ent in rd {
+                let ent = ent.map_err(|e| StoreError::io(format!("reading {}", d.display()), e))?;
+                let fname = ent.file_name();
+                let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                if fname.to_str().is_some_and(name::is_temp) && !is_dir {
+                    fs::remove_file(ent.path()).map_err(|e| {
+                        StoreError::io(format!("removing {}", ent.path().display()), e)
+                    })?;
+                    tracing::info!(path = %ent.path().display(), "recovery: removed temp file");
+                    removed += 1;
+                } else if is_dir {
+                    stack.push(ent.path());
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "recovery finished");
+        }
+        Ok(())
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The geometry recorded in the superblock.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// The I/O engine's name (`"io_uring"` or `"sync"`).
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    /// The current reserve high-water mark.
+    pub fn reserve_mark(&self) -> u64 {
+        *self.lock_mark()
+    }
+
+    /// True after an fsync failure.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
+    fn lock_mark(&self) -> MutexGuard<'_, u64> {
+        self.mark.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stripe_index(id: ObjectId) -> usize {
+        // Fibonacci hashing spreads consecutive IDs over all stripes.
+        (id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % STRIPES
+    }
+
+    fn lock_id(&self, id: ObjectId) -> MutexGuard<'_, ()> {
+        self.stripes[Self::stripe_index(id)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn check_id(&self, id: ObjectId) -> Result<(), StoreError> {
+        if self.geometry.contains(id) {
+            Ok(())
+        } else {
+            Err(StoreError::IdOutOfRange {
+                id,
+                id_bits: self.geometry.id_bits,
+            })
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.is_poisoned() {
+            Err(StoreError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn poison(&self, e: StoreError) -> StoreError {
+        tracing::error!(error = %e, "fsync failed; store refuses writes until reopened");
+        self.poisoned.store(true, Ordering::SeqCst);
+        e
+    }
+
+    fn leaf_dir(&self, id: ObjectId) -> PathBuf {
+        self.geometry
+            .leaf_dir(&self.objects, self.geometry.leaf_dir_key(id))
+    }
+
+    fn load_listing(&self, dir_key: u64) -> Result<Listing, StoreError> {
+        let d = self.geometry.leaf_dir(&self.objects, dir_key);
+        let mut out = Listing::new();
+        let rd = match fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(StoreError::io(format!("reading {}", d.display()), e)),
+        };
+        for ent in rd {
+            let ent = ent.map_err(|e| StoreError::io(format!("reading {}", d.display()), e))?;
+            let fname = ent.file_name();
+            let Some(s) = fname.to_str() else {
+                tracing::warn!(path = %ent.path().display(), "ignoring non-UTF-8 file name");
+                continue;
+            };
+            if name::is_temp(s) {
+                continue;
+            }
+            match name::parse(self.geometry.leaf_bits, s) {
+                Some(leaf) => {
+                    out.insert(
+                        leaf.low,
+                        LeafEntry {
+                            name: s.to_string(),
+                            attr: leaf.attr,
+                        },
+                    );
+                }
+                None => tracing::warn!(path = %ent.path().display(), "ignoring corrupt leaf name"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn entry(&self, id: ObjectId) -> Result<Option<LeafEntry>, StoreError> {
+        let key = self.geometry.leaf_dir_key(id);
+        self.dirs
+            .lookup(key, self.geometry.leaf_low(id), || self.load_listing(key))
+    }
+
+    fn entry_required(&self, id: ObjectId) -> Result<LeafEntry, StoreError> {
+        self.entry(id)?.ok_or(StoreError::NotFound(id))
+    }
+
+    /// Opens (or takes from the cache) the file of `id`; the caller holds `id`'s stripe.
+    fn file_locked(&self, id: ObjectId) -> Result<Arc<File>, StoreError> {
+        if let Some(f) = self.fds.get(id) {
+            return Ok(f);
+        }
+        let entry = self.entry_required(id)?;
+        let path = self.leaf_dir(id).join(&entry.name);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => StoreError::NotFound(id),
+                _ => StoreError::io(format!("opening object {id}"), e),
+            })?;
+        let f = Arc::new(f);
+        self.fds.insert(id, Arc::clone(&f));
+        Ok(f)
+    }
+
+    fn file(&self, id: ObjectId) -> Result<Arc<File>, StoreError> {
+        self.check_id(id)?;
+        if let Some(f) = self.fds.get(id) {
+            return Ok(f);
+        }
+        let _g = self.lock_id(id);
+        self.file_locked(id)
+    }
+
+    fn stat_locked(&self, id: ObjectId, attr: Attributes) -> Result<ObjectStat, StoreError> {
+        let f = self.file_locked(id)?;
+        let md = f
+            .metadata()
+            .map_err(|e| StoreError::io(format!("fstat of object {id}"), e))?;
+        Ok(stat_from(id, attr, &md))
+    }
+
+    /// Raises the reserve mark past `id` if needed (durably).
+    fn cover_id(&self, id: ObjectId) -> Result<(), StoreError> {
+        let mut mark = self.lock_mark();
+        if id.0 < *mark {
+            return Ok(());
+        }
+        let limit = self.geometry.id_limit();
+        let new =
+            id.0.checked_add(1)
+                .and_then(|n| n.checked_next_multiple_of(MARK_STEP))
+                .map_or(limit, |n| n.min(limit));
+        let sb = Superblock {
+            geometry: self.geometry,
+            reserved: new,
+        };
+        sb.store(&self.dir, |l| self.crash_point(l))?;
+        *mark = new;
+        Ok(())
+    }
+
+    /// Hands out `count` never-used IDs; durable before it returns.
+    pub fn reserve(&self, count: u64) -> Result<IdRange, StoreError> {
+        self.check_writable()?;
+        if count == 0 {
+            return Err(StoreError::InvalidArgument("reserve of 0 IDs".into()));
+        }
+        let mut mark = self.lock_mark();
+        let first = *mark;
+        let end = first
+            .checked_add(count)
+            .filter(|&e| e <= self.geometry.id_limit())
+            .ok_or_else(|| {
+                StoreError::InvalidArgument(format!(
+                    "cannot reserve {count} IDs: {} left below 2^{}",
+                    self.geometry.id_limit().saturating_sub(first),
+                    self.geometry.id_bits
+                ))
+            })?;
+        let sb = Superblock {
+            geometry: self.geometry,
+            reserved: end,
+        };
+        sb.store(&self.dir, |l| self.crash_point(l))?;
+        *mark = end;
+        Ok(IdRange {
+            first: ObjectId(first),
+            count,
+        })
+    }
+
+    fn make_leaf_dir(&self, id: ObjectId) -> Result<PathBuf, StoreError> {
+        let d = self.leaf_dir(id);
+        fs::create_dir_all(&d)
+            .map_err(|e| StoreError::io(format!("creating {}", d.display()), e))?;
+        Ok(d)
+    }
+
+    fn leaf_name(&self, id: ObjectId, attr: &Attributes) -> Result<String, StoreError> {
+        name::encode(self.geometry.leaf_bits, self.geometry.leaf_low(id), attr)
+            .map_err(|e| StoreError::InvalidArgument(e.to_string()))
+    }
+
+    /// Creates an empty object with `attr`.
+    pub fn create_object(&self, id: ObjectId, attr: &Attributes) -> Result<ObjectStat, StoreError> {
+        self.check_id(id)?;
+        self.check_writable()?;
+        let leaf = self.leaf_name(id, attr)?;
+        let _g = self.lock_id(id);
+        if self.entry(id)?.is_some() {
+            return Err(StoreError::AlreadyExists(id));
+        }
+        self.cover_id(id)?;
+        self.crash_point("create:begin")?;
+        let d = self.make_leaf_dir(id)?;
+        self.crash_point("create:dirs")?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(d.join(&leaf))
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => StoreError::AlreadyExists(id),
+                _ => StoreError::io(format!("creating object {id}"), e),
+            })?;
+        self.crash_point("create:created")?;
+        let g = self.geometry;
+        self.dirs.upsert(
+            g.leaf_dir_key(id),
+            g.leaf_low(id),
+            LeafEntry {
+                name: leaf,
+                attr: *attr,
+            },
+        );
+        let f = Arc::new(f);
+        self.fds.insert(id, Arc::clone(&f));
+        let md = f
+            .metadata()
+            .map_err(|e| StoreError::io(format!("fstat of object {id}"), e))?;
+        Ok(stat_from(id, *attr, &md))
+    }
+
+    /// Copies `src` to the new object `dst` (same attributes). A directory object's copy has
+    /// the copy-on-write flag set on every entry.
+    pub fn clone_object(&self, src: ObjectId, dst: ObjectId) -> Result<ObjectStat, StoreError> {
+        self.check_id(src)?;
+        self.check_id(dst)?;
+        self.check_writable()?;
+        if src == dst {
+            return Err(StoreError::AlreadyExists(dst));
+        }
+        let (a, b) = (Self::stripe_index(src), Self::stripe_index(dst));
+        let lock = |i: usize| {
+            self.stripes[i]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        let _g1 = lock(a.min(b));
+        let _g2 = (a != b).then(|| lock(a.max(b)));
+        let src_entry = self.entry_required(src)?;
+        if self.entry(dst)?.is_some() {
+            return Err(StoreError::AlreadyExists(dst));
+        }
+        let src_file = self.file_locked(src)?;
+        // A directory is read and rewritten before anything touches the disk, so a corrupt one
+        // fails cleanly.
+        let dir_copy = if src_entry.attr.kind == ObjectKind::Directory {
+            let len = src_file
+                .metadata()
+                .map_err(|e| StoreError::io(format!("fstat of object {src}"), e))?
+                .len();
+            let mut data = self.read_all(&src_file, len, src)?;
+            dirfmt::set_cow_object(&mut data)
+                .map_err(|source| StoreError::CorruptDirectory { id: src, source })?;
+            Some(data)
+        } else {
+            None
+        };
+        let leaf = self.leaf_name(dst, &src_entry.attr)?;
+        self.cover_id(dst)?;
+        self.crash_point("clone:begin")?;
+        let d = self.make_leaf_dir(dst)?;
+        self.crash_point("clone:dirs")?;
+        let tmp = d.join(name::clone_temp(dst.0));
+        let r = self.clone_steps(&src_file, &tmp, &d.join(&leaf), dir_copy, dst);
+        if ignore_crash(&r) && r.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        let f = r?;
+        let g = self.geometry;
+        self.dirs.upsert(
+            g.leaf_dir_key(dst),
+            g.leaf_low(dst),
+            LeafEntry {
+                name: leaf,
+                attr: src_entry.attr,
+            },
+        );
+        self.fds.insert(dst, Arc::clone(&f));
+        let md = f
+            .metadata()
+            .map_err(|e| StoreError::io(format!("fstat of object {dst}"), e))?;
+        Ok(stat_from(dst, src_entry.attr, &md))
+    }
+
+    fn read_all(&self, f: &Arc<File>, len: u64, id: ObjectId) -> Result<Vec<u8>, StoreError> {
+        let len = usize::try_from(len)
+            .map_err(|_| StoreError::InvalidArgument(format!("object {id} too large")))?;
+        let mut data = vec![0u8; len];
+        f.read_exact_at(&mut data, 0)
+            .map_err(|e| StoreError::io(format!("reading object {id}"), e))?;
+        Ok(data)
+    }
+
+    fn clone_steps(
+        &self,
+        src: &Arc<File>,
+        tmp: &Path,
+        fin: &Path,
+        dir_copy: Option<Vec<u8>>,
+        dst: ObjectId,
+    ) -> Result<Arc<File>, StoreError> {
+        let ctx = |what: &str| format!("{what} while cloning into {dst}");
+        let out = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(tmp)
+            .map_err(|e| StoreError::io(ctx("creating temp file"), e))?;
+        self.crash_point("clone:temp-created")?;
+        match dir_copy {
+            Some(data) => out
+                .write_all_at(&data, 0)
+                .map_err(|e| StoreError::io(ctx("writing"), e))?,
+            None => self
+                .copy_data(src, &out)
+                .map_err(|e| StoreError::io(ctx("copying"), e))?,
+        }
+        self.crash_point("clone:temp-written")?;
+        out.sync_all()
+            .map_err(|e| self.poison(StoreError::io(ctx("fsync of temp file"), e)))?;
+        self.crash_point("clone:temp-synced")?;
+        fs::rename(tmp, fin).map_err(|e| StoreError::io(ctx("renaming temp file"), e))?;
+        self.crash_point("clone:renamed")?;
+        Ok(Arc::new(out))
+    }
+
+    fn copy_data(&self, src: &File, dst: &File) -> io::Result<()> {
+        let len = src.metadata()?.len();
+        if len == 0 {
+            return Ok(());
+        }
+        if self.reflink.load(Ordering::Relaxed) {
+            match sys::reflink(src, dst) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "reflink unavailable; copying");
+                    self.reflink.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        match sys::copy_range(src, dst, len) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)
+                ) =>
+            {
+                dst.set_len(0)?;
+                let mut buf = vec![0u8; 1 << 20];
+                let mut off = 0u64;
+                while off < len {
+                    let n = src.read_at(&mut buf, off)?;
+                    if n == 0 {
+                        break;
+                    }
+                    dst.write_all_at(&buf[..n], off)?;
+                    off += n as u64;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn check_range(offset: u64, len: usize) -> Result<(), StoreError> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= i64::MAX as u64 => Ok(()),
+            _ => Err(StoreError::InvalidArgument(format!(
+                "offset {offset} + length {len} is out of range"
+            ))),
+        }
+    }
+
+    fn io_err(id: ObjectId, what: &str, e: io::Error) -> StoreError {
+        if e.kind() == io::ErrorKind::InvalidInput {
+            StoreError::InvalidArgument(format!("{what} of object {id}: {e}"))
+        } else {
+            StoreError::io(format!("{what} of object {id}"), e)
+        }
+    }
+
+    fn read_op(&self, r: &ReadRequest) -> Result<IoOp, StoreError> {
+        let len = r.len.min(MAX_IO);
+        Self::check_range(r.offset, len)?;
+        Ok(IoOp::Read {
+            file: self.file(r.id)?,
+            offset: r.offset,
+            len,
+        })
+    }
+
+    fn read_result(id: ObjectId, r: io::Result<IoOutcome>) -> Result<Bytes, StoreError> {
+        match r {
+            Ok(IoOutcome::Read(b)) => Ok(b),
+            Ok(other) => Err(StoreError::io(
+                format!("read of object {id}"),
+                io::Error::other(format!("engine returned {other:?} for a read")),
+            )),
+            Err(e) => Err(Self::io_err(id, "read", e)),
+        }
+    }
+
+    /// Reads up to `len` bytes (at most [`MAX_IO`]) at `offset`; short at end of object.
+    pub fn read(&self, id: ObjectId, offset: u64, len: usize) -> Result<Bytes, StoreError> {
+        let op = self.read_op(&ReadRequest { id, offset, len })?;
+        Self::read_result(id, self.engine.run_one(op))
+    }
+
+    /// Runs many reads as one engine batch; one result per request, in order.
+    pub fn read_batch(&self, reqs: &[ReadRequest]) -> Vec<Result<Bytes, StoreError>> {
+        let mut out: Vec<Option<Result<Bytes, StoreError>>> = Vec::with_capacity(reqs.len());
+        let mut ops = Vec::new();
+        let mut slots = Vec::new();
+        for (i, r) in reqs.iter().enumerate() {
+            match self.read_op(r) {
+                Ok(op) => {
+                    ops.push(op);
+                    slots.push(i);
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let results = self.engine.run(ops);
+        for (slot, res) in slots.into_iter().zip(results) {
+            out[slot] = Some(Self::read_result(reqs[slot].id, res));
+        }
+        out.into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    Err(StoreError::io(
+                        "read batch",
+                        io::Error::other("engine lost a result"),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    fn write_op(&self, id: ObjectId, offset: u64, data: Bytes) -> Result<IoOp, StoreError> {
+        self.check_writable()?;
+        if data.len() > MAX_IO {
+            return Err(StoreError::InvalidArgument(format!(
+                "write of {} bytes exceeds the {MAX_IO}-byte limit",
+                data.len()
+            )));
+        }
+        Self::check_range(offset, data.len())?;
+        Ok(IoOp::Write {
+            file: self.file(id)?,
+            offset,
+            data,
+        })
+    }
+
+    fn write_result(id: ObjectId, r: io::Result<IoOutcome>) -> Result<usize, StoreError> {
+        match r {
+            Ok(IoOutcome::Write(n)) => Ok(n),
+            Ok(other) => Err(StoreError::io(
+                format!("write of object {id}"),
+                io::Error::other(format!("engine returned {other:?} for a write")),
+            )),
+            Err(e) => Err(Self::io_err(id, "write", e)),
+        }
+    }
+
+    /// Writes all of `data` at `offset`; returns the bytes written.
+    pub fn write(&self, id: ObjectId, offset: u64, data: Bytes) -> Result<usize, StoreError> {
+        let op = self.write_op(id, offset, data)?;
+        self.crash_point("write:begin")?;
+        let r = Self::write_result(id, self.engine.run_one(op));
+        self.crash_point("write:done")?;
+        r
+    }
+
+    /// Runs many writes as one engine batch; one result per request, in order.
+    pub fn write_batch(&self, reqs: Vec<WriteRequest>) -> Vec<Result<usize, StoreError>> {
+        let mut out: Vec<Option<Result<usize, StoreError>>> = Vec::with_capacity(reqs.len());
+        let mut ops = Vec::new();
+        let mut slots = Vec::new();
+        let ids: Vec<ObjectId> = reqs.iter().map(|r| r.id).collect();
+        for (i, r) in reqs.into_iter().enumerate() {
+            match self.write_op(r.id, r.offset, r.data) {
+                Ok(op) => {
+                    ops.push(op);
+                    slots.push(i);
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let results = self.engine.run(ops);
+        for (slot, res) in slots.into_iter().zip(results) {
+            out[slot] = Some(Self::write_result(ids[slot], res));
+        }
+        out.into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    Err(StoreError::io(
+                        "write batch",
+                        io::Error::other("engine lost a result"),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The object's attributes, size, ctime and allocation.
+    pub fn stat(&self, id: ObjectId) -> Result<ObjectStat, StoreError> {
+        self.check_id(id)?;
+        let _g = self.lock_id(id);
+        let e = self.entry_required(id)?;
+        self.stat_locked(id, e.attr)
+    }
+
+    /// Changes attributes and/or size: `ftruncate` first (size is data), then one rename.
+    pub fn wstat(&self, id: ObjectId, change: &AttrChange) -> Result<ObjectStat, StoreError> {
+        self.check_id(id)?;
+        self.check_writable()?;
+        if let Some(size) = change.size {
+            if size > i64::MAX as u64 {
+                return Err(StoreError::InvalidArgument(format!(
+                    "size {size} too large"
+                )));
+            }
+        }
+        let _g = self.lock_id(id);
+        let old = self.entry_required(id)?;
+        let attr = change.apply(&old.attr);
+        let leaf = self.leaf_name(id, &attr)?;
+        self.crash_point("wstat:begin")?;
+        if let Some(size) = change.size {
+            let f = self.file_locked(id)?;
+            f.set_len(size)
+                .map_err(|e| Self::io_err(id, "truncate", e))?;
+            self.crash_point("wstat:truncated")?;
+        }
+        if leaf != old.name {
+            let d = self.leaf_dir(id);
+            fs::rename(d.join(&old.name), d.join(&leaf))
+                .map_err(|e| StoreError::io(format!("renaming object {id}"), e))?;
+            self.crash_point("wstat:renamed")?;
+            let g = self.geometry;
+            self.dirs.upsert(
+                g.leaf_dir_key(id),
+                g.leaf_low(id),
+                LeafEntry { name: leaf, attr },
+            );
+        }
+        self.stat_locked(id, attr)
+    }
+
+    /// Removes the object.
+    pub fn delete(&self, id: ObjectId) -> Result<(), StoreError> {
+        self.check_id(id)?;
+        self.check_writable()?;
+        let _g = self.lock_id(id);
+        let e = self.entry_required(id)?;
+        self.crash_point("delete:begin")?;
+        let path = self.leaf_dir(id).join(&e.name);
+        fs::remove_file(&path).map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => StoreError::NotFound(id),
+            _ => StoreError::io(format!("deleting object {id}"), err),
+        })?;
+        self.crash_point("delete:unlinked")?;
+        let g = self.geometry;
+        self.dirs.remove(g.leaf_dir_key(id), g.leaf_low(id));
+        self.fds.remove(id);
+        Ok(())
+    }
+
+    /// Makes the object's data and its directory entry (and the path to it) durable.
+    pub fn sync(&self, id: ObjectId) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let f = self.file(id)?;
+        match self.engine.run_one(IoOp::Fsync {
+            file: f,
+            datasync: false,
+        }) {
+            Ok(_) => {}
+            Err(e) => return Err(self.poison(StoreError::io(format!("fsync of object {id}"), e))),
+        }
+        let mut d = self.leaf_dir(id);
+        loop {
+            sys::fsync_dir(&d).map_err(|e| self.poison(e))?;
+            if d == self.dir || !d.pop() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every object in the store, in tree order. Temporary files are skipped; a corrupt name
+    /// yields an error item and the walk goes on.
+    pub fn objects(&self) -> impl Iterator<Item = Result<ObjectStat, StoreError>> + '_ {
+        ObjectWalk::new(self.geometry, self.objects.clone())
+    }
+
+    /// Object count and allocated bytes.
+    pub fn usage(&self) -> Result<StoreUsage, StoreError> {
+        let mut u = StoreUsage::default();
+        for s in self.objects() {
+            let s = s?;
+            u.objects += 1;
+            u.bytes += s.blocks * 512;
+        }
+        Ok(u)
+    }
+}
+
+/// Depth-first walk of the object tree.
+struct ObjectWalk {
+    geometry: Geometry,
+    depth_of_leaf: usize,
+    /// (directory, depth, leaf-dir key prefix, pending entries)
+    stack: Vec<(PathBuf, usize, u64, Option<Vec<String>>)>,
+}
+
+impl ObjectWalk {
+    fn new(geometry: Geometry, root: PathBuf) -> Self {
+        ObjectWalk {
+            geometry,
+            depth_of_leaf: geometry.levels().len(),
+            stack: vec![(root, 0, 0, None)],
+        }
+    }
+}
+
+impl Iterator for ObjectWalk {
+    type Item = Result<ObjectStat, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (dir, depth, prefix, pending) = self.stack.last_mut()?;
+            let names = match pending {
+                Some(n) => n,
+                None => {
+                    let rd = match fs::read_dir(&*dir) {
+                        Ok(rd) => rd,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            self.stack.pop();
+                            continue;
+                        }
+                        Err(e) => {
+                            let msg = format!("reading {}", dir.display());
+                            self.stack.pop();
+                            return Some(Err(StoreError::io(msg, e)));
+                        }
+                    };
+                    let mut v: Vec<String> = rd
+                        .filter_map(|e| e.ok())
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .filter(|n| !name::is_temp(n))
+                        .collect();
+                    v.sort_unstable_by(|a, b| b.cmp(a));
+                    pending.insert(v)
+                }
+            };
+            let Some(n) = names.pop() else {
+                self.stack.pop();
+                continue;
+            };
+            let (dir, depth, prefix) = (dir.clone(), *depth, *prefix);
+            let path = dir.join(&n);
+            if depth < self.depth_of_leaf {
+                match self.geometry.parse_component(depth, &n) {
+                    Some(v) => {
+                        let bits = self.geometry.levels()[depth];
+                        self.stack
+                            .push((path, depth + 1, (prefix << bits) | v, None));
+                    }
+                    None => return Some(Err(StoreError::CorruptName { path })),
+                }
+                continue;
+            }
+            let Some(leaf) = name::parse(self.geometry.leaf_bits, &n) else {
+                return Some(Err(StoreError::CorruptName { path }));
+            };
+            let id = self.geometry.join(prefix, leaf.low);
+            return Some(match fs::symlink_metadata(&path) {
+                Ok(md) => Ok(stat_from(id, leaf.attr, &md)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => Err(StoreError::io(format!("stat of {}", path.display()), e)),
+            });
+        }
+    }
+}
