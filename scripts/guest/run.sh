@@ -17,7 +17,8 @@
 #   --verbose                     copy the console to stderr while it runs
 #
 # Exit status: the guest script's rc (0 = pass); 124 on timeout; 125 if QEMU exited without the
-# END marker; 2 on usage errors. The last line of stdout is always "log: <path>".
+# END marker; 2 on usage errors or a failed initramfs build. The last line of stdout is always
+# "log: <path>" (default logs keep the newest 50 in scripts/.cache/logs).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -47,9 +48,6 @@ say() { printf 'run.sh: %s\n' "$*"; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
-base="$("$here/build-initramfs.sh" | tail -1)"
-kernel="$cache/kernel/current/vmlinuz"
-
 work="$(mktemp -d "${TMPDIR:-/tmp}/envoy-guest.XXXXXX")"
 qpid=""
 cleanup() {
@@ -58,6 +56,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+if ! base="$("$here/build-initramfs.sh" 2>"$work/build.err" | tail -1)" || [[ ! -f "$base" ]]; then
+    cat "$work/build.err" >&2
+    say "building the initramfs failed"
+    exit 2
+fi
+kernel="$cache/kernel/current/vmlinuz"
+
 # Second cpio with /test/script, appended to the cached base (the kernel unpacks both).
 mkdir -p "$work/root/test"
 install -m 0755 "$script" "$work/root/test/script"
@@ -65,7 +70,10 @@ install -m 0755 "$script" "$work/root/test/script"
 cat "$base" "$work/test.cpio.gz" >"$work/initrd"
 
 mkdir -p "$cache/logs"
-[[ -n "$log" ]] || log="$cache/logs/guest-$(date +%Y%m%d-%H%M%S)-$$.log"
+if [[ -z "$log" ]]; then
+    log="$cache/logs/guest-$(date +%Y%m%d-%H%M%S)-$$.log"
+    ls -1t "$cache"/logs/guest-*.log 2>/dev/null | tail -n +50 | xargs -r rm -f
+fi
 : >"$log"
 
 args=(
