@@ -23,6 +23,9 @@ use bytes::Bytes;
 use clap::Parser;
 use envoy_storage::engine::uring::UringEngine;
 use envoy_storage::engine::{IoEngine, IoOp, IoOutcome, SyncEngine};
+use envoy_storage::{
+    Attributes, EngineChoice, ObjectId, ObjectKind, ObjectStore, ReadRequest, StoreOptions,
+};
 
 type BenchResult<T> = Result<T, Box<dyn Error>>;
 
@@ -51,6 +54,19 @@ struct Args {
     /// io_uring submission queue depth.
     #[arg(long, default_value_t = 256)]
     depth: u32,
+    /// Backends to measure, in table order: store-uring, store-sync, std-fs, and (engine
+    /// without the store, files kept open) files-uring, files-sync. The uring/sync ratio
+    /// column compares the first two.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "store-uring,store-sync,std-fs"
+    )]
+    backends: Vec<String>,
+    /// The store's descriptor cache capacity (default: the whole working set fits, so the
+    /// rows measure data I/O rather than reopening files).
+    #[arg(long, default_value_t = 4096)]
+    fd_cache: usize,
 }
 
 /// A handle on one object of a backend.
@@ -127,6 +143,77 @@ impl Backend for StdFs {
         f.write_all(data)?;
         if sync {
             f.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// The object store on a given engine.
+struct Store {
+    store: ObjectStore,
+    /// IDs reserved but not yet created.
+    pool: std::ops::Range<u64>,
+}
+
+impl Store {
+    fn new(dir: &Path, engine: Arc<dyn IoEngine>, fd_cache: usize) -> BenchResult<Self> {
+        let opts = StoreOptions {
+            engine: EngineChoice::Custom(engine),
+            fd_cache,
+            ..StoreOptions::default()
+        };
+        Ok(Store {
+            store: ObjectStore::create(dir, opts)?,
+            pool: 0..0,
+        })
+    }
+}
+
+impl Backend for Store {
+    fn label(&self) -> String {
+        format!("store+{}", self.store.engine_name())
+    }
+
+    fn create_write(&mut self, data: &Bytes) -> BenchResult<Key> {
+        let key = match self.pool.next() {
+            Some(key) => key,
+            None => {
+                let range = self.store.reserve(4096)?;
+                self.pool = range.first.0..range.first.0 + range.count;
+                self.pool.next().ok_or("reserve returned no IDs")?
+            }
+        };
+        let id = ObjectId(key);
+        self.store
+            .create_object(id, &Attributes::new(ObjectKind::Regular, 0o644))?;
+        self.store.write(id, 0, data.clone())?;
+        Ok(key)
+    }
+
+    fn read(&self, key: Key, len: usize) -> BenchResult<usize> {
+        Ok(black_box(self.store.read(ObjectId(key), 0, len)?).len())
+    }
+
+    fn read_batch(&self, keys: &[Key], len: usize) -> BenchResult<usize> {
+        let reqs: Vec<ReadRequest> = keys
+            .iter()
+            .map(|&k| ReadRequest {
+                id: ObjectId(k),
+                offset: 0,
+                len,
+            })
+            .collect();
+        let mut total = 0;
+        for r in self.store.read_batch(&reqs) {
+            total += black_box(r?).len();
+        }
+        Ok(total)
+    }
+
+    fn write(&self, key: Key, data: &Bytes, sync: bool) -> BenchResult<()> {
+        self.store.write(ObjectId(key), 0, data.clone())?;
+        if sync {
+            self.store.sync(ObjectId(key))?;
         }
         Ok(())
     }
@@ -242,6 +329,7 @@ impl Backend for RawEngine {
 struct Row {
     name: &'static str,
     unit: Unit,
+    rep: Rep,
 }
 
 #[derive(Clone, Copy)]
@@ -268,97 +356,121 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-/// Runs `rep` once to warm up and `reps` more times; returns the median rate, where each
-/// repetition reports (units of work, elapsed).
-fn measure(reps: usize, mut rep: impl FnMut() -> BenchResult<(f64, Duration)>) -> BenchResult<f64> {
-    rep()?;
-    let mut rates = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let (work, elapsed) = rep()?;
-        rates.push(work / elapsed.as_secs_f64().max(1e-9));
-    }
-    Ok(median(rates))
+/// A backend and the objects it holds for the read and overwrite rows.
+struct Subject {
+    backend: Box<dyn Backend>,
+    small: Vec<Key>,
+    big: Vec<Key>,
 }
 
-/// Measures every row on one backend; returns one rate per row.
-fn run_backend(b: &mut dyn Backend, args: &Args, rows: &[Row]) -> BenchResult<Vec<f64>> {
-    let small = Bytes::from(vec![0xa5u8; SMALL]);
-    let big = Bytes::from(vec![0x5au8; BIG]);
-    let mut out = Vec::with_capacity(rows.len());
+/// One repetition of one row on one subject: (units of work, elapsed).
+type Rep = fn(&mut Subject, &Args, &Payloads) -> BenchResult<(f64, Duration)>;
 
-    // Row: create + write 4 KiB objects (fresh objects every repetition).
-    let mut small_keys = Vec::new();
-    out.push(measure(args.reps, || {
-        let start = Instant::now();
-        let mut keys = Vec::with_capacity(args.objects);
-        for _ in 0..args.objects {
-            keys.push(b.create_write(&small)?);
-        }
-        let elapsed = start.elapsed();
-        b.release(&small_keys);
-        small_keys = keys;
-        Ok((args.objects as f64, elapsed))
-    })?);
+struct Payloads {
+    small: Bytes,
+    big: Bytes,
+}
 
-    // Row: 4 KiB reads, one at a time.
-    out.push(measure(args.reps, || {
-        let start = Instant::now();
-        for &k in &small_keys {
-            if b.read(k, SMALL)? != SMALL {
-                return Err("short read".into());
+/// Measures one row on every subject, interleaved: one warm-up round, then `reps` rounds in
+/// which each subject runs once, so a change in machine load (the host is shared) hits every
+/// backend alike. Returns each subject's median rate.
+fn measure_row(
+    subjects: &mut [Subject],
+    args: &Args,
+    payloads: &Payloads,
+    rep: Rep,
+) -> BenchResult<Vec<f64>> {
+    let mut rates = vec![Vec::with_capacity(args.reps); subjects.len()];
+    for round in 0..=args.reps {
+        for (subject, rates) in subjects.iter_mut().zip(rates.iter_mut()) {
+            let (work, elapsed) = rep(subject, args, payloads)?;
+            if round > 0 {
+                rates.push(work / elapsed.as_secs_f64().max(1e-9));
             }
         }
-        Ok((small_keys.len() as f64, start.elapsed()))
-    })?);
-
-    // Row: 4 KiB reads, 32 per call.
-    out.push(measure(args.reps, || {
-        let start = Instant::now();
-        let mut ops = 0;
-        for chunk in small_keys.chunks(BATCH) {
-            if b.read_batch(chunk, SMALL)? != chunk.len() * SMALL {
-                return Err("short batched read".into());
-            }
-            ops += chunk.len();
-        }
-        Ok((ops as f64, start.elapsed()))
-    })?);
-
-    // Rows: 1 MiB writes (overwrite in place) and reads.
-    let mut big_keys = Vec::with_capacity(args.big_objects);
-    for _ in 0..args.big_objects {
-        big_keys.push(b.create_write(&big)?);
     }
-    let mb = (BIG as f64) / 1e6;
-    out.push(measure(args.reps, || {
-        let start = Instant::now();
-        for &k in &big_keys {
-            b.write(k, &big, false)?;
-        }
-        Ok((big_keys.len() as f64 * mb, start.elapsed()))
-    })?);
-    out.push(measure(args.reps, || {
-        let start = Instant::now();
-        for &k in &big_keys {
-            if b.read(k, BIG)? != BIG {
-                return Err("short big read".into());
-            }
-        }
-        Ok((big_keys.len() as f64 * mb, start.elapsed()))
-    })?);
+    Ok(rates.into_iter().map(median).collect())
+}
 
-    if args.fsync_ops > 0 {
-        let keys: Vec<Key> = small_keys.iter().copied().take(args.fsync_ops).collect();
-        out.push(measure(args.reps, || {
-            let start = Instant::now();
-            for &k in &keys {
-                b.write(k, &small, true)?;
-            }
-            Ok((keys.len() as f64, start.elapsed()))
-        })?);
+/// Row: create + write 4 KiB objects (fresh objects every repetition; the last set is kept
+/// for the read rows).
+fn rep_create(s: &mut Subject, args: &Args, p: &Payloads) -> BenchResult<(f64, Duration)> {
+    let start = Instant::now();
+    let mut keys = Vec::with_capacity(args.objects);
+    for _ in 0..args.objects {
+        keys.push(s.backend.create_write(&p.small)?);
     }
-    debug_assert_eq!(out.len(), rows.len());
-    Ok(out)
+    let elapsed = start.elapsed();
+    let old = std::mem::replace(&mut s.small, keys);
+    s.backend.release(&old);
+    Ok((args.objects as f64, elapsed))
+}
+
+fn rep_read(s: &mut Subject, _: &Args, _: &Payloads) -> BenchResult<(f64, Duration)> {
+    let start = Instant::now();
+    for &k in &s.small {
+        if s.backend.read(k, SMALL)? != SMALL {
+            return Err("short read".into());
+        }
+    }
+    Ok((s.small.len() as f64, start.elapsed()))
+}
+
+fn rep_read_batch(s: &mut Subject, _: &Args, _: &Payloads) -> BenchResult<(f64, Duration)> {
+    let start = Instant::now();
+    for chunk in s.small.chunks(BATCH) {
+        if s.backend.read_batch(chunk, SMALL)? != chunk.len() * SMALL {
+            return Err("short batched read".into());
+        }
+    }
+    Ok((s.small.len() as f64, start.elapsed()))
+}
+
+fn rep_big_write(s: &mut Subject, _: &Args, p: &Payloads) -> BenchResult<(f64, Duration)> {
+    let start = Instant::now();
+    for &k in &s.big {
+        s.backend.write(k, &p.big, false)?;
+    }
+    Ok((s.big.len() as f64 * BIG as f64 / 1e6, start.elapsed()))
+}
+
+fn rep_big_read(s: &mut Subject, _: &Args, _: &Payloads) -> BenchResult<(f64, Duration)> {
+    let start = Instant::now();
+    for &k in &s.big {
+        if s.backend.read(k, BIG)? != BIG {
+            return Err("short big read".into());
+        }
+    }
+    Ok((s.big.len() as f64 * BIG as f64 / 1e6, start.elapsed()))
+}
+
+fn rep_fsync_write(s: &mut Subject, args: &Args, p: &Payloads) -> BenchResult<(f64, Duration)> {
+    let start = Instant::now();
+    let keys = &s.small[..args.fsync_ops.min(s.small.len())];
+    for &k in keys {
+        s.backend.write(k, &p.small, true)?;
+    }
+    Ok((keys.len() as f64, start.elapsed()))
+}
+
+/// Measures every row; returns `table[row][subject]`.
+fn run_all(subjects: &mut [Subject], args: &Args, rows: &[Row]) -> BenchResult<Vec<Vec<f64>>> {
+    let payloads = Payloads {
+        small: Bytes::from(vec![0xa5u8; SMALL]),
+        big: Bytes::from(vec![0x5au8; BIG]),
+    };
+    for s in subjects.iter_mut() {
+        for _ in 0..args.big_objects {
+            let key = s.backend.create_write(&payloads.big)?;
+            s.big.push(key);
+        }
+    }
+    let mut table = Vec::with_capacity(rows.len());
+    for row in rows {
+        eprintln!("measuring {} ...", row.name);
+        table.push(measure_row(subjects, args, &payloads, row.rep)?);
+    }
+    Ok(table)
 }
 
 fn rows(args: &Args) -> Vec<Row> {
@@ -366,28 +478,34 @@ fn rows(args: &Args) -> Vec<Row> {
         Row {
             name: "4 KiB create+write",
             unit: Unit::OpsPerSec,
+            rep: rep_create,
         },
         Row {
             name: "4 KiB read (1 per call)",
             unit: Unit::OpsPerSec,
+            rep: rep_read,
         },
         Row {
             name: "4 KiB read (32 per call)",
             unit: Unit::OpsPerSec,
+            rep: rep_read_batch,
         },
         Row {
             name: "1 MiB write",
             unit: Unit::MbPerSec,
+            rep: rep_big_write,
         },
         Row {
             name: "1 MiB read",
             unit: Unit::MbPerSec,
+            rep: rep_big_read,
         },
     ];
     if args.fsync_ops > 0 {
         rows.push(Row {
             name: "4 KiB write+fdatasync",
             unit: Unit::OpsPerSec,
+            rep: rep_fsync_write,
         });
     }
     rows
@@ -424,33 +542,44 @@ fn main() -> BenchResult<()> {
     let sync: Arc<dyn IoEngine> = Arc::new(SyncEngine);
 
     let mut backends: Vec<Box<dyn Backend>> = Vec::new();
-    for (name, engine) in [("uring", &uring), ("sync", &sync)] {
-        let dir = scratch.path().join(format!("files-{name}"));
-        std::fs::create_dir(&dir)?;
-        backends.push(Box::new(RawEngine {
-            dir,
-            engine: Arc::clone(engine),
-            files: Vec::new(),
-        }));
+    for name in &args.backends {
+        let dir = scratch.path().join(name);
+        let backend: Box<dyn Backend> = match name.as_str() {
+            "store-uring" => Box::new(Store::new(&dir, Arc::clone(&uring), args.fd_cache)?),
+            "store-sync" => Box::new(Store::new(&dir, Arc::clone(&sync), args.fd_cache)?),
+            "std-fs" => {
+                std::fs::create_dir(&dir)?;
+                Box::new(StdFs { dir, next: 0 })
+            }
+            "files-uring" | "files-sync" => {
+                std::fs::create_dir(&dir)?;
+                let engine = if name == "files-uring" { &uring } else { &sync };
+                Box::new(RawEngine {
+                    dir,
+                    engine: Arc::clone(engine),
+                    files: Vec::new(),
+                })
+            }
+            other => return Err(format!("unknown backend {other:?}").into()),
+        };
+        backends.push(backend);
     }
-    let fs_dir = scratch.path().join("stdfs");
-    std::fs::create_dir(&fs_dir)?;
-    backends.push(Box::new(StdFs {
-        dir: fs_dir,
-        next: 0,
-    }));
 
     let rows = rows(&args);
     let started = Instant::now();
-    let mut columns = Vec::new();
-    for b in &mut backends {
-        eprintln!("measuring {} ...", b.label());
-        columns.push(run_backend(b.as_mut(), &args, &rows)?);
-    }
+    let mut subjects: Vec<Subject> = backends
+        .into_iter()
+        .map(|backend| Subject {
+            backend,
+            small: Vec::new(),
+            big: Vec::new(),
+        })
+        .collect();
+    let table = run_all(&mut subjects, &args, &rows)?;
 
     println!(
-        "dir {} ({}), {} x 4 KiB objects, {} x 1 MiB objects, median of {} reps after 1 warm-up, \
-         io_uring depth {}",
+        "dir {} ({}), {} x 4 KiB objects, {} x 1 MiB objects, median of {} interleaved reps \
+         after 1 warm-up, io_uring depth {}",
         args.dir.display(),
         fs_type(&args.dir),
         args.objects,
@@ -459,23 +588,22 @@ fn main() -> BenchResult<()> {
         args.depth
     );
     print!("| {:<26} | {:<5} |", "row", "unit");
-    for b in &backends {
-        print!(" {:>14} |", b.label());
+    for s in &subjects {
+        print!(" {:>14} |", s.backend.label());
     }
     println!(" uring/sync |");
     print!("|{}|{}|", "-".repeat(28), "-".repeat(7));
-    for _ in &backends {
+    for _ in &subjects {
         print!("{}:|", "-".repeat(15));
     }
     println!("-----------:|");
-    for (i, row) in rows.iter().enumerate() {
+    for (row, rates) in rows.iter().zip(&table) {
         print!("| {:<26} | {:<5} |", row.name, row.unit.label());
-        let rate = |c: usize| columns.get(c).and_then(|col| col.get(i)).copied();
-        for c in 0..backends.len() {
-            print!(" {:>14.0} |", rate(c).unwrap_or(0.0));
+        for rate in rates {
+            print!(" {rate:>14.0} |");
         }
-        match (rate(0), rate(1)) {
-            (Some(u), Some(s)) if s > 0.0 => println!(" {:>10.2} |", u / s),
+        match (rates.first(), rates.get(1)) {
+            (Some(u), Some(s)) if *s > 0.0 => println!(" {:>10.2} |", u / s),
             _ => println!(" {:>10} |", "-"),
         }
     }
