@@ -17,7 +17,12 @@ fn check(frame: Bytes, dialect: Dialect) {
     let len = encode(decoded.tag, &decoded.msg, dialect, MSIZE, &mut out)
         .unwrap_or_else(|e| panic!("decoded {} but cannot re-encode: {e}", decoded.msg.name()));
     assert_eq!(len, out.len());
-    assert_eq!(&out[..], &frame[..], "{} re-encodes differently", decoded.msg.name());
+    assert_eq!(
+        &out[..],
+        &frame[..],
+        "{} re-encodes differently",
+        decoded.msg.name()
+    );
     assert_eq!(decoded.msg.encoded_len(dialect), len);
 
     let mut head = BytesMut::new();
