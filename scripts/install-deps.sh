@@ -7,6 +7,7 @@
 # Layout after a run:
 #   scripts/.cache/kernel/<ver>/vmlinuz        the kernel image
 #   scripts/.cache/kernel/<ver>/config         its build configuration
+#   scripts/.cache/kernel/<ver>/vmlinux        uncompressed ELF kernel, if PVH-bootable
 #   scripts/.cache/kernel/<ver>/modules/       lib/modules/<ver> of the package
 #   scripts/.cache/kernel/current              symlink to <ver>
 set -euo pipefail
@@ -104,6 +105,17 @@ else
     mv "$tmp/lib/modules/$kver" "$kdir/modules"
     rm -rf "$tmp"
     trap - EXIT
+fi
+# The uncompressed ELF kernel boots ~4 s faster under TCG (no self-decompression), via PVH.
+if [[ ! -f "$kdir/vmlinux" && ! -f "$kdir/vmlinux.unusable" ]]; then
+    if python3 "$here/lib/extract-vmlinux.py" "$kdir/vmlinuz" "$kdir/vmlinux.tmp" 2>"$kdir/vmlinux.unusable"; then
+        mv "$kdir/vmlinux.tmp" "$kdir/vmlinux"
+        rm -f "$kdir/vmlinux.unusable"
+        say "extracted $kdir/vmlinux (PVH-bootable)"
+    else
+        rm -f "$kdir/vmlinux.tmp"
+        say "no directly bootable vmlinux: $(cat "$kdir/vmlinux.unusable"); using the bzImage"
+    fi
 fi
 ln -sfn "$kver" "$cache/kernel/current"
 say "kernel: $kdir/vmlinuz ($(du -h "$kdir/vmlinuz" | cut -f1)), modules: $kdir/modules"

@@ -15,6 +15,8 @@
 #   --machine TYPE                QEMU machine type (default q35)
 #   --log FILE                    console log path (default scripts/.cache/logs/guest-<time>.log)
 #   --verbose                     copy the console to stderr while it runs
+#   --bzimage                     boot the compressed vmlinuz even if the faster PVH-bootable
+#                                 vmlinux was extracted (scripts/install-deps.sh)
 #
 # Exit status: the guest script's rc (0 = pass); 124 on timeout; 125 if QEMU exited without the
 # END marker; 2 on usage errors or a failed initramfs build. The last line of stdout is always
@@ -25,7 +27,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 scripts="$(dirname "$here")"
 cache="$scripts/.cache"
 
-script="" vserial="" netdev=0 timeout=120 append="" mem=512 machine=q35 log="" verbose=0
+script="" vserial="" netdev=0 bzimage=0 timeout=120 append="" mem=512 machine=q35 log="" verbose=0
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
     case "$1" in
@@ -38,6 +40,7 @@ while (($#)); do
     --machine) machine="$2"; shift 2 ;;
     --log) log="$2"; shift 2 ;;
     --verbose) verbose=1; shift ;;
+    --bzimage) bzimage=1; shift ;;
     -h | --help) usage ;;
     *) echo "run.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -61,7 +64,9 @@ if ! base="$("$here/build-initramfs.sh" 2>"$work/build.err" | tail -1)" || [[ ! 
     say "building the initramfs failed"
     exit 2
 fi
+# Prefer the PVH-bootable ELF kernel (no decompression under TCG) unless --bzimage.
 kernel="$cache/kernel/current/vmlinuz"
+if ((!bzimage)) && [[ -f "$cache/kernel/current/vmlinux" ]]; then kernel="$cache/kernel/current/vmlinux"; fi
 
 # Second cpio with /test/script, appended to the cached base (the kernel unpacks both).
 mkdir -p "$work/root/test"
