@@ -529,4 +529,38 @@ mod tests {
         assert_eq!(entries(&[]).count(), 0);
         assert_eq!(next_cookie(&[]).unwrap(), 1);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_random_blocks_never_panics(
+            count in proptest::prelude::any::<u16>(),
+            used in proptest::prelude::any::<u16>(),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..BLOCK_SIZE - HEADER_SIZE),
+        ) {
+            let mut b = vec![0u8; BLOCK_SIZE];
+            b[..4].copy_from_slice(MAGIC);
+            b[4] = VERSION;
+            b[6..8].copy_from_slice(&count.to_le_bytes());
+            b[8..10].copy_from_slice(&used.to_le_bytes());
+            b[HEADER_SIZE..HEADER_SIZE + body.len()].copy_from_slice(&body);
+            let decoded = DirBlock::decode(&b);
+            let mut m = b.clone();
+            let cow = set_cow_all(&mut m);
+            proptest::prop_assert_eq!(decoded.is_ok(), cow.is_ok());
+            if let Ok(d) = decoded {
+                // Whatever decodes re-encodes to an equivalent block.
+                proptest::prop_assert_eq!(DirBlock::decode(&d.encode()).ok(), Some(d));
+            }
+        }
+
+        #[test]
+        fn insert_encode_decode_random_names(names in proptest::collection::vec("[a-zA-Z0-9._-]{1,40}", 0..60)) {
+            let mut b = DirBlock::new();
+            for (i, n) in names.iter().enumerate() {
+                let _ = b.insert(ent(n, i as u64, i as u64 + 1));
+            }
+            proptest::prop_assert!(b.used() <= BLOCK_SIZE);
+            proptest::prop_assert_eq!(DirBlock::decode(&b.encode()).unwrap(), b);
+        }
+    }
 }

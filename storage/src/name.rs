@@ -233,4 +233,36 @@ mod tests {
         assert!(is_temp(&clone_temp(9)));
         assert!(!is_temp(&good));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_random_strings_never_panics(s in "\\PC{0,80}", bits in 1u8..=16) {
+            let _ = parse(bits, &s);
+        }
+
+        #[test]
+        fn encode_parse_round_trip_random(
+            bits in 1u8..=16,
+            low in proptest::prelude::any::<u64>(),
+            mode in 0u32..=0o7777,
+            uid in proptest::prelude::any::<u32>(),
+            gid in proptest::prelude::any::<u32>(),
+            at in 0u64..u64::MAX / 2,
+            mt in 0u64..u64::MAX / 2,
+            k in 0usize..7,
+        ) {
+            let low = low & ((1u64 << bits) - 1);
+            let a = Attributes {
+                kind: ObjectKind::ALL[k],
+                mode,
+                uid,
+                gid,
+                atime: Timestamp::from_nanos(at),
+                mtime: Timestamp::from_nanos(mt),
+            };
+            let n = encode(bits, low, &a).unwrap();
+            proptest::prop_assert_eq!(n.len(), crate::geometry::hex_width(bits) + LEAF_FIXED_LEN);
+            proptest::prop_assert_eq!(parse(bits, &n), Some(LeafName { low, attr: a }));
+        }
+    }
 }
