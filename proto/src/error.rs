@@ -119,7 +119,23 @@ pub struct DecodeError {
     pub kind: DecodeErrorKind,
 }
 
+/// Linux errno `EINVAL`.
+const EINVAL: u32 = 22;
+/// Linux errno `EOPNOTSUPP`.
+const EOPNOTSUPP: u32 = 95;
+
 impl DecodeError {
+    /// The errno to answer the request with: `EOPNOTSUPP` (95) for a type that is unknown,
+    /// reserved or not part of the dialect, `EINVAL` (22) for everything else.
+    pub fn errno(&self) -> u32 {
+        match self.kind {
+            DecodeErrorKind::UnknownType(_)
+            | DecodeErrorKind::ReservedType(_)
+            | DecodeErrorKind::NotInDialect { .. } => EOPNOTSUPP,
+            _ => EINVAL,
+        }
+    }
+
     /// Whether the connection must be closed: the header was unreadable or the frame size is
     /// unusable, so there is no tag to answer or the stream cannot be resynchronised.
     pub fn is_fatal(&self) -> bool {

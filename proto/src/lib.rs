@@ -13,6 +13,44 @@
 //! [`bytes::Bytes`] slices of the received frame, never copied by the decoder, and can be
 //! handed to `writev` separately by [`encode_parts`].
 //!
+//! # Example: a server's receive path
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use envoy_proto::*;
+//!
+//! let msize = 8192;
+//! let dialect = Dialect::P2000L;
+//! // Bytes as they arrived from a socket: a Tclunk of fid 1 with tag 3, then Tgetattr's tag
+//! // and a type this dialect lacks (Tstat), then half a frame.
+//! let mut rx = BytesMut::from(&[
+//!     11, 0, 0, 0, 120, 3, 0, 1, 0, 0, 0,
+//!     11, 0, 0, 0, 124, 4, 0, 1, 0, 0, 0,
+//!     11, 0, 0,
+//! ][..]);
+//! let splitter = FrameSplitter::new(msize);
+//! let mut tx = BytesMut::new();
+//! while let Some(frame) = splitter.next_frame(&mut rx)? {
+//!     match decode(frame, dialect, msize) {
+//!         Ok(Frame { tag, msg: Message::Tclunk(t) }) => {
+//!             assert_eq!(t.fid, Fid(1));
+//!             encode(tag, &Rclunk {}.into(), dialect, msize, &mut tx)?;
+//!         }
+//!         Ok(other) => unreachable!("{other:?}"),
+//!         // A body that fails to decode still has a tag: answer it, keep the connection.
+//!         Err(e) if !e.is_fatal() => {
+//!             let tag = e.tag.unwrap_or(Tag::NOTAG);
+//!             let reply = Message::error_reply(dialect, e.errno(), &e.to_string());
+//!             encode(tag, &reply, dialect, msize, &mut tx)?;
+//!         }
+//!         Err(e) => return Err(e.into()),
+//!     }
+//! }
+//! assert_eq!(rx.len(), 3); // the partial frame waits for more bytes
+//! assert_eq!(&tx[..], &[7, 0, 0, 0, 121, 3, 0, 11, 0, 0, 0, 7, 4, 0, 95, 0, 0, 0][..]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Type-number space
 //!
 //! T-messages have even numbers, R-messages the following odd number

@@ -233,6 +233,20 @@ impl Message {
     pub const fn name(&self) -> &'static str {
         self.msg_type().name()
     }
+
+    /// The error reply of `dialect`: `Rlerror { ecode: errno }` in 9P2000.L and the storage
+    /// service, `Rerror { ename, errno }` in 9P2000 and 9P2000.u (plain 9P2000 carries only
+    /// the text). A server answers every failed request, including one that failed to
+    /// decode, with this.
+    pub fn error_reply(dialect: Dialect, errno: u32, ename: &str) -> Message {
+        match dialect {
+            Dialect::P2000L | Dialect::Storage => Message::Rlerror(Rlerror { ecode: errno }),
+            Dialect::P2000 | Dialect::P2000u => Message::Rerror(Rerror {
+                ename: ename.replace('\0', ""),
+                errno: if dialect.is_dotu() { errno } else { 0 },
+            }),
+        }
+    }
 }
 
 messages! {

@@ -93,6 +93,30 @@ impl Default for Stat {
     }
 }
 
+impl Stat {
+    /// A Twstat record that changes nothing: every integer all ones, every string empty
+    /// (`stat(5)`: "don't touch"). Set only the fields to change.
+    pub fn dont_touch() -> Stat {
+        Stat {
+            ty: u16::MAX,
+            dev: u32::MAX,
+            qid: Qid {
+                ty: u8::MAX,
+                version: u32::MAX,
+                path: u64::MAX,
+            },
+            mode: u32::MAX,
+            atime: u32::MAX,
+            mtime: u32::MAX,
+            length: u64::MAX,
+            n_uid: NONUNAME,
+            n_gid: NONUNAME,
+            n_muid: NONUNAME,
+            ..Stat::default()
+        }
+    }
+}
+
 /// Bytes of a stat record after `size[2]`, before the strings' contents.
 const STAT_FIXED: usize = 2 + 4 + Qid::LEN + 4 + 4 + 4 + 8 + 4 * 2;
 

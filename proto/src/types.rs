@@ -36,7 +36,7 @@ impl fmt::Display for Fid {
     }
 }
 
-/// The server's unique identity of a file: `qid[13]` = type[1] version[4] path[8].
+/// The server's unique identity of a file: `qid[13]` = `type[1] version[4] path[8]`.
 ///
 /// `path` must be unique and stable for the life of the object across the whole export (the
 /// Linux client keys its inode cache on it).
@@ -188,9 +188,9 @@ pub const VERSION_UNKNOWN: &str = "unknown";
 pub const P9_MAXWELEM: usize = 16;
 /// `n_uname`/`n_uid` value meaning "no numeric id given" (Linux `P9_NONUNAME`, `~0`).
 pub const NONUNAME: u32 = 0xffff_ffff;
-/// Header of every frame: size[4] type[1] tag[2].
+/// Header of every frame: `size[4] type[1] tag[2]`.
 pub const HEADER_LEN: usize = 7;
-/// Bytes in front of the data of Rread/Rreaddir/Rsread: header + count[4]. A read count may be
+/// Bytes in front of the data of Rread/Rreaddir/Rsread: header + `count[4]`. A read count may be
 /// at most `msize - IO_REPLY_HEADER_LEN` so the reply fits in msize.
 pub const IO_REPLY_HEADER_LEN: u32 = 11;
 /// Linux's `P9_IOHDRSZ`: the header allowance Linux subtracts from msize for I/O sizes.

@@ -458,3 +458,34 @@ fn encode_dotu_fields_dropped_in_plain_9p2000() {
     let Message::Tattach(a) = f.msg else { panic!() };
     assert_eq!(a.n_uname, NONUNAME);
 }
+
+#[test]
+fn error_reply_matches_dialect_and_decode_errno() {
+    let err = dec(Dialect::P2000, "13000000 18 0100 01000000 ff07000000000000").unwrap_err();
+    assert_eq!(err.errno(), 95);
+    let err = dec(Dialect::P2000L, "0c000000 78 0100 01000000 00").unwrap_err();
+    assert_eq!(err.errno(), 22);
+    assert_eq!(
+        Message::error_reply(Dialect::P2000L, 22, "bad"),
+        Message::Rlerror(Rlerror { ecode: 22 })
+    );
+    assert_eq!(
+        Message::error_reply(Dialect::P2000u, 22, "bad\0x"),
+        Message::Rerror(Rerror {
+            ename: "badx".into(),
+            errno: 22
+        })
+    );
+    assert_eq!(
+        Message::error_reply(Dialect::P2000, 22, "bad"),
+        Message::Rerror(Rerror {
+            ename: "bad".into(),
+            errno: 0
+        })
+    );
+    for d in Dialect::ALL {
+        let mut out = BytesMut::new();
+        let reply = Message::error_reply(d, 2, "no such file");
+        assert!(encode(Tag(1), &reply, d, MSIZE, &mut out).is_ok(), "{d}");
+    }
+}

@@ -116,25 +116,8 @@ fn stat_plain() -> Stat {
 
 fn stat_dontcare() -> Stat {
     Stat {
-        ty: 0xffff,
-        dev: 0xffff_ffff,
-        qid: Qid {
-            ty: 0xff,
-            version: 0xffff_ffff,
-            path: u64::MAX,
-        },
-        mode: 0xffff_ffff,
-        atime: 0xffff_ffff,
-        mtime: 0xffff_ffff,
-        length: u64::MAX,
         name: s("x"),
-        uid: s(""),
-        gid: s(""),
-        muid: s(""),
-        extension: s(""),
-        n_uid: NONUNAME,
-        n_gid: NONUNAME,
-        n_muid: NONUNAME,
+        ..Stat::dont_touch()
     }
 }
 
