@@ -108,7 +108,7 @@ pub enum DecodeErrorKind {
 
 /// A frame that failed to decode, with as much of its header as could be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("cannot decode 9P frame (tag {tag:?}, type {msg_type:?})")]
+#[error("cannot decode 9P frame{}", header_suffix(*.tag, *.msg_type))]
 pub struct DecodeError {
     /// The frame's tag, when its header was readable. Answer it with an error reply.
     pub tag: Option<Tag>,
@@ -117,6 +117,17 @@ pub struct DecodeError {
     /// What went wrong.
     #[source]
     pub kind: DecodeErrorKind,
+}
+
+/// `" (tag 3, type 124 Tstat)"`, or nothing when the header was unreadable.
+fn header_suffix(tag: Option<Tag>, ty: Option<u8>) -> String {
+    match (tag, ty) {
+        (Some(tag), Some(ty)) => {
+            let name = crate::MsgType::from_u8(ty).map_or("unknown", crate::MsgType::name);
+            format!(" (tag {tag}, type {ty} {name})")
+        }
+        _ => String::new(),
+    }
 }
 
 /// Linux errno `EINVAL`.

@@ -40,7 +40,7 @@
 //!         // A body that fails to decode still has a tag: answer it, keep the connection.
 //!         Err(e) if !e.is_fatal() => {
 //!             let tag = e.tag.unwrap_or(Tag::NOTAG);
-//!             let reply = Message::error_reply(dialect, e.errno(), &e.to_string());
+//!             let reply = Message::error_reply(dialect, e.errno(), &e.kind.to_string());
 //!             encode(tag, &reply, dialect, msize, &mut tx)?;
 //!         }
 //!         Err(e) => return Err(e.into()),

@@ -489,3 +489,14 @@ fn error_reply_matches_dialect_and_decode_errno() {
         assert!(encode(Tag(1), &reply, d, MSIZE, &mut out).is_ok(), "{d}");
     }
 }
+
+#[test]
+fn decode_error_display_names_tag_type_and_cause() {
+    let err = dec(Dialect::P2000L, "0b000000 7c 0100 01000000").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot decode 9P frame (tag 1, type 124 Tstat)"
+    );
+    let cause = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(cause.as_deref(), Some("Tstat is not part of 9P2000.L"));
+}
