@@ -6,6 +6,10 @@
 //! a miss loads the directory while holding the cache lock, so a load can never overwrite a
 //! newer update with an older listing. Updates are idempotent (insert-or-replace / remove by
 //! low bits), so a load that already saw a change and the update for it agree.
+//!
+//! The cache is split into up to 16 shards by directory key, each its own LRU with its own
+//! lock, so misses in different directories load in parallel; the shard capacities add up to
+//! exactly the configured capacity.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -25,23 +29,32 @@ pub struct LeafEntry {
 /// A leaf directory's objects by low ID bits.
 pub type Listing = HashMap<u64, LeafEntry>;
 
+const MAX_SHARDS: usize = 16;
+
 /// Listings by leaf-directory key.
 #[derive(Debug)]
 pub struct DirCache {
-    inner: Mutex<Lru<u64, Listing>>,
+    shards: Vec<Mutex<Lru<u64, Listing>>>,
 }
 
 impl DirCache {
     /// A cache of at most `capacity` listings.
     pub fn new(capacity: usize) -> Self {
+        let n = capacity.clamp(1, MAX_SHARDS);
         DirCache {
-            inner: Mutex::new(Lru::new(capacity)),
+            shards: (0..n)
+                .map(|i| Mutex::new(Lru::new(capacity / n + usize::from(i < capacity % n))))
+                .collect(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Lru<u64, Listing>> {
+    fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, Lru<u64, Listing>> {
+        // Neighbouring leaf directories go to different shards.
+        let i = (key % self.shards.len() as u64) as usize;
         // Every method leaves the map consistent, so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The entry for `low` in directory `key`, loading the listing with `load` on a miss.
@@ -51,7 +64,7 @@ impl DirCache {
         low: u64,
         load: impl FnOnce() -> Result<Listing, E>,
     ) -> Result<Option<LeafEntry>, E> {
-        let mut g = self.lock();
+        let mut g = self.shard(key);
         if let Some(l) = g.get(&key) {
             return Ok(l.get(&low).cloned());
         }
@@ -63,21 +76,24 @@ impl DirCache {
 
     /// Records that `low` in `key` now has `entry` (if the listing is cached).
     pub fn upsert(&self, key: u64, low: u64, entry: LeafEntry) {
-        if let Some(l) = self.lock().peek_mut(&key) {
+        if let Some(l) = self.shard(key).peek_mut(&key) {
             l.insert(low, entry);
         }
     }
 
     /// Records that `low` in `key` is gone (if the listing is cached).
     pub fn remove(&self, key: u64, low: u64) {
-        if let Some(l) = self.lock().peek_mut(&key) {
+        if let Some(l) = self.shard(key).peek_mut(&key) {
             l.remove(&low);
         }
     }
 
     /// Number of cached listings.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
     }
 
     /// True when empty.
@@ -128,10 +144,12 @@ mod tests {
 
     #[test]
     fn lookup_many_dirs_bounded() {
-        let c = DirCache::new(8);
-        for k in 0..100 {
-            let _: Result<_, ()> = c.lookup(k, 0, || Ok(Listing::new()));
+        for cap in [0usize, 1, 8, 20, 100] {
+            let c = DirCache::new(cap);
+            for k in 0..1000 {
+                let _: Result<_, ()> = c.lookup(k, 0, || Ok(Listing::new()));
+            }
+            assert_eq!(c.len(), cap);
         }
-        assert_eq!(c.len(), 8);
     }
 }

@@ -44,7 +44,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -54,17 +54,19 @@ use bytes::Bytes;
 use crate::cache::dir::{DirCache, LeafEntry, Listing};
 use crate::cache::fd::FdCache;
 use crate::crash::CrashInjector;
-use crate::dirfmt;
 use crate::engine::{IoEngine, IoOp, IoOutcome, SyncEngine};
 use crate::error::StoreError;
 use crate::geometry::Geometry;
 use crate::name;
 use crate::object::{
-    AttrChange, Attributes, IdRange, ObjectId, ObjectKind, ObjectStat, ReadRequest, StoreUsage,
-    Timestamp, WriteRequest,
+    AttrChange, Attributes, IdRange, ObjectId, ObjectStat, ReadRequest, StoreUsage, Timestamp,
+    WriteRequest,
 };
 use crate::superblock::{Superblock, META_FILE, META_TMP};
 use crate::sys;
+
+mod clone;
+mod walk;
 
 /// Largest read or write the store performs in one request (16 MiB).
 pub const MAX_IO: usize = 16 << 20;
@@ -260,29 +262,7 @@ impl ObjectStore {
                 .map_err(|e| StoreError::io(format!("removing {}", tmp.display()), e))?;
             tracing::info!(path = %tmp.display(), "recovery: removed superblock temp file");
         }
-        let mut removed = 0u64;
-        let mut stack = vec![self.objects.clone()];
-        while let Some(d) = stack.pop() {
-            let rd = match fs::read_dir(&d) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::io(format!("reading {}", d.display()), e)),
-            };
-            for ent in rd {
-                let ent = ent.map_err(|e| StoreError::io(format!("reading {}", d.display()), e))?;
-                let fname = ent.file_name();
-                let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                if fname.to_str().is_some_and(name::is_temp) && !is_dir {
-                    fs::remove_file(ent.path()).map_err(|e| {
-                        StoreError::io(format!("removing {}", ent.path().display()), e)
-                    })?;
-                    tracing::info!(path = %ent.path().display(), "recovery: removed temp file");
-                    removed += 1;
-                } else if is_dir {
-                    stack.push(ent.path());
-                }
-            }
-        }
+        let removed = walk::remove_temp_files(&self.objects)?;
         if removed > 0 {
             tracing::info!(removed, "recovery finished");
         }
@@ -543,152 +523,6 @@ impl ObjectStore {
         Ok(stat_from(id, *attr, &md))
     }
 
-    /// Copies `src` to the new object `dst` (same attributes). A directory object's copy has
-    /// the copy-on-write flag set on every entry.
-    pub fn clone_object(&self, src: ObjectId, dst: ObjectId) -> Result<ObjectStat, StoreError> {
-        self.check_id(src)?;
-        self.check_id(dst)?;
-        self.check_writable()?;
-        if src == dst {
-            return Err(StoreError::AlreadyExists(dst));
-        }
-        let (a, b) = (Self::stripe_index(src), Self::stripe_index(dst));
-        let lock = |i: usize| {
-            self.stripes[i]
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-        };
-        let _g1 = lock(a.min(b));
-        let _g2 = (a != b).then(|| lock(a.max(b)));
-        let src_entry = self.entry_required(src)?;
-        if self.entry(dst)?.is_some() {
-            return Err(StoreError::AlreadyExists(dst));
-        }
-        let src_file = self.file_locked(src)?;
-        // A directory is read and rewritten before anything touches the disk, so a corrupt one
-        // fails cleanly.
-        let dir_copy = if src_entry.attr.kind == ObjectKind::Directory {
-            let len = src_file
-                .metadata()
-                .map_err(|e| StoreError::io(format!("fstat of object {src}"), e))?
-                .len();
-            let mut data = self.read_all(&src_file, len, src)?;
-            dirfmt::set_cow_object(&mut data)
-                .map_err(|source| StoreError::CorruptDirectory { id: src, source })?;
-            Some(data)
-        } else {
-            None
-        };
-        let leaf = self.leaf_name(dst, &src_entry.attr)?;
-        self.cover_id(dst)?;
-        self.crash_point("clone:begin")?;
-        let d = self.make_leaf_dir(dst)?;
-        self.crash_point("clone:dirs")?;
-        let tmp = d.join(name::clone_temp(dst.0));
-        let r = self.clone_steps(&src_file, &tmp, &d.join(&leaf), dir_copy, dst);
-        if ignore_crash(&r) && r.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        let f = r?;
-        let g = self.geometry;
-        self.dirs.upsert(
-            g.leaf_dir_key(dst),
-            g.leaf_low(dst),
-            LeafEntry {
-                name: leaf,
-                attr: src_entry.attr,
-            },
-        );
-        self.fds.insert(dst, Arc::clone(&f));
-        let md = f
-            .metadata()
-            .map_err(|e| StoreError::io(format!("fstat of object {dst}"), e))?;
-        Ok(stat_from(dst, src_entry.attr, &md))
-    }
-
-    fn read_all(&self, f: &Arc<File>, len: u64, id: ObjectId) -> Result<Vec<u8>, StoreError> {
-        let len = usize::try_from(len)
-            .map_err(|_| StoreError::InvalidArgument(format!("object {id} too large")))?;
-        let mut data = vec![0u8; len];
-        f.read_exact_at(&mut data, 0)
-            .map_err(|e| StoreError::io(format!("reading object {id}"), e))?;
-        Ok(data)
-    }
-
-    fn clone_steps(
-        &self,
-        src: &Arc<File>,
-        tmp: &Path,
-        fin: &Path,
-        dir_copy: Option<Vec<u8>>,
-        dst: ObjectId,
-    ) -> Result<Arc<File>, StoreError> {
-        let ctx = |what: &str| format!("{what} while cloning into {dst}");
-        let out = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(tmp)
-            .map_err(|e| StoreError::io(ctx("creating temp file"), e))?;
-        self.crash_point("clone:temp-created")?;
-        match dir_copy {
-            Some(data) => out
-                .write_all_at(&data, 0)
-                .map_err(|e| StoreError::io(ctx("writing"), e))?,
-            None => self
-                .copy_data(src, &out)
-                .map_err(|e| StoreError::io(ctx("copying"), e))?,
-        }
-        self.crash_point("clone:temp-written")?;
-        out.sync_all()
-            .map_err(|e| self.poison(StoreError::io(ctx("fsync of temp file"), e)))?;
-        self.crash_point("clone:temp-synced")?;
-        fs::rename(tmp, fin).map_err(|e| StoreError::io(ctx("renaming temp file"), e))?;
-        self.crash_point("clone:renamed")?;
-        Ok(Arc::new(out))
-    }
-
-    fn copy_data(&self, src: &File, dst: &File) -> io::Result<()> {
-        let len = src.metadata()?.len();
-        if len == 0 {
-            return Ok(());
-        }
-        if self.reflink.load(Ordering::Relaxed) {
-            match sys::reflink(src, dst) {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "reflink unavailable; copying");
-                    self.reflink.store(false, Ordering::Relaxed);
-                }
-            }
-        }
-        match sys::copy_range(src, dst, len) {
-            Ok(()) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)
-                ) =>
-            {
-                dst.set_len(0)?;
-                let mut buf = vec![0u8; 1 << 20];
-                let mut off = 0u64;
-                while off < len {
-                    let n = src.read_at(&mut buf, off)?;
-                    if n == 0 {
-                        break;
-                    }
-                    dst.write_all_at(&buf[..n], off)?;
-                    off += n as u64;
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     fn check_range(offset: u64, len: usize) -> Result<(), StoreError> {
         match offset.checked_add(len as u64) {
             Some(end) if end <= i64::MAX as u64 => Ok(()),
@@ -920,7 +754,7 @@ impl ObjectStore {
     /// Every object in the store, in tree order. Temporary files are skipped; a corrupt name
     /// yields an error item and the walk goes on.
     pub fn objects(&self) -> impl Iterator<Item = Result<ObjectStat, StoreError>> + '_ {
-        ObjectWalk::new(self.geometry, self.objects.clone())
+        walk::ObjectWalk::new(self.geometry, self.objects.clone())
     }
 
     /// Object count and allocated bytes.
@@ -932,83 +766,5 @@ impl ObjectStore {
             u.bytes += s.blocks * 512;
         }
         Ok(u)
-    }
-}
-
-/// Depth-first walk of the object tree.
-struct ObjectWalk {
-    geometry: Geometry,
-    depth_of_leaf: usize,
-    /// (directory, depth, leaf-dir key prefix, pending entries)
-    stack: Vec<(PathBuf, usize, u64, Option<Vec<String>>)>,
-}
-
-impl ObjectWalk {
-    fn new(geometry: Geometry, root: PathBuf) -> Self {
-        ObjectWalk {
-            geometry,
-            depth_of_leaf: geometry.levels().len(),
-            stack: vec![(root, 0, 0, None)],
-        }
-    }
-}
-
-impl Iterator for ObjectWalk {
-    type Item = Result<ObjectStat, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let (dir, depth, prefix, pending) = self.stack.last_mut()?;
-            let names = match pending {
-                Some(n) => n,
-                None => {
-                    let rd = match fs::read_dir(&*dir) {
-                        Ok(rd) => rd,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            self.stack.pop();
-                            continue;
-                        }
-                        Err(e) => {
-                            let msg = format!("reading {}", dir.display());
-                            self.stack.pop();
-                            return Some(Err(StoreError::io(msg, e)));
-                        }
-                    };
-                    let mut v: Vec<String> = rd
-                        .filter_map(|e| e.ok())
-                        .filter_map(|e| e.file_name().into_string().ok())
-                        .filter(|n| !name::is_temp(n))
-                        .collect();
-                    v.sort_unstable_by(|a, b| b.cmp(a));
-                    pending.insert(v)
-                }
-            };
-            let Some(n) = names.pop() else {
-                self.stack.pop();
-                continue;
-            };
-            let (dir, depth, prefix) = (dir.clone(), *depth, *prefix);
-            let path = dir.join(&n);
-            if depth < self.depth_of_leaf {
-                match self.geometry.parse_component(depth, &n) {
-                    Some(v) => {
-                        let bits = self.geometry.levels()[depth];
-                        self.stack
-                            .push((path, depth + 1, (prefix << bits) | v, None));
-                    }
-                    None => return Some(Err(StoreError::CorruptName { path })),
-                }
-                continue;
-            }
-            let Some(leaf) = name::parse(self.geometry.leaf_bits, &n) else {
-                return Some(Err(StoreError::CorruptName { path }));
-            };
-            let id = self.geometry.join(prefix, leaf.low);
-            return Some(match fs::symlink_metadata(&path) {
-                Ok(md) => Ok(stat_from(id, leaf.attr, &md)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => Err(StoreError::io(format!("stat of {}", path.display()), e)),
-            });
-        }
     }
 }
