@@ -226,7 +226,9 @@ fn encode_inner(
         });
     }
     let start = out.len();
-    out.reserve(if split { expected.min(4096) } else { expected });
+    if !split {
+        out.reserve(expected);
+    }
     out.put_u32_le(0);
     out.put_u8(mt as u8);
     out.put_u16_le(tag.0);
