@@ -2,7 +2,8 @@
 """Summarises a 9P frame log ('C <hex>' / 'S <hex>' lines, as written by 9p-proxy.py).
 
 Checks that every line is one whole frame (size[4] equals its length) and that every
-R-message answers an outstanding T-message of the same tag with type T+1 or Rlerror/Rerror.
+R-message answers an outstanding T-message of the same tag with type T+1 or Rlerror/Rerror
+(an Rflush also ends the request it flushed).
 Prints '# '-prefixed lines: frame count, per-type counts, and the errors returned per request
 type. Exits 1 if a frame is malformed or unmatched.
 """
@@ -29,6 +30,7 @@ def main(path):
     counts = collections.Counter()
     errors = collections.Counter()
     outstanding = {}
+    flushes = {}  # Tflush tag -> oldtag
     problems = []
     frames = 0
     with open(path, encoding="ascii") as f:
@@ -44,8 +46,12 @@ def main(path):
             counts[name(t)] += 1
             if line[0] == "C":
                 outstanding[tag] = t
+                if t == 108 and len(b) >= 9:  # Tflush oldtag[2]
+                    flushes[tag] = int.from_bytes(b[7:9], "little")
                 continue
             req = outstanding.pop(tag, None)
+            if t == 109 and tag in flushes:  # Rflush: the flushed request is over too
+                outstanding.pop(flushes.pop(tag), None)
             if req is None or t not in (req + 1, 7, 107):
                 problems.append(f"line {n}: {name(t)} tag {tag} answers no matching request")
             elif t == 7 and len(b) >= 11:

@@ -58,7 +58,7 @@ run_capture() {
     : >"$top/$name.frames"
     ${diod_cmd/PORT/$diod_port} -L "$top/$name.diod.log" &
     pids+=($!)
-    python3 "$here/9p-proxy.py" --single --listen "127.0.0.1:$proxy_port" \
+    python3 "$here/9p-proxy.py" --single --listen "127.0.0.1:$proxy_port" --hold-walk envoy-flush-me \
         --connect "127.0.0.1:$diod_port" --out "$top/$name.frames" 2>"$top/$name.proxy.log" &
     pids+=($!)
     # diod is ready when it accepts a connection; the proxy when it has printed its banner
@@ -71,7 +71,7 @@ run_capture() {
 
     "$scripts/guest/run.sh" --script "$here/guest-battery.sh" --netdev-user --timeout 300 \
         --log "$top/$name.console.log" \
-        --append "envoy.port=$proxy_port envoy.aname=$export_dir envoy.version=$version" >&2 || rc=$?
+        --append "envoy.port=$proxy_port envoy.aname=$export_dir envoy.version=$version envoy.flush=1" >&2 || rc=$?
     stop_servers
     return "$rc"
 }
@@ -119,8 +119,8 @@ mkdir -p "$(dirname "$out")"
         for l in "${u_lines[@]}"; do echo "#   $l"; done
         echo "#   (guest: ${u_mount:-mount succeeded})"
     fi
-    grep -E '^[CS] [0-9a-f]+$' "$frames"
-    grep '^# ' "$frames" || true
+    # Frames and the proxy's comments (e.g. a reply dropped after Tflush), in wire order.
+    grep -E '^([CS] [0-9a-f]+|# .*)$' "$frames"
 } >"$out"
 say "guest rc=$rc, $nframes frames -> $out"
 exit "$rc"

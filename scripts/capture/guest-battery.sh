@@ -2,6 +2,7 @@
 # Mounts the host's 9P server over TCP and exercises as many 9P2000.L messages as busybox and
 # fsops can reach, one result marker per step.
 # Kernel command line: envoy.port=P envoy.aname=PATH [envoy.version=9p2000.L] [envoy.opts=a,b]
+#                      [envoy.flush=1: provoke a Tflush, needs 9p-proxy.py --hold-walk envoy-flush-me]
 port="$(arg port)"
 aname="$(arg aname)"
 version="$(arg version)"
@@ -68,6 +69,21 @@ else
     grep -q 'No such file' /tmp/err && result enoent PASS || result enoent FAIL "$(cat /tmp/err)"
 fi
 if mkdir $m/hello 2>/tmp/err; then result eexist FAIL "mkdir over a file"; else result eexist PASS; fi
+
+# Tflush: the capture's proxy holds back the reply to a walk of "envoy-flush-me"; SIGKILL makes
+# the kernel abandon the waiting request with Tflush (only fatal signals interrupt 9P requests).
+if [ "$(arg flush)" = 1 ]; then
+    stat $m/envoy-flush-me >/dev/null 2>&1 &
+    pid=$!
+    sleep 2
+    if kill -0 $pid 2>/dev/null; then
+        kill -9 $pid
+        wait $pid 2>/dev/null
+        check_out flush-then-stat "regular file" stat -c %F $m/hello
+    else
+        result flush-then-stat FAIL "the held walk returned without being killed"
+    fi
+fi
 
 check cleanup rm -rf $m/d2 $m/fifo $m/chr $m/f.sym
 check_out readdir-after "big deep f hello synced" sh -c "ls $m | tr '\n' ' ' | sed 's/ \$//'"
