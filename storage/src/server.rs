@@ -22,11 +22,17 @@
 //!
 //! A request runs to completion even when its client has gone, so the store is never left
 //! half-way by a disconnect (each store operation is atomic anyway).
+//!
+//! # Resource bounds
+//!
+//! At most [`MAX_CONNECTIONS`] connections; per connection at most
+//! `QUEUE_PER_CONN + WORKERS_PER_CONN + 1` (21) frames of the negotiated msize in memory (msize
+//! is capped at [`MAX_MSIZE`], and a `Tversion` below 4096 is refused).
 
 use std::io::{self, Read};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -46,8 +52,11 @@ use crate::wire::{self, Endpoint, Stream};
 pub const MAX_MSIZE: u32 = MAX_IO as u32 + 4096;
 /// Worker threads per connection.
 const WORKERS_PER_CONN: usize = 4;
-/// Requests queued per connection before the reader stops reading (back-pressure).
-const QUEUE_PER_CONN: usize = 64;
+/// Requests queued per connection before the reader stops reading (back-pressure). A
+/// connection holds at most `QUEUE_PER_CONN + WORKERS_PER_CONN + 1` frames of msize bytes.
+const QUEUE_PER_CONN: usize = 16;
+/// Connections served at once; further ones are closed at accept.
+pub const MAX_CONNECTIONS: usize = 1024;
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -136,13 +145,17 @@ pub fn serve(store: Arc<ObjectStore>, endpoints: &[Endpoint]) -> Result<ServerHa
         }
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let active = Arc::new(AtomicUsize::new(0));
     let mut threads = Vec::new();
     let mut eps = Vec::new();
     for (l, ep) in bound {
         tracing::info!(endpoint = %ep, "storage server listening");
         let store = Arc::clone(&store);
         let stop = Arc::clone(&stop);
-        threads.push(std::thread::spawn(move || accept_loop(l, store, stop)));
+        let active = Arc::clone(&active);
+        threads.push(std::thread::spawn(move || {
+            accept_loop(l, store, stop, active)
+        }));
         eps.push(ep);
     }
     Ok(ServerHandle {
@@ -152,7 +165,21 @@ pub fn serve(store: Arc<ObjectStore>, endpoints: &[Endpoint]) -> Result<ServerHa
     })
 }
 
-fn accept_loop(l: Listener, store: Arc<ObjectStore>, stop: Arc<AtomicBool>) {
+/// Counts a connection for as long as it lives.
+struct ConnSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn accept_loop(
+    l: Listener,
+    store: Arc<ObjectStore>,
+    stop: Arc<AtomicBool>,
+    active: Arc<AtomicUsize>,
+) {
     loop {
         let conn = match &l {
             Listener::Tcp(l) => l.accept().map(|(s, peer)| {
@@ -168,8 +195,16 @@ fn accept_loop(l: Listener, store: Arc<ObjectStore>, stop: Arc<AtomicBool>) {
         }
         match conn {
             Ok((s, peer)) => {
+                if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    tracing::warn!(%peer, "too many connections; closing the new one");
+                    s.shutdown();
+                    continue;
+                }
+                let slot = ConnSlot(Arc::clone(&active));
                 let store = Arc::clone(&store);
                 std::thread::spawn(move || {
+                    let _slot = slot;
                     tracing::debug!(%peer, "connection opened");
                     match Connection::run(s, store) {
                         Ok(()) => tracing::debug!(%peer, "connection closed"),

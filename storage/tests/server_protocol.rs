@@ -314,6 +314,37 @@ fn request_before_version_answered_with_eproto() {
 }
 
 #[test]
+fn version_msize_below_4096_refused_and_large_capped() {
+    let f = Fixture::new();
+    let mut s = raw(&f.tcp);
+    send(
+        &mut s,
+        Tag::NOTAG,
+        Tversion {
+            msize: 100,
+            version: "Envoy.storage.1".into(),
+        }
+        .into(),
+    );
+    assert_eq!(expect_error(&mut s, 0xffff), libc::EINVAL as u32);
+    send(
+        &mut s,
+        Tag::NOTAG,
+        Tversion {
+            msize: u32::MAX,
+            version: "Envoy.storage.1".into(),
+        }
+        .into(),
+    );
+    let r = read_frame(&mut s).unwrap();
+    assert!(
+        matches!(r.msg, Message::Rversion(ref v) if v.msize == server::MAX_MSIZE),
+        "{r:?}"
+    );
+    f.finish();
+}
+
+#[test]
 fn unknown_version_answered_unknown() {
     let f = Fixture::new();
     let mut s = raw(&f.tcp);
