@@ -540,3 +540,37 @@ fn serve_binary_answers_over_tcp() {
     assert_eq!(result.as_deref(), Some(&b"hi"[..]));
     assert!(check(&d.path().join("store")).is_clean());
 }
+
+#[test]
+fn random_garbage_frames_never_take_the_server_down() {
+    let f = Fixture::new();
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..20 {
+        let mut s = versioned(&f.tcp);
+        for i in 0..20u16 {
+            let body_len = (next() % 120) as usize;
+            let ty = 160 + (next() % 20) as u8;
+            let mut v = hdr((7 + body_len) as u32, ty, i);
+            v.extend((0..body_len).map(|_| next() as u8));
+            if s.write_all(&v).is_err() {
+                break;
+            }
+            // Every well-framed request gets exactly one reply with its tag.
+            match read_frame(&mut s) {
+                Some(r) => assert_eq!(r.tag, Tag(i)),
+                None => break,
+            }
+        }
+    }
+    // Whatever the garbage did (it may have created, written or deleted objects by chance),
+    // the server still serves and the store is consistent.
+    let mut c = f.client();
+    assert!(c.reserve(1).is_ok());
+    f.finish();
+}

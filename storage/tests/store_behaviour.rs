@@ -570,3 +570,67 @@ fn small_caches_still_correct() {
         assert_eq!(s.stat(ObjectId(i * 977)).unwrap().size, 3);
     }
 }
+
+#[test]
+fn racing_metadata_operations_leave_consistent_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        fd_cache: 4,
+        dir_cache: 2,
+        ..opts()
+    };
+    let s = Arc::new(ObjectStore::create(dir.path(), o.clone()).unwrap());
+    // Eight IDs in one leaf directory and eight in another, hammered by eight threads.
+    let ids: Vec<ObjectId> = (0..8).chain(64..72).map(ObjectId).collect();
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            let ids = ids.clone();
+            std::thread::spawn(move || {
+                let mut x = t.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                for _ in 0..400 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let id = ids[(x % ids.len() as u64) as usize];
+                    let other = ids[((x >> 8) % ids.len() as u64) as usize];
+                    // Errors (NotFound, AlreadyExists) are expected; panics and corruption are not.
+                    let _ = match (x >> 20) % 6 {
+                        0 => s.create_object(id, &file_attr()).map(|_| ()),
+                        1 => s.delete(id),
+                        2 => s
+                            .wstat(
+                                id,
+                                &AttrChange {
+                                    uid: Some(t as u32),
+                                    ..Default::default()
+                                },
+                            )
+                            .map(|_| ()),
+                        3 => s.clone_object(id, other).map(|_| ()),
+                        4 => s
+                            .write(id, x % 100, Bytes::from(vec![t as u8; 10]))
+                            .map(|_| ()),
+                        _ => s.stat(id).map(|_| ()),
+                    };
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // What the running store (with its caches) believes equals what is on disk.
+    let seen: Vec<_> = ids
+        .iter()
+        .map(|&id| s.stat(id).ok().map(|st| (st.attr, st.size)))
+        .collect();
+    drop(s);
+    assert!(envoy_storage::check::check(dir.path()).is_clean());
+    let fresh = ObjectStore::open(dir.path(), o).unwrap();
+    let disk: Vec<_> = ids
+        .iter()
+        .map(|&id| fresh.stat(id).ok().map(|st| (st.attr, st.size)))
+        .collect();
+    assert_eq!(seen, disk);
+}
