@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
-use super::{ignore_crash, stat_from, ObjectStore};
+use super::{needs_cleanup, stat_from, ObjectStore};
 use crate::cache::dir::LeafEntry;
 use crate::dirfmt;
 use crate::error::StoreError;
@@ -30,6 +30,8 @@ impl ObjectStore {
         self.check_id(dst)?;
         self.check_writable()?;
         if src == dst {
+            // NotFound if there is no such object, else the destination exists.
+            self.stat(src)?;
             return Err(StoreError::AlreadyExists(dst));
         }
         let (a, b) = (Self::stripe_index(src), Self::stripe_index(dst));
@@ -66,7 +68,7 @@ impl ObjectStore {
         self.crash_point("clone:dirs")?;
         let tmp = d.join(name::clone_temp(dst.0));
         let r = self.clone_steps(&src_file, &tmp, &d.join(&leaf), dir_copy, dst);
-        if ignore_crash(&r) && r.is_err() {
+        if needs_cleanup(&r) {
             let _ = fs::remove_file(&tmp);
         }
         let f = r?;

@@ -156,8 +156,10 @@ fn lock_store(dir: &Path) -> Result<File, StoreError> {
     }
 }
 
-fn ignore_crash<T>(r: &Result<T, StoreError>) -> bool {
-    !matches!(r, Err(StoreError::InjectedCrash(_)))
+/// True when `r` failed for a real reason, so the operation should clean up after itself. An
+/// injected crash must leave the disk exactly as it is, like a `kill -9` would.
+fn needs_cleanup<T>(r: &Result<T, StoreError>) -> bool {
+    matches!(r, Err(e) if !matches!(e, StoreError::InjectedCrash(_)))
 }
 
 fn ts(secs: i64, nanos: i64) -> Timestamp {
