@@ -753,7 +753,9 @@ impl ObjectStore {
         Ok(())
     }
 
-    /// Every object in the store, in tree order. Temporary files are skipped; a corrupt name
+    /// Every object in the store, in ascending ID order (directory and leaf names are
+    /// fixed-width hex with the high bits first, so tree order is ID order — handy for the
+    /// sorted ID catalogues of snapshot deletion). Temporary files are skipped; a corrupt name
     /// yields an error item and the walk goes on.
     pub fn objects(&self) -> impl Iterator<Item = Result<ObjectStat, StoreError>> + '_ {
         walk::ObjectWalk::new(self.geometry, self.objects.clone())
