@@ -25,6 +25,10 @@ while (($#)); do
     esac
 done
 say() { printf 'capture: %s\n' "$*" >&2; }
+if [[ $(id -u) -ne 0 ]]; then
+    say "run as root: diod must serve chown/mknod as root for the battery to pass"
+    exit 2
+fi
 
 "$scripts/install-deps.sh" >&2
 

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Guest side of the 9P capture (run by the guest's /init; helpers from scripts/guest/lib.sh).
 # Mounts the host's 9P server over TCP and exercises as many 9P2000.L messages as busybox and
 # fsops can reach, one result marker per step.
@@ -25,7 +26,7 @@ check_out cat-hello "hello" cat $m/hello
 check mkdir mkdir $m/dir
 check rmdir rmdir $m/dir
 
-echo first >$m/f && result create PASS || result create FAIL "echo > f"
+check create sh -c "echo first >$m/f"
 check_out cat-f "first" cat $m/f
 
 # Writes and reads bigger than a page and bigger than msize.
@@ -66,7 +67,7 @@ check_out deep-walk "deep leaf" cat $deep/leaf
 if stat $m/no-such-file >/tmp/err 2>&1; then
     result enoent FAIL "stat of a missing file succeeded"
 else
-    grep -q 'No such file' /tmp/err && result enoent PASS || result enoent FAIL "$(cat /tmp/err)"
+    if grep -q 'No such file' /tmp/err; then result enoent PASS; else result enoent FAIL "$(cat /tmp/err)"; fi
 fi
 if mkdir $m/hello 2>/tmp/err; then result eexist FAIL "mkdir over a file"; else result eexist PASS; fi
 

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Helpers for guest test scripts (sourced before /test/script as /lib/envoy-guest.sh).
 #
 #   result NAME PASS|FAIL [DETAIL...]   print a result marker (a FAIL makes the run fail)

@@ -93,7 +93,7 @@ if [[ -n "$vserial" ]]; then
         -device "virtserialport,chardev=c0,name=envoy")
 fi
 if ((netdev)); then
-    args+=(-netdev user,id=n0 -device virtio-net-pci,netdev=n0)
+    args+=(-netdev "user,id=n0" -device "virtio-net-pci,netdev=n0")
 fi
 
 say "qemu-system-x86_64 ${args[*]}"

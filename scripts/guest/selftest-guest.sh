@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Guest side of scripts/guest/selftest.sh: a quick file battery on the host's diod over
 # trans=tcp, with timings. Kernel command line: envoy.port=P envoy.aname=PATH
 port="$(arg port)"

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Guest side of vserial.sh: 9P over the virtio-serial port "envoy".
 # 1. The kernel's trans=fd straight on the port: expected to be refused, because the port has
 #    no write_iter and the 9P client writes from a kworker ("kernel write not supported").
@@ -9,7 +10,12 @@ o="version=9p2000.L,aname=$aname,uname=root,access=user"
 m=/mnt/9p
 mkdir -p $m
 port=/dev/virtio-ports/envoy
-[ -e $port ] && result port-present PASS "$(readlink $port)" || { result port-present FAIL "no $port"; exit 1; }
+if [ -e $port ]; then
+    result port-present PASS "$(readlink $port)"
+else
+    result port-present FAIL "no $port"
+    exit 1
+fi
 
 if mount -t 9p -o "trans=fd,rfdno=3,wfdno=3,$o" none $m 3<>$port 2>/tmp/err; then
     result direct-trans-fd-refused FAIL "mount on the raw port succeeded (kernel behaviour changed?)"
@@ -26,6 +32,7 @@ cat /tmp/from-kernel >&5 &
 exec 5>&-
 t0="$(cut -d' ' -f1 /proc/uptime)"
 check relay-mount mount -t 9p -o "trans=fd,rfdno=3,wfdno=4,$o" none $m 3</tmp/to-kernel 4>/tmp/from-kernel
+echo "vserial: mount through the relay took $(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { print b - a }') s"
 check_out relay-read-host-file "from the host" cat $m/from-host
 dd if=/dev/urandom of=/tmp/blob bs=65536 count=64 2>/dev/null
 t1="$(cut -d' ' -f1 /proc/uptime)"
