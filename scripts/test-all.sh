@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test of the project, the way CI does: formatting, lints, then the whole test suite.
+# Usage: scripts/test-all.sh        (from anywhere; needs only the Rust toolchain for now)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace --locked
