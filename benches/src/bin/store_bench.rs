@@ -67,6 +67,10 @@ struct Args {
     /// rows measure data I/O rather than reopening files).
     #[arg(long, default_value_t = 4096)]
     fd_cache: usize,
+    /// Rows to measure (for profiling one path): create, read, batch, big-write, big-read,
+    /// fsync. Default: all but fsync unless --fsync-ops is set.
+    #[arg(long, value_delimiter = ',')]
+    rows: Vec<String>,
 }
 
 /// A handle on one object of a backend.
@@ -327,6 +331,7 @@ impl Backend for RawEngine {
 
 /// One table row: a name, a unit, and how to measure one repetition on a backend.
 struct Row {
+    key: &'static str,
     name: &'static str,
     unit: Unit,
     rep: Rep,
@@ -446,7 +451,7 @@ fn rep_big_read(s: &mut Subject, _: &Args, _: &Payloads) -> BenchResult<(f64, Du
 
 fn rep_fsync_write(s: &mut Subject, args: &Args, p: &Payloads) -> BenchResult<(f64, Duration)> {
     let start = Instant::now();
-    let keys = &s.small[..args.fsync_ops.min(s.small.len())];
+    let keys = &s.small[..args.fsync_ops.max(1).min(s.small.len())];
     for &k in keys {
         s.backend.write(k, &p.small, true)?;
     }
@@ -460,6 +465,10 @@ fn run_all(subjects: &mut [Subject], args: &Args, rows: &[Row]) -> BenchResult<V
         big: Bytes::from(vec![0x5au8; BIG]),
     };
     for s in subjects.iter_mut() {
+        for _ in 0..args.objects {
+            let key = s.backend.create_write(&payloads.small)?;
+            s.small.push(key);
+        }
         for _ in 0..args.big_objects {
             let key = s.backend.create_write(&payloads.big)?;
             s.big.push(key);
@@ -476,37 +485,46 @@ fn run_all(subjects: &mut [Subject], args: &Args, rows: &[Row]) -> BenchResult<V
 fn rows(args: &Args) -> Vec<Row> {
     let mut rows = vec![
         Row {
+            key: "create",
             name: "4 KiB create+write",
             unit: Unit::OpsPerSec,
             rep: rep_create,
         },
         Row {
+            key: "read",
             name: "4 KiB read (1 per call)",
             unit: Unit::OpsPerSec,
             rep: rep_read,
         },
         Row {
+            key: "batch",
             name: "4 KiB read (32 per call)",
             unit: Unit::OpsPerSec,
             rep: rep_read_batch,
         },
         Row {
+            key: "big-write",
             name: "1 MiB write",
             unit: Unit::MbPerSec,
             rep: rep_big_write,
         },
         Row {
+            key: "big-read",
             name: "1 MiB read",
             unit: Unit::MbPerSec,
             rep: rep_big_read,
         },
     ];
-    if args.fsync_ops > 0 {
+    if args.fsync_ops > 0 || args.rows.iter().any(|r| r == "fsync") {
         rows.push(Row {
+            key: "fsync",
             name: "4 KiB write+fdatasync",
             unit: Unit::OpsPerSec,
             rep: rep_fsync_write,
         });
+    }
+    if !args.rows.is_empty() {
+        rows.retain(|r| args.rows.iter().any(|k| k == r.key));
     }
     rows
 }

@@ -43,7 +43,6 @@
 //! `WriteZero`, and kernel errors keep their errno.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -60,6 +59,12 @@ pub const DEFAULT_QUEUE_DEPTH: u32 = 256;
 /// The most bytes one read/write SQE asks for (Linux's `MAX_RW_COUNT`); longer transfers are
 /// resubmitted in pieces like any short transfer.
 const MAX_RW: usize = 0x7fff_f000;
+
+/// Reads of at most this many bytes share one allocation per batch (see [`read_arena`]).
+const ARENA_MAX_READ: usize = 64 << 10;
+
+/// The most bytes one batch's shared read allocation holds.
+const ARENA_MAX_TOTAL: usize = 4 << 20;
 
 /// How often `EAGAIN` is resubmitted for one operation before it is reported (a non-blocking
 /// descriptor that never becomes ready must not spin forever).
@@ -159,11 +164,27 @@ impl IoEngine for UringEngine {
     }
 
     fn run(&self, ops: Vec<IoOp>) -> Vec<io::Result<IoOutcome>> {
-        let mut slots: Vec<Slot> = ops.into_iter().map(Slot::new).collect();
+        let mut arena = read_arena(&ops);
+        let mut slots: Vec<Slot> = ops
+            .into_iter()
+            .map(|op| Slot::new(op, &mut arena))
+            .collect();
+        drop(arena);
         if slots.iter().any(Slot::is_active) {
             self.drive(&mut slots);
         }
         slots.into_iter().map(Slot::into_result).collect()
+    }
+
+    /// One operation without the two `Vec`s of [`IoEngine::run`]: its slot lives on the stack
+    /// (still owned here until its completion is reaped).
+    fn run_one(&self, op: IoOp) -> io::Result<IoOutcome> {
+        let mut slot = [Slot::new(op, &mut BytesMut::new())];
+        if slot[0].is_active() {
+            self.drive(&mut slot);
+        }
+        let [slot] = slot;
+        slot.into_result()
     }
 }
 
@@ -221,16 +242,23 @@ fn run_on_temporary_ring(depth: u32, slots: &mut [Slot]) -> io::Result<()> {
 /// abandoned (its in-flight memory leaked); the caller must then discard it.
 fn complete_all(ring: &mut IoUring, slots: &mut [Slot]) -> bool {
     let max_inflight = ring.params().cq_entries() as usize;
-    let mut queue: VecDeque<usize> = (0..slots.len())
-        .filter(|&i| slots.get(i).is_some_and(Slot::is_active))
-        .collect();
+    // Slots are first submitted in order (`next_fresh` walks them); a slot that needs another
+    // SQE (short transfer, EINTR/EAGAIN) goes to `again`, which stays unallocated when nothing
+    // is resubmitted — the common case.
+    let mut next_fresh = 0usize;
+    let mut again: Vec<usize> = Vec::new();
     let mut inflight = 0usize;
     let mut enter_failures = 0u32;
     loop {
         {
             let mut sq = ring.submission();
             while inflight < max_inflight && !sq.is_full() {
-                let Some(index) = queue.pop_front() else {
+                let index = if let Some(index) = again.pop() {
+                    index
+                } else if next_fresh < slots.len() {
+                    next_fresh += 1;
+                    next_fresh - 1
+                } else {
                     break;
                 };
                 let Some(entry) = slots.get_mut(index).and_then(|s| s.sqe(index)) else {
@@ -244,7 +272,7 @@ fn complete_all(ring: &mut IoUring, slots: &mut [Slot]) -> bool {
                 // completion arrives, so the memory and fd stay valid for the operation.
                 if unsafe { sq.push(&entry) }.is_err() {
                     // Unreachable since we checked `is_full`; retry on the next round.
-                    queue.push_front(index);
+                    again.push(index);
                     break;
                 }
                 inflight += 1;
@@ -255,7 +283,8 @@ fn complete_all(ring: &mut IoUring, slots: &mut [Slot]) -> bool {
         }
         // Wait for everything when nothing else is queued; otherwise return as soon as a
         // completion frees room for more.
-        let want = if queue.is_empty() { inflight } else { 1 };
+        let queued = !again.is_empty() || next_fresh < slots.len();
+        let want = if queued { 1 } else { inflight };
         match ring.submit_and_wait(want) {
             Ok(_) => enter_failures = 0,
             Err(e) => match e.raw_os_error() {
@@ -277,7 +306,7 @@ fn complete_all(ring: &mut IoUring, slots: &mut [Slot]) -> bool {
             };
             if let Some(slot) = slots.get_mut(index) {
                 if slot.complete(cqe.result()) {
-                    queue.push_back(index);
+                    again.push(index);
                 }
             }
         }
@@ -327,8 +356,9 @@ enum Slot {
 }
 
 impl Slot {
-    /// Validates an operation; those that need no syscall finish here.
-    fn new(op: IoOp) -> Self {
+    /// Validates an operation; those that need no syscall finish here. A small read takes its
+    /// destination from `arena` when there is room (see [`read_arena`]).
+    fn new(op: IoOp, arena: &mut BytesMut) -> Self {
         match op {
             IoOp::Read { file, offset, len } => {
                 if len == 0 {
@@ -337,11 +367,20 @@ impl Slot {
                 if let Err(e) = check_range(offset, len) {
                     return Slot::Done(Some(Err(e)));
                 }
+                let buf = if len <= ARENA_MAX_READ && arena.len() >= len {
+                    // The front `len` bytes become this read's buffer, with length 0 and
+                    // capacity `len`; the kernel fills its spare capacity.
+                    let mut part = arena.split_to(len);
+                    part.clear();
+                    part
+                } else {
+                    BytesMut::with_capacity(len)
+                };
                 Slot::Read {
                     file,
                     offset,
                     len,
-                    buf: BytesMut::with_capacity(len),
+                    buf,
                     eagain: 0,
                 }
             }
@@ -511,6 +550,33 @@ impl Slot {
             _ => Err(io::Error::other("io_uring operation did not complete")),
         }
     }
+}
+
+/// One zeroed allocation for the destinations of a batch's small reads, carved into one
+/// `BytesMut` per read, instead of one allocation per read. Measured on 32 x 4 KiB reads:
+/// separate allocations made glibc trim and regrow the heap (`brk`) twice per batch, which
+/// cost a quarter of the run time. The price is that the reads' `Bytes` share one block, freed
+/// when the last of them is dropped; the caps keep what one held result can pin small. Empty
+/// (no allocation) unless at least two reads qualify.
+fn read_arena(ops: &[IoOp]) -> BytesMut {
+    let mut total = 0usize;
+    let mut count = 0usize;
+    for op in ops {
+        if let IoOp::Read { offset, len, .. } = op {
+            let fits = *len > 0
+                && *len <= ARENA_MAX_READ
+                && total + *len <= ARENA_MAX_TOTAL
+                && check_range(*offset, *len).is_ok();
+            if fits {
+                total += *len;
+                count += 1;
+            }
+        }
+    }
+    if count < 2 {
+        return BytesMut::new();
+    }
+    BytesMut::zeroed(total)
 }
 
 /// Rejects ranges whose end overflows 64 bits, and offsets the kernel would read as negative
