@@ -42,6 +42,11 @@ if ! file -L "$busybox" 2>/dev/null | grep -q 'statically linked'; then
     fi
 fi
 
+# Parallel callers (e.g. cargo tests each booting a guest) build one at a time.
+mkdir -p "$cache/initramfs"
+exec 9>"$cache/initramfs/.lock"
+flock 9
+
 # The archive name carries a hash of every input so a change rebuilds it.
 stamp="$( (echo "$kver ${modules[*]}"; cat "$here/init" "$here/lib.sh" "$here/tools/fsops.c" "$0"; sha256sum "$busybox") | sha256sum | cut -c1-12)"
 out="$cache/initramfs/base-$kver-$stamp.cpio.gz"
