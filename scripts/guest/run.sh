@@ -15,18 +15,21 @@
 #   --machine TYPE                QEMU machine type (default q35)
 #   --log FILE                    console log path (default scripts/.cache/logs/guest-<time>.log)
 #   --verbose                     copy the console to stderr while it runs
+#   --add HOSTFILE:GUESTPATH      also put HOSTFILE into the guest at GUESTPATH (repeatable;
+#                                 e.g. a static test binary: --add target/x:/bin/x)
 #   --bzimage                     boot the compressed vmlinuz even if the faster PVH-bootable
 #                                 vmlinux was extracted (scripts/install-deps.sh)
 #
 # Exit status: the guest script's rc (0 = pass); 124 on timeout; 125 if QEMU exited without the
-# END marker; 2 on usage errors or a failed initramfs build. The last line of stdout is always
-# "log: <path>" (default logs keep the newest 50 in scripts/.cache/logs).
+# END marker; 2 on usage errors or a failed initramfs build. Once QEMU was started, the last line
+# of stdout is "log: <path>" (default logs keep the newest 50 in scripts/.cache/logs).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 scripts="$(dirname "$here")"
 cache="$scripts/.cache"
 
+adds=()
 script="" vserial="" netdev=0 bzimage=0 timeout=120 append="" mem=512 machine=q35 log="" verbose=0
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
@@ -41,6 +44,7 @@ while (($#)); do
     --log) log="$2"; shift 2 ;;
     --verbose) verbose=1; shift ;;
     --bzimage) bzimage=1; shift ;;
+    --add) adds+=("$2"); shift 2 ;;
     -h | --help) usage ;;
     *) echo "run.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -68,10 +72,16 @@ fi
 kernel="$cache/kernel/current/vmlinuz"
 if ((!bzimage)) && [[ -f "$cache/kernel/current/vmlinux" ]]; then kernel="$cache/kernel/current/vmlinux"; fi
 
-# Second cpio with /test/script, appended to the cached base (the kernel unpacks both).
+# Second cpio with /test/script (and --add files), appended to the cached base; the kernel
+# unpacks both archives in order.
 mkdir -p "$work/root/test"
 install -m 0755 "$script" "$work/root/test/script"
-(cd "$work/root" && printf '%s\n' test test/script | cpio -o -H newc --quiet --owner=0:0) | gzip -1 >"$work/test.cpio.gz"
+for a in "${adds[@]}"; do
+    src="${a%%:*}" dst="${a#*:}"
+    [[ -f "$src" && "$dst" == /* && "$a" == *:* ]] || { say "--add wants HOSTFILE:/GUEST/PATH, got $a"; exit 2; }
+    install -D -m "$(stat -c %a "$src")" "$src" "$work/root$dst"
+done
+(cd "$work/root" && find . -mindepth 1 | cpio -o -H newc --quiet --owner=0:0) | gzip -1 >"$work/test.cpio.gz"
 cat "$base" "$work/test.cpio.gz" >"$work/initrd"
 
 mkdir -p "$cache/logs"
