@@ -367,12 +367,12 @@ impl Slot {
                 if let Err(e) = check_range(offset, len) {
                     return Slot::Done(Some(Err(e)));
                 }
-                let buf = if len <= ARENA_MAX_READ && arena.len() >= len {
-                    // The front `len` bytes become this read's buffer, with length 0 and
-                    // capacity `len`; the kernel fills its spare capacity.
-                    let mut part = arena.split_to(len);
-                    part.clear();
-                    part
+                let buf = if len <= ARENA_MAX_READ && arena.capacity() >= len {
+                    // The front `len` bytes of capacity become this read's buffer (length 0,
+                    // capacity `len`); the kernel fills its spare capacity. No bytes are
+                    // initialised here, so nothing is zeroed twice.
+                    let rest = arena.split_off(len);
+                    std::mem::replace(arena, rest)
                 } else {
                     BytesMut::with_capacity(len)
                 };
@@ -552,7 +552,7 @@ impl Slot {
     }
 }
 
-/// One zeroed allocation for the destinations of a batch's small reads, carved into one
+/// One allocation for the destinations of a batch's small reads, carved into one
 /// `BytesMut` per read, instead of one allocation per read. Measured on 32 x 4 KiB reads:
 /// separate allocations made glibc trim and regrow the heap (`brk`) twice per batch, which
 /// cost a quarter of the run time. The price is that the reads' `Bytes` share one block, freed
@@ -576,7 +576,7 @@ fn read_arena(ops: &[IoOp]) -> BytesMut {
     if count < 2 {
         return BytesMut::new();
     }
-    BytesMut::zeroed(total)
+    BytesMut::with_capacity(total)
 }
 
 /// Rejects ranges whose end overflows 64 bits, and offsets the kernel would read as negative
