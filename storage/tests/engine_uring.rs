@@ -10,11 +10,12 @@ use bytes::Bytes;
 use envoy_storage::engine::uring::UringEngine;
 use envoy_storage::engine::{IoEngine, IoOp, IoOutcome, SyncEngine};
 
-/// The io_uring engine, or — where the kernel or a seccomp filter forbids io_uring — `None`
-/// after checking that the refusal is the documented, clear error.
+/// The io_uring engine with every operation (even a lone one) going through the ring, or —
+/// where the kernel or a seccomp filter forbids io_uring — `None` after checking that the
+/// refusal is the documented, clear error.
 fn uring(depth: u32) -> Option<UringEngine> {
     match UringEngine::new(depth) {
-        Ok(engine) => Some(engine),
+        Ok(engine) => Some(engine.with_inline_single(false)),
         Err(e) => {
             assert!(
                 e.to_string().contains("io_uring unavailable"),
@@ -282,4 +283,42 @@ fn uring_concurrent_threads_each_use_their_own_ring() {
     for (i, chunk) in all.chunks(8).enumerate() {
         assert_eq!(chunk, (i as u64 * 8).to_le_bytes());
     }
+}
+
+#[test]
+fn uring_default_lone_ops_inline_and_match_ring_results() {
+    let Some(ring_only) = uring(8) else { return };
+    let hybrid = UringEngine::new(8).unwrap();
+    assert!(hybrid.inline_single());
+    assert!(!ring_only.inline_single());
+    let dir = tempfile::tempdir().unwrap();
+    let a = rw_file(&dir, "a", b"");
+    let b = rw_file(&dir, "b", b"");
+    let ro_path = dir.path().join("ro");
+    std::fs::write(&ro_path, b"x").unwrap();
+    let ro = Arc::new(File::open(&ro_path).unwrap());
+    let script = |f: &Arc<File>| {
+        vec![
+            write(f, 0, b"lone write"),
+            read(f, 5, 100),
+            read(f, u64::MAX, 1),
+            write(&ro, 0, b"y"),
+            IoOp::Fsync {
+                file: Arc::clone(f),
+                datasync: true,
+            },
+        ]
+    };
+    for (op_a, op_b) in script(&a).into_iter().zip(script(&b)) {
+        let h = hybrid.run_one(op_a).map_err(|e| e.kind());
+        let r = ring_only.run_one(op_b).map_err(|e| e.kind());
+        assert_eq!(h, r);
+    }
+    // A one-element `run` takes the same path as `run_one`.
+    let h = hybrid.run(vec![read(&a, 0, 4)]);
+    assert_eq!(read_bytes(&h[0]), b"lone");
+    assert_eq!(
+        std::fs::read(dir.path().join("a")).unwrap(),
+        std::fs::read(dir.path().join("b")).unwrap()
+    );
 }

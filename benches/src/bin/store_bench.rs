@@ -2,14 +2,15 @@
 //! engine, and plain `std::fs` files (one file per object in a flat directory) as the peer
 //! baseline, measured side by side in one run on the same file system.
 //!
-//! Every row runs one warm-up repetition and then `--reps` measured repetitions per backend;
-//! the table reports the median. Reads hit the page cache (the objects were just written), so
+//! Every row runs one warm-up round and then `--reps` measured rounds; in each round every
+//! backend runs once (interleaved, so load from other processes on a shared host hits them
+//! alike), and the table reports each backend's median. Reads hit the page cache (the objects were just written), so
 //! the rows measure the per-operation software cost — syscalls, allocation, descriptor
 //! handling — which is what the engine choice changes; `--fsync-ops` adds a row that reaches
 //! the disk.
 //!
 //! Usage: `cargo run --release -p envoy-benches --bin store_bench -- [--dir DIR] [--objects N]
-//! [--reps R] [--big-objects M] [--fsync-ops F] [--depth Q]`.
+//! [--reps R] [--big-objects M] [--fsync-ops F] [--depth Q] [--backends LIST] [--rows LIST]`.
 
 use std::error::Error;
 use std::fs::{File, OpenOptions};
@@ -54,13 +55,14 @@ struct Args {
     /// io_uring submission queue depth.
     #[arg(long, default_value_t = 256)]
     depth: u32,
-    /// Backends to measure, in table order: store-uring, store-sync, std-fs, and (engine
-    /// without the store, files kept open) files-uring, files-sync. The uring/sync ratio
-    /// column compares the first two.
+    /// Backends to measure, in table order: store-uring (io_uring engine, lone operations
+    /// inline), store-uring-ring (every operation through the ring), store-sync, std-fs, and
+    /// the same engines without the store (files kept open): files-uring, files-uring-ring,
+    /// files-sync. Each *-uring* column gets a ratio against the *-sync* of its family.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "store-uring,store-sync,std-fs"
+        default_value = "store-uring,store-uring-ring,store-sync,std-fs"
     )]
     backends: Vec<String>,
     /// The store's descriptor cache capacity (default: the whole working set fits, so the
@@ -78,7 +80,6 @@ type Key = u64;
 
 /// What the benchmark needs from a backend.
 trait Backend {
-    fn label(&self) -> String;
     /// Creates a new object holding `data`.
     fn create_write(&mut self, data: &Bytes) -> BenchResult<Key>;
     /// Reads `len` bytes at offset 0; returns the bytes read.
@@ -105,10 +106,6 @@ impl StdFs {
 }
 
 impl Backend for StdFs {
-    fn label(&self) -> String {
-        "std::fs".into()
-    }
-
     fn create_write(&mut self, data: &Bytes) -> BenchResult<Key> {
         let key = self.next;
         self.next += 1;
@@ -174,10 +171,6 @@ impl Store {
 }
 
 impl Backend for Store {
-    fn label(&self) -> String {
-        format!("store+{}", self.store.engine_name())
-    }
-
     fn create_write(&mut self, data: &Bytes) -> BenchResult<Key> {
         let key = match self.pool.next() {
             Some(key) => key,
@@ -249,10 +242,6 @@ fn read_len(outcome: std::io::Result<IoOutcome>) -> BenchResult<usize> {
 }
 
 impl Backend for RawEngine {
-    fn label(&self) -> String {
-        format!("files+{}", self.engine.name())
-    }
-
     fn create_write(&mut self, data: &Bytes) -> BenchResult<Key> {
         let key = self.files.len() as Key;
         let file = Arc::new(
@@ -363,6 +352,8 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 /// A backend and the objects it holds for the read and overwrite rows.
 struct Subject {
+    /// The backend's name on the command line and in the table.
+    key: String,
     backend: Box<dyn Backend>,
     small: Vec<Key>,
     big: Vec<Key>,
@@ -556,22 +547,31 @@ fn main() -> BenchResult<()> {
     let scratch = tempfile::Builder::new()
         .prefix("envoy-store-bench-")
         .tempdir_in(&args.dir)?;
-    let uring: Arc<dyn IoEngine> = Arc::new(UringEngine::new(args.depth)?);
+    let hybrid = UringEngine::new(args.depth)?;
+    let uring: Arc<dyn IoEngine> = Arc::new(hybrid);
+    let ring_only: Arc<dyn IoEngine> = Arc::new(hybrid.with_inline_single(false));
     let sync: Arc<dyn IoEngine> = Arc::new(SyncEngine);
 
-    let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+    let mut backends: Vec<(String, Box<dyn Backend>)> = Vec::new();
     for name in &args.backends {
         let dir = scratch.path().join(name);
         let backend: Box<dyn Backend> = match name.as_str() {
             "store-uring" => Box::new(Store::new(&dir, Arc::clone(&uring), args.fd_cache)?),
+            "store-uring-ring" => {
+                Box::new(Store::new(&dir, Arc::clone(&ring_only), args.fd_cache)?)
+            }
             "store-sync" => Box::new(Store::new(&dir, Arc::clone(&sync), args.fd_cache)?),
             "std-fs" => {
                 std::fs::create_dir(&dir)?;
                 Box::new(StdFs { dir, next: 0 })
             }
-            "files-uring" | "files-sync" => {
+            "files-uring" | "files-uring-ring" | "files-sync" => {
                 std::fs::create_dir(&dir)?;
-                let engine = if name == "files-uring" { &uring } else { &sync };
+                let engine = match name.as_str() {
+                    "files-uring" => &uring,
+                    "files-uring-ring" => &ring_only,
+                    _ => &sync,
+                };
                 Box::new(RawEngine {
                     dir,
                     engine: Arc::clone(engine),
@@ -580,14 +580,15 @@ fn main() -> BenchResult<()> {
             }
             other => return Err(format!("unknown backend {other:?}").into()),
         };
-        backends.push(backend);
+        backends.push((name.clone(), backend));
     }
 
     let rows = rows(&args);
     let started = Instant::now();
     let mut subjects: Vec<Subject> = backends
         .into_iter()
-        .map(|backend| Subject {
+        .map(|(key, backend)| Subject {
+            key,
             backend,
             small: Vec::new(),
             big: Vec::new(),
@@ -605,25 +606,46 @@ fn main() -> BenchResult<()> {
         args.reps,
         args.depth
     );
+    // One ratio column per io_uring backend, against the sync backend of the same family.
+    let ratios: Vec<(usize, usize)> = subjects
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let family = s.key.split_once("-uring")?.0;
+            let sync = subjects
+                .iter()
+                .position(|t| t.key == format!("{family}-sync"))?;
+            Some((i, sync))
+        })
+        .collect();
     print!("| {:<26} | {:<5} |", "row", "unit");
     for s in &subjects {
-        print!(" {:>14} |", s.backend.label());
+        print!(" {:>16} |", s.key);
     }
-    println!(" uring/sync |");
+    for &(u, _) in &ratios {
+        print!(" {:>21} |", format!("{}/sync", subjects[u].key));
+    }
+    println!();
     print!("|{}|{}|", "-".repeat(28), "-".repeat(7));
     for _ in &subjects {
-        print!("{}:|", "-".repeat(15));
+        print!("{}:|", "-".repeat(17));
     }
-    println!("-----------:|");
+    for _ in &ratios {
+        print!("{}:|", "-".repeat(22));
+    }
+    println!();
     for (row, rates) in rows.iter().zip(&table) {
         print!("| {:<26} | {:<5} |", row.name, row.unit.label());
         for rate in rates {
-            print!(" {rate:>14.0} |");
+            print!(" {rate:>16.0} |");
         }
-        match (rates.first(), rates.get(1)) {
-            (Some(u), Some(s)) if *s > 0.0 => println!(" {:>10.2} |", u / s),
-            _ => println!(" {:>10} |", "-"),
+        for &(u, s) in &ratios {
+            match (rates.get(u), rates.get(s)) {
+                (Some(u), Some(s)) if *s > 0.0 => print!(" {:>21.2} |", u / s),
+                _ => print!(" {:>21} |", "-"),
+            }
         }
+        println!();
     }
     eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
