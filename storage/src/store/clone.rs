@@ -22,6 +22,10 @@ use crate::name;
 use crate::object::{ObjectId, ObjectKind, ObjectStat};
 use crate::sys;
 
+/// Largest directory object `clone` rewrites (1 GiB, about 25 million entries); it is
+/// processed in memory.
+pub const MAX_DIR_CLONE: usize = 1 << 30;
+
 impl ObjectStore {
     /// Copies `src` to the new object `dst` (same attributes). A directory object's copy has
     /// the copy-on-write flag set on every entry.
@@ -88,9 +92,16 @@ impl ObjectStore {
         Ok(stat_from(dst, src_entry.attr, &md))
     }
 
+    /// Reads a whole directory object into memory (at most [`MAX_DIR_CLONE`] bytes).
     fn read_all(&self, f: &Arc<File>, len: u64, id: ObjectId) -> Result<Vec<u8>, StoreError> {
         let len = usize::try_from(len)
-            .map_err(|_| StoreError::InvalidArgument(format!("object {id} too large")))?;
+            .ok()
+            .filter(|&l| l <= MAX_DIR_CLONE)
+            .ok_or_else(|| {
+                StoreError::InvalidArgument(format!(
+                    "directory object {id} is {len} bytes; clone handles at most {MAX_DIR_CLONE}"
+                ))
+            })?;
         let mut data = vec![0u8; len];
         f.read_exact_at(&mut data, 0)
             .map_err(|e| StoreError::io(format!("reading object {id}"), e))?;
