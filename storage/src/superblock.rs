@@ -118,11 +118,13 @@ impl Superblock {
     }
 
     /// Writes the superblock durably (temp + fsync + rename + fsync dir), calling `step`
-    /// between the on-disk steps (crash points).
+    /// between the on-disk steps (crash points). A failed fsync goes through `fsync_failed`
+    /// (the store poisons itself there).
     pub fn store(
         &self,
         dir: &Path,
         mut step: impl FnMut(&'static str) -> Result<(), StoreError>,
+        fsync_failed: impl Fn(StoreError) -> StoreError,
     ) -> Result<(), StoreError> {
         let tmp = dir.join(META_TMP);
         let ctx = |what: &str, p: &PathBuf| format!("{what} {}", p.display());
@@ -131,12 +133,12 @@ impl Superblock {
         f.write_all(self.encode().as_bytes())
             .map_err(|e| StoreError::io(ctx("writing", &tmp), e))?;
         f.sync_all()
-            .map_err(|e| StoreError::io(ctx("fsync of", &tmp), e))?;
+            .map_err(|e| fsync_failed(StoreError::io(ctx("fsync of", &tmp), e)))?;
         step("superblock:temp-written")?;
         let path = dir.join(META_FILE);
         fs::rename(&tmp, &path).map_err(|e| StoreError::io(ctx("renaming over", &path), e))?;
         step("superblock:renamed")?;
-        crate::sys::fsync_dir(dir)?;
+        crate::sys::fsync_dir(dir).map_err(fsync_failed)?;
         Ok(())
     }
 }

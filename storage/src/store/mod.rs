@@ -199,7 +199,7 @@ impl ObjectStore {
             geometry,
             reserved: FIRST_ID,
         };
-        sb.store(dir, |_| Ok(()))?;
+        sb.store(dir, |_| Ok(()), |e| e)?;
         tracing::info!(dir = %dir.display(), ?geometry, "created object store");
         Ok(Self::build(dir, sb, opts, lock))
     }
@@ -437,7 +437,7 @@ impl ObjectStore {
             geometry: self.geometry,
             reserved: new,
         };
-        sb.store(&self.dir, |l| self.crash_point(l))?;
+        sb.store(&self.dir, |l| self.crash_point(l), |e| self.poison(e))?;
         *mark = new;
         Ok(())
     }
@@ -464,7 +464,7 @@ impl ObjectStore {
             geometry: self.geometry,
             reserved: end,
         };
-        sb.store(&self.dir, |l| self.crash_point(l))?;
+        sb.store(&self.dir, |l| self.crash_point(l), |e| self.poison(e))?;
         *mark = end;
         Ok(IdRange {
             first: ObjectId(first),
