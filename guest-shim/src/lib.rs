@@ -4,12 +4,16 @@
 //!   and benchmarks use to drive 9P servers.
 //! * [`endpoint`]: where the host's envoy is (`tcp:`, `unix:`, `vsock:`, `serial:`,
 //!   `serial-name:`) and how to open a byte stream to it.
+//! * [`relay`]: the frame-aligned byte relay between the guest kernel's 9P client and the
+//!   host, including sessions over a persistent serial stream.
+//! * [`mount`]: the `trans=fd` mount option string and the `mount(2)` call.
 //!
-//! The `envoy-shim` binary (see the README) relays between the guest kernel's own 9P client
-//! and the host.
+//! The `envoy-shim` binary (see the README) puts these together inside the guest.
 
 pub mod client;
 pub mod endpoint;
+pub mod mount;
+pub mod relay;
 
 pub use client::{Client, ClientError, Negotiated};
 pub use endpoint::{Connection, Endpoint};
