@@ -58,6 +58,7 @@ fi
 
 root="$(mktemp -d "$cache/initramfs-root.XXXXXX")"
 trap 'rm -rf "$root"' EXIT
+chmod 0755 "$root" # mktemp made it 0700: the guest's / must be searchable by non-root test users
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,mnt,test,lib/modules/"$kver"}
 
 cp "$busybox" "$root/bin/busybox"

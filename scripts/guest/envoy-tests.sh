@@ -1,0 +1,325 @@
+#!/usr/bin/env bash
+# Real-client tests of envoyd: the Linux kernel's own 9P client (v9fs) in the QEMU test guest,
+# mounted through envoy-shim over virtio-serial, plus Debian's diod tools (diodls, diodcat) as an
+# independent client over TCP. Each scenario gets a fresh data directory; this script starts and
+# stops envoyd itself and kills everything it started on exit.
+#
+# Usage: scripts/guest/envoy-tests.sh [options]        (root; scripts/install-deps.sh first)
+#   --only LIST        comma-separated scenarios to run (default: posix-L,posix-u,tree,crash)
+#                        posix-L  POSIX battery over 9P2000.L, then the diodls/diodcat check (d)
+#                        posix-u  the same battery over 9P2000.u
+#                        tree     unpack a >= 5,000-file source tree, checksum, restart envoyd,
+#                                 verify from a second boot, delete, store back to baseline
+#                        crash    fsync'd writes, kill -9 envoyd mid-way, store check, verify
+#   --server envoyd|diod   server under test (default envoyd; diod validates the scripts: it
+#                      exports a plain directory, speaks only 9P2000.L and is reached over TCP)
+#   --via shim|tcp     guest transport (default shim for envoyd: envoy-shim over virtio-serial;
+#                      tcp: the kernel's trans=tcp through QEMU user networking)
+#   --no-build         use the binaries already built
+#   --keep             keep the work directory (data dirs, logs)
+#   --verbose          copy guest consoles to stderr
+#
+# Prints a result line per check, each scenario's wall time, and finally "N passed, M failed";
+# exits 0 only when nothing failed. Binaries: $CARGO_TARGET_DIR (default ./target).
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+scripts="$(dirname "$here")"
+repo="$(dirname "$scripts")"
+cache="$scripts/.cache"
+tests="$here/tests"
+target="${CARGO_TARGET_DIR:-$repo/target}"
+
+only="posix-L,posix-u,tree,crash" server=envoyd via="" build=1 keep=0 verbose=()
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+while (($#)); do
+    case "$1" in
+    --only) only="$2"; shift 2 ;;
+    --server) server="$2"; shift 2 ;;
+    --via) via="$2"; shift 2 ;;
+    --no-build) build=0; shift ;;
+    --keep) keep=1; shift ;;
+    --verbose) verbose=(--verbose); shift ;;
+    -h | --help) usage ;;
+    *) echo "envoy-tests: unknown argument $1" >&2; usage ;;
+    esac
+done
+[[ "$server" == envoyd || "$server" == diod ]] || usage
+[[ -n "$via" ]] || { if [[ "$server" == envoyd ]]; then via=shim; else via=tcp; fi; }
+[[ "$via" == shim || "$via" == tcp ]] || usage
+
+say() { printf 'envoy-tests: %s\n' "$*"; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+npass=0 nfail=0
+failures=()
+pass() { npass=$((npass + 1)); printf '  %s PASS %s\n' "$1" "${2:-}"; }
+fail() { nfail=$((nfail + 1)); failures+=("$1"); printf '  %s FAIL %s\n' "$1" "${2:-}"; }
+
+work="$(mktemp -d /tmp/envoy-tests.XXXXXX)"
+declare -A servers=()     # pid -> what
+guest_pids=()
+cleanup() {
+    local p
+    for p in "${guest_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${!servers[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${!servers[@]}" "${guest_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    if ((keep)); then say "work directory kept: $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# ---------------------------------------------------------------- build
+t_all="$(now)"
+"$scripts/install-deps.sh" >"$work/install-deps.log" 2>&1 || { cat "$work/install-deps.log"; say "install-deps failed"; exit 2; }
+tree_tar="$(sed -n 's/^install-deps: source tree: \([^ ]*\) .*/\1/p' "$work/install-deps.log" | tail -1)"
+envoyd_bin="$target/release/envoyd"
+storaged_bin="$target/release/envoy-storaged"
+shim_bin="$target/x86_64-unknown-linux-gnu/release/envoy-shim"
+if [[ "$server" == envoyd ]] && ((build)); then
+    t0="$(now)"
+    say "building envoyd, envoy-storaged (release) and the static envoy-shim"
+    (cd "$repo" && cargo build --release --locked -q -p dom0-envoyd --bin envoyd \
+        && cargo build --release --locked -q -p envoy-storage --bin envoy-storaged) || { say "build failed"; exit 2; }
+    if [[ "$via" == shim ]]; then
+        (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -q \
+            -p guest-shim --bin envoy-shim --target x86_64-unknown-linux-gnu) || { say "envoy-shim build failed"; exit 2; }
+    fi
+    say "build: $(elapsed "$t0" "$(now)") s"
+fi
+if [[ "$server" == envoyd ]]; then
+    for b in "$envoyd_bin" "$storaged_bin"; do [[ -x "$b" ]] || { say "missing $b"; exit 2; }; done
+fi
+shim_add=()
+if [[ "$via" == shim ]]; then
+    [[ "$server" == envoyd ]] || { say "--via shim needs --server envoyd"; exit 2; }
+    [[ -x "$shim_bin" ]] || { say "missing $shim_bin"; exit 2; }
+    if file "$shim_bin" | grep -q 'dynamically linked'; then say "$shim_bin is not static"; exit 2; fi
+    shim_add=(--add "$shim_bin:/bin/envoy-shim")
+fi
+
+# ---------------------------------------------------------------- server control
+# start_server NAME DATA: starts the server on DATA; sets srv_pid, srv_port, srv_sock, aname.
+srv_pid="" srv_port="" srv_sock="" aname=""
+start_server() {
+    local name="$1" data="$2" i
+    srv_port="$(free_port)"
+    srv_sock="$work/$name.sock"
+    rm -f "$srv_sock"
+    if [[ "$server" == envoyd ]]; then
+        "$envoyd_bin" --data "$data" --listen "tcp:127.0.0.1:$srv_port" --listen "unix:$srv_sock" \
+            >>"$work/$name.envoyd.log" 2>&1 &
+        srv_pid=$!
+        aname=/default
+    else
+        mkdir -p "$data"
+        diod -f -n -d 0 -L "$work/$name.diod.log" -e "$data" -l "127.0.0.1:$srv_port" &
+        srv_pid=$!
+        aname="$data"
+    fi
+    servers[$srv_pid]="$server $name"
+    for i in $(seq 100); do
+        if port_open "$srv_port" && { [[ "$server" == diod ]] || [[ -S "$srv_sock" ]]; }; then return 0; fi
+        kill -0 "$srv_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    say "$server did not come up for $name:"
+    tail -20 "$work/$name."*.log 2>/dev/null || true
+    return 1
+}
+# stop_server [SIGNAL]: SIGTERM (default) and wait, or SIGKILL.
+stop_server() {
+    local sig="${1:-TERM}" i
+    [[ -n "$srv_pid" ]] || return 0
+    kill "-$sig" "$srv_pid" 2>/dev/null || true
+    for i in $(seq 100); do kill -0 "$srv_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$srv_pid" 2>/dev/null && { say "server $srv_pid ignored SIG$sig for 10 s, killing"; kill -9 "$srv_pid" 2>/dev/null || true; }
+    local rc=0
+    wait "$srv_pid" 2>/dev/null || rc=$?
+    unset "servers[$srv_pid]"
+    srv_pid=""
+    return "$rc"
+}
+
+# store_check NAME DATA: `envoy-storaged check` must call the store clean (envoyd only).
+store_figures() { printf '%s bytes, %s files' "$(du -sb "$1" | cut -f1)" "$(find "$1" -type f | wc -l)"; }
+store_check() {
+    local name="$1" data="$2"
+    [[ "$server" == envoyd ]] || return 0
+    local out rc=0
+    out="$("$storaged_bin" check "$data" 2>&1)" || rc=$?
+    printf '%s\n' "$out" >"$work/$name.check.txt"
+    if ((rc == 0)); then pass "$name-store-check" "$(echo "$out" | tail -1 | cut -c1-200)"; else
+        fail "$name-store-check" "rc=$rc $(echo "$out" | tail -3 | tr '\n' ' ' | cut -c1-300)"; fi
+}
+
+# guest NAME SCRIPT TIMEOUT [run.sh args...]: boots a guest against the running server and
+# copies its results into the summary; the console log ends up in $work/NAME.log.
+guest() {
+    local name="$1" script="$2" timeout="$3"
+    shift 3
+    local net=() append="envoy.server=$server envoy.via=$via envoy.version=${version:-9p2000.L} envoy.aname=$aname envoy.port=$srv_port"
+    if [[ "$via" == shim ]]; then net=(--virtio-serial-socket "$srv_sock"); else net=(--netdev-user); fi
+    local rc=0
+    "$here/run.sh" --script "$script" --add "$tests/mount.sh:/test/mount.sh" "${shim_add[@]}" \
+        "${net[@]}" --timeout "$timeout" --log "$work/$name.log" --append "$append" "${verbose[@]}" "$@" \
+        >"$work/$name.run" 2>&1 || rc=$?
+    summarize "$name" "$rc"
+    return "$rc"
+}
+summarize() {
+    local name="$1" rc="$2" line n v d
+    while read -r line; do
+        n="$(cut -d' ' -f2 <<<"$line")" v="$(cut -d' ' -f3 <<<"$line")" d="$(cut -d' ' -f4- <<<"$line")"
+        if [[ "$v" == PASS ]]; then pass "$name/$n" "$d"; else fail "$name/$n" "$d"; fi
+    done < <(grep -a '^ENVOY-GUEST-RESULT ' "$work/$name.log" | tr -d '\r')
+    grep -a '^run.sh: \(boot\|script\|timeout\|QEMU\)' "$work/$name.run" | sed 's/^/  /' || true
+    if [[ "$rc" != 0 ]] && ! grep -aq "^ENVOY-GUEST-RESULT .* FAIL" "$work/$name.log"; then
+        fail "$name/guest-exit" "run.sh rc=$rc (124 timeout, 125 QEMU died); log $work/$name.log"
+        tail -15 "$work/$name.log" | sed 's/^/    | /'
+    fi
+}
+
+# ---------------------------------------------------------------- scenarios
+scenario_posix() {
+    local v="$1" name="posix-${1#9p2000.}"
+    local version="$v"
+    if [[ "$server" == diod && "$v" == 9p2000.u ]]; then say "$name: skipped (diod speaks only 9P2000.L)"; return 0; fi
+    local data="$work/$name.data"
+    start_server "$name" "$data" || { fail "$name/server-start"; return 0; }
+    guest "$name" "$tests/posix.sh" 400 || true
+    if [[ "$v" == 9p2000.L ]]; then independent_client "$name"; fi
+    stop_server || fail "$name/server-exit" "envoyd exited non-zero after SIGTERM"
+    store_check "$name" "$data"
+}
+
+# (d) Debian's diodls/diodcat read what the guest left in keep/ over TCP.
+independent_client() {
+    local name="$1" log="$work/$1.log" f want got
+    local srv="127.0.0.1:$srv_port"
+    got="$(timeout 30 diodls -s "$srv" -a "$aname" keep 2>&1 | tr -d '\r' | sort | tr '\n' ' ')" || true
+    if [[ "$got" == "blob hello nested seq " ]]; then pass "diodls-keep"; else fail "diodls-keep" "want 'blob hello nested seq', got '$got'"; fi
+    got="$(timeout 30 diodls -s "$srv" -a "$aname" keep/nested/deeper 2>&1 | tr '\n' ' ')" || true
+    if [[ "$got" == "leaf " ]]; then pass "diodls-nested"; else fail "diodls-nested" "want 'leaf', got '$got'"; fi
+    local nkeep=0
+    while read -r _ f want; do
+        nkeep=$((nkeep + 1))
+        got="$(timeout 30 diodcat -s "$srv" -a "$aname" "keep/$f" 2>"$work/diodcat.err" | sha256sum | cut -d' ' -f1)"
+        if [[ "$got" == "$want" ]]; then pass "diodcat-$f"; else fail "diodcat-$f" "sha256 want $want got $got $(head -c 200 "$work/diodcat.err")"; fi
+    done < <(grep -a '^KEEP ' "$log" | tr -d '\r')
+    ((nkeep == 4)) || fail "diodcat-keep-lines" "guest logged $nkeep KEEP lines, want 4"
+    got="$(timeout 30 diodcat -s "$srv" -a "$aname" keep/seq 2>/dev/null | tail -1)" || true
+    if [[ "$got" == 2000 ]]; then pass "diodcat-seq-content"; else fail "diodcat-seq-content" "last line '$got'"; fi
+    if timeout 30 diodcat -s "$srv" -a "$aname" keep/missing >/dev/null 2>&1; then fail "diodcat-missing" "reading a missing file succeeded"; else pass "diodcat-missing"; fi
+}
+
+# (b) a real source tree, across a server restart, then deleted: the store returns to baseline.
+scenario_tree() {
+    local name=tree data="$work/tree.data" version=9p2000.L
+    [[ -n "$tree_tar" && -f "$tree_tar" && -f "$tree_tar.sha256" ]] || { fail "tree/source" "install-deps made no source tree tar"; return 0; }
+    local nfiles
+    nfiles="$(wc -l <"$tree_tar.sha256")"
+    start_server tree "$data" || { fail "tree/server-start"; return 0; }
+    stop_server || true
+    local base_bytes base_files
+    base_bytes="$(du -sb "$data" | cut -f1)" base_files="$(find "$data" -type f | wc -l)"
+    say "tree: $(basename "$tree_tar"): $nfiles files; store baseline $base_bytes bytes, $base_files files"
+    start_server tree "$data" || { fail "tree/server-start-2"; return 0; }
+    guest tree-unpack "$tests/tree-unpack.sh" 900 --mem 1024 \
+        --add "$tree_tar:/test/tree.tar" --add "$tree_tar.sha256:/test/tree.sha256" || true
+    grep -a '^tree:' "$work/tree-unpack.log" | tr -d '\r' | sed 's/^/  /' || true
+    stop_server || fail "tree/server-exit" "non-zero exit after SIGTERM"
+    say "tree: after unpack: store $(store_figures "$data")"
+    store_check tree-after-unpack "$data"
+    start_server tree "$data" || { fail "tree/server-restart"; return 0; }
+    guest tree-verify "$tests/tree-verify.sh" 900 --mem 1024 --add "$tree_tar.sha256:/test/tree.sha256" || true
+    grep -a '^tree:' "$work/tree-verify.log" | tr -d '\r' | sed 's/^/  /' || true
+    stop_server || fail "tree/server-exit-2" "non-zero exit after SIGTERM"
+    local end_bytes end_files
+    end_bytes="$(du -sb "$data" | cut -f1)" end_files="$(find "$data" -type f | wc -l)"
+    say "tree: after delete: store $end_bytes bytes, $end_files files (baseline $base_bytes bytes, $base_files files)"
+    store_check tree-after-delete "$data"
+    # Near baseline: a few objects of slack (directory blocks, superblock), 1 MiB of size.
+    if ((end_files <= base_files + 8 && end_bytes <= base_bytes + 1048576)); then
+        pass "tree/store-back-to-baseline" "files $base_files -> $end_files, bytes $base_bytes -> $end_bytes"
+    else
+        fail "tree/store-back-to-baseline" "files $base_files -> $end_files, bytes $base_bytes -> $end_bytes (the deleted $nfiles-file tree was not reclaimed)"
+    fi
+}
+
+# (c) crash: kill -9 the server while the guest writes and fsyncs; every SYNCED file survives.
+scenario_crash() {
+    local name=crash data="$work/crash.data" version=9p2000.L
+    start_server crash "$data" || { fail "crash/server-start"; return 0; }
+    local kill_after=$((15 + RANDOM % 40))
+    local net=() append="envoy.server=$server envoy.via=$via envoy.version=$version envoy.aname=$aname envoy.port=$srv_port"
+    if [[ "$via" == shim ]]; then net=(--virtio-serial-socket "$srv_sock"); else net=(--netdev-user); fi
+    local log="$work/crash.log"
+    : >"$log"
+    "$here/run.sh" --script "$tests/crash-writer.sh" --add "$tests/mount.sh:/test/mount.sh" "${shim_add[@]}" \
+        "${net[@]}" --timeout 400 --log "$log" --append "$append" "${verbose[@]}" >"$work/crash.run" 2>&1 &
+    local runpid=$!
+    guest_pids+=("$runpid")
+    local i synced=0
+    for i in $(seq 3000); do
+        synced="$(grep -ac '^SYNCED ' "$log" || true)"
+        ((synced >= kill_after)) && break
+        kill -0 "$runpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ((synced < kill_after)); then
+        fail "crash/writer" "the guest synced only $synced files (wanted $kill_after before the kill)"
+        tail -15 "$log" | sed 's/^/    | /'
+        stop_server KILL || true
+        kill "$runpid" 2>/dev/null || true
+        wait "$runpid" 2>/dev/null || true
+        return 0
+    fi
+    stop_server KILL || true
+    say "crash: kill -9 after $synced SYNCED lines (target $kill_after)"
+    # The guest's writer now fails or blocks; give it a moment to report, then stop QEMU.
+    for i in $(seq 100); do kill -0 "$runpid" 2>/dev/null || break; grep -aq '^crash: writer stopped' "$log" && break; sleep 0.1; done
+    local q
+    q="$(pgrep -P "$runpid" -x qemu-system-x86 || true)"
+    [[ -n "$q" ]] && kill "$q" 2>/dev/null || true
+    wait "$runpid" 2>/dev/null || true
+    grep -a '^crash:' "$log" | tr -d '\r' | sed 's/^/  /' || true
+    store_check crash-after-kill "$data"
+    start_server crash "$data" || { fail "crash/server-restart" "$(tail -5 "$work/crash.envoyd.log" 2>/dev/null | tr '\n' ' ')"; return 0; }
+    local srv="127.0.0.1:$srv_port" f want got n=0 bad=0
+    while read -r _ f want; do
+        n=$((n + 1))
+        got="$(timeout 30 diodcat -s "$srv" -a "$aname" "crash/$f" 2>/dev/null | sha256sum | cut -d' ' -f1)"
+        if [[ "$got" != "$want" ]]; then bad=$((bad + 1)); fail "crash/synced-$f" "sha256 want $want got $got"; fi
+    done < <(grep -a '^SYNCED ' "$log" | tr -d '\r')
+    ((bad == 0)) && pass "crash/synced-files-intact" "$n files logged SYNCED before the kill all read back whole (diodcat)"
+    got="$(timeout 30 diodls -s "$srv" -a "$aname" crash 2>/dev/null | wc -l)" || true
+    if ((got >= n)); then pass "crash/listing" "$got entries, $n synced"; else fail "crash/listing" "diodls lists $got entries, $n were synced"; fi
+    stop_server || fail "crash/server-exit" "non-zero exit after SIGTERM"
+    store_check crash-after-restart "$data"
+}
+
+IFS=, read -r -a wanted <<<"$only"
+declare -A timing=()
+for s in "${wanted[@]}"; do
+    t0="$(now)"
+    say "=== $s ($server, via $via)"
+    case "$s" in
+    posix-L) scenario_posix 9p2000.L ;;
+    posix-u) scenario_posix 9p2000.u ;;
+    tree) scenario_tree ;;
+    crash) scenario_crash ;;
+    *) say "unknown scenario $s"; exit 2 ;;
+    esac
+    timing[$s]="$(elapsed "$t0" "$(now)")"
+    say "=== $s: ${timing[$s]} s"
+done
+for s in "${wanted[@]}"; do say "time $s: ${timing[$s]} s"; done
+say "total $(elapsed "$t_all" "$(now)") s"
+((nfail == 0)) || say "failed: ${failures[*]}"
+echo "$npass passed, $nfail failed"
+((nfail == 0))
