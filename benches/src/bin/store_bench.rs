@@ -40,14 +40,21 @@ struct Args {
     /// Parent of the scratch directory (same disk as the store would use).
     #[arg(long, default_value = "/work")]
     dir: PathBuf,
-    /// 4 KiB objects per repetition.
-    #[arg(long, default_value_t = 2000)]
+    /// 4 KiB objects the read rows cycle through.
+    #[arg(long, default_value_t = 1000)]
     objects: usize,
+    /// 4 KiB objects created per repetition of the create row.
+    #[arg(long, default_value_t = 100)]
+    create_objects: usize,
+    /// Passes over the 4 KiB objects in one repetition of a read row (longer repetitions
+    /// average out scheduler noise on a shared host).
+    #[arg(long, default_value_t = 2)]
+    passes: usize,
     /// 1 MiB objects per repetition.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 16)]
     big_objects: usize,
     /// Measured repetitions per row (after one warm-up).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 21)]
     reps: usize,
     /// fsync'd 4 KiB writes per repetition; 0 leaves the row out.
     #[arg(long, default_value_t = 0)]
@@ -341,12 +348,32 @@ impl Unit {
     }
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+/// The median of a row's repetitions and their spread: the interquartile range as a fraction
+/// of the median.
+#[derive(Clone, Copy)]
+struct Stat {
+    median: f64,
+    spread: f64,
+}
+
+/// Linear-interpolated quantile of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return 0.0;
+    };
+    let pos = q * last as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    let (a, b) = (sorted[lo.min(last)], sorted[hi.min(last)]);
+    a + (b - a) * (pos - lo as f64)
+}
+
+fn stat(mut xs: Vec<f64>) -> Stat {
     xs.sort_by(f64::total_cmp);
-    match xs.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => xs[n / 2],
-        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    let median = quantile(&xs, 0.5);
+    let iqr = quantile(&xs, 0.75) - quantile(&xs, 0.25);
+    Stat {
+        median,
+        spread: if median > 0.0 { iqr / median } else { 0.0 },
     }
 }
 
@@ -375,7 +402,7 @@ fn measure_row(
     args: &Args,
     payloads: &Payloads,
     rep: Rep,
-) -> BenchResult<Vec<f64>> {
+) -> BenchResult<Vec<Stat>> {
     let mut rates = vec![Vec::with_capacity(args.reps); subjects.len()];
     for round in 0..=args.reps {
         for (subject, rates) in subjects.iter_mut().zip(rates.iter_mut()) {
@@ -385,41 +412,44 @@ fn measure_row(
             }
         }
     }
-    Ok(rates.into_iter().map(median).collect())
+    Ok(rates.into_iter().map(stat).collect())
 }
 
-/// Row: create + write 4 KiB objects (fresh objects every repetition; the last set is kept
-/// for the read rows).
+/// Row: create + write 4 KiB objects (fresh ones every repetition, released afterwards; the
+/// read rows use the set made at setup).
 fn rep_create(s: &mut Subject, args: &Args, p: &Payloads) -> BenchResult<(f64, Duration)> {
     let start = Instant::now();
-    let mut keys = Vec::with_capacity(args.objects);
-    for _ in 0..args.objects {
+    let mut keys = Vec::with_capacity(args.create_objects);
+    for _ in 0..args.create_objects {
         keys.push(s.backend.create_write(&p.small)?);
     }
     let elapsed = start.elapsed();
-    let old = std::mem::replace(&mut s.small, keys);
-    s.backend.release(&old);
-    Ok((args.objects as f64, elapsed))
+    s.backend.release(&keys);
+    Ok((args.create_objects as f64, elapsed))
 }
 
-fn rep_read(s: &mut Subject, _: &Args, _: &Payloads) -> BenchResult<(f64, Duration)> {
+fn rep_read(s: &mut Subject, args: &Args, _: &Payloads) -> BenchResult<(f64, Duration)> {
     let start = Instant::now();
-    for &k in &s.small {
-        if s.backend.read(k, SMALL)? != SMALL {
-            return Err("short read".into());
+    for _ in 0..args.passes {
+        for &k in &s.small {
+            if s.backend.read(k, SMALL)? != SMALL {
+                return Err("short read".into());
+            }
         }
     }
-    Ok((s.small.len() as f64, start.elapsed()))
+    Ok(((s.small.len() * args.passes) as f64, start.elapsed()))
 }
 
-fn rep_read_batch(s: &mut Subject, _: &Args, _: &Payloads) -> BenchResult<(f64, Duration)> {
+fn rep_read_batch(s: &mut Subject, args: &Args, _: &Payloads) -> BenchResult<(f64, Duration)> {
     let start = Instant::now();
-    for chunk in s.small.chunks(BATCH) {
-        if s.backend.read_batch(chunk, SMALL)? != chunk.len() * SMALL {
-            return Err("short batched read".into());
+    for _ in 0..args.passes {
+        for chunk in s.small.chunks(BATCH) {
+            if s.backend.read_batch(chunk, SMALL)? != chunk.len() * SMALL {
+                return Err("short batched read".into());
+            }
         }
     }
-    Ok((s.small.len() as f64, start.elapsed()))
+    Ok(((s.small.len() * args.passes) as f64, start.elapsed()))
 }
 
 fn rep_big_write(s: &mut Subject, _: &Args, p: &Payloads) -> BenchResult<(f64, Duration)> {
@@ -450,7 +480,7 @@ fn rep_fsync_write(s: &mut Subject, args: &Args, p: &Payloads) -> BenchResult<(f
 }
 
 /// Measures every row; returns `table[row][subject]`.
-fn run_all(subjects: &mut [Subject], args: &Args, rows: &[Row]) -> BenchResult<Vec<Vec<f64>>> {
+fn run_all(subjects: &mut [Subject], args: &Args, rows: &[Row]) -> BenchResult<Vec<Vec<Stat>>> {
     let payloads = Payloads {
         small: Bytes::from(vec![0xa5u8; SMALL]),
         big: Bytes::from(vec![0x5au8; BIG]),
@@ -541,8 +571,20 @@ fn fs_type(path: &Path) -> String {
 
 fn main() -> BenchResult<()> {
     let args = Args::parse();
-    if args.reps == 0 || args.objects == 0 || args.big_objects == 0 {
-        return Err("--reps, --objects and --big-objects must be at least 1".into());
+    if [
+        args.reps,
+        args.objects,
+        args.create_objects,
+        args.big_objects,
+        args.passes,
+    ]
+    .contains(&0)
+    {
+        return Err(
+            "counts (--reps, --objects, --create-objects, --big-objects, --passes) \
+                    must be at least 1"
+                .into(),
+        );
     }
     let scratch = tempfile::Builder::new()
         .prefix("envoy-store-bench-")
@@ -597,11 +639,13 @@ fn main() -> BenchResult<()> {
     let table = run_all(&mut subjects, &args, &rows)?;
 
     println!(
-        "dir {} ({}), {} x 4 KiB objects, {} x 1 MiB objects, median of {} interleaved reps \
-         after 1 warm-up, io_uring depth {}",
+        "dir {} ({}), {} x 4 KiB objects read ({} passes per rep), {} created per rep, {} x 1 MiB \
+         objects, median of {} interleaved reps after 1 warm-up, io_uring depth {}",
         args.dir.display(),
         fs_type(&args.dir),
         args.objects,
+        args.passes,
+        args.create_objects,
         args.big_objects,
         args.reps,
         args.depth
@@ -637,13 +681,34 @@ fn main() -> BenchResult<()> {
     for (row, rates) in rows.iter().zip(&table) {
         print!("| {:<26} | {:<5} |", row.name, row.unit.label());
         for rate in rates {
-            print!(" {rate:>16.0} |");
+            print!(" {:>16.0} |", rate.median);
         }
         for &(u, s) in &ratios {
             match (rates.get(u), rates.get(s)) {
-                (Some(u), Some(s)) if *s > 0.0 => print!(" {:>21.2} |", u / s),
+                (Some(u), Some(s)) if s.median > 0.0 => {
+                    print!(" {:>21.2} |", u.median / s.median)
+                }
                 _ => print!(" {:>21} |", "-"),
             }
+        }
+        println!();
+    }
+    println!();
+    println!("Spread (interquartile range / median) of the repetitions:");
+    print!("| {:<26} |", "row");
+    for s in &subjects {
+        print!(" {:>16} |", s.key);
+    }
+    println!();
+    print!("|{}|", "-".repeat(28));
+    for _ in &subjects {
+        print!("{}:|", "-".repeat(17));
+    }
+    println!();
+    for (row, rates) in rows.iter().zip(&table) {
+        print!("| {:<26} |", row.name);
+        for rate in rates {
+            print!(" {:>15.0}% |", rate.spread * 100.0);
         }
         println!();
     }
