@@ -1,0 +1,207 @@
+//! Command line → validated [`Config`].
+//!
+//! With no arguments envoyd is the embedded default: store in `./envoy-data` (created if
+//! missing), 9P on `tcp:127.0.0.1:5640`, and a fresh store holds one writable image at
+//! `/default` that any client on this host may attach (aname `/default`).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Largest msize the server offers (and the frame limit before Tversion).
+pub const DEFAULT_MAX_MSIZE: u32 = 1 << 20;
+/// Smallest msize the server accepts.
+pub const MIN_MSIZE: u32 = 4096;
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `tcp:HOST:PORT`.
+    Tcp(String),
+    /// `unix:PATH`.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        if let Some(a) = s.strip_prefix("tcp:") {
+            if a.rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                return Err(ConfigError::Endpoint(s.to_string()));
+            }
+            Ok(Endpoint::Tcp(a.to_string()))
+        } else if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err(ConfigError::Endpoint(s.to_string()));
+            }
+            Ok(Endpoint::Unix(PathBuf::from(p)))
+        } else {
+            Err(ConfigError::Endpoint(s.to_string()))
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => write!(f, "tcp:{a}"),
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A rejected option.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not `tcp:HOST:PORT` or `unix:PATH`.
+    #[error("bad endpoint {0:?}: expected tcp:HOST:PORT or unix:PATH")]
+    Endpoint(String),
+    /// A numeric option out of range.
+    #[error("{name} must be between {min} and {max}, got {value}")]
+    Range {
+        /// Option name.
+        name: &'static str,
+        /// Lowest allowed.
+        min: u64,
+        /// Highest allowed.
+        max: u64,
+        /// Given.
+        value: u64,
+    },
+}
+
+/// envoyd's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "envoyd",
+    version,
+    about = "Envoy file server (9P2000.L / 9P2000.u)"
+)]
+pub struct Args {
+    /// Object store directory (created if missing).
+    #[arg(long, default_value = "./envoy-data")]
+    pub data: PathBuf,
+    /// Endpoint to serve 9P on: tcp:HOST:PORT or unix:PATH (repeatable).
+    #[arg(long = "listen")]
+    pub listen: Vec<String>,
+    /// Memory cache budget in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub cache_mb: u64,
+    /// Worker threads handling requests (0 = number of CPUs, at least 4).
+    #[arg(long, default_value_t = 0)]
+    pub workers: u64,
+    /// Most fids one connection may hold.
+    #[arg(long, default_value_t = 16384)]
+    pub max_fids_per_conn: u64,
+    /// Largest msize offered to clients.
+    #[arg(long, default_value_t = u64::from(DEFAULT_MAX_MSIZE))]
+    pub max_msize: u64,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Store directory.
+    pub data: PathBuf,
+    /// Endpoints.
+    pub listen: Vec<Endpoint>,
+    /// Cache budget in bytes.
+    pub cache_bytes: usize,
+    /// Worker threads.
+    pub workers: usize,
+    /// Fid limit per connection.
+    pub max_fids_per_conn: usize,
+    /// Largest msize.
+    pub max_msize: u32,
+}
+
+fn range(name: &'static str, v: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ConfigError::Range {
+            name,
+            min,
+            max,
+            value: v,
+        })
+    }
+}
+
+impl Config {
+    /// Validates parsed arguments.
+    pub fn from_args(a: Args) -> Result<Config, ConfigError> {
+        let listen = if a.listen.is_empty() {
+            vec![Endpoint::Tcp("127.0.0.1:5640".into())]
+        } else {
+            a.listen
+                .iter()
+                .map(|s| s.parse())
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let workers = match range("--workers", a.workers, 0, 1024)? {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(4)
+                .max(4),
+            n => n as usize,
+        };
+        Ok(Config {
+            data: a.data,
+            listen,
+            cache_bytes: (range("--cache-mb", a.cache_mb, 1, 1 << 20)? << 20) as usize,
+            workers,
+            max_fids_per_conn: range("--max-fids-per-conn", a.max_fids_per_conn, 16, 1 << 24)?
+                as usize,
+            max_msize: range(
+                "--max-msize",
+                a.max_msize,
+                u64::from(MIN_MSIZE) * 2,
+                16 << 20,
+            )? as u32,
+        })
+    }
+
+    /// A configuration for tests: the given store, no listeners yet, small limits.
+    pub fn for_dir(data: impl Into<PathBuf>) -> Config {
+        Config {
+            data: data.into(),
+            listen: Vec::new(),
+            cache_bytes: 16 << 20,
+            workers: 8,
+            max_fids_per_conn: 1024,
+            max_msize: DEFAULT_MAX_MSIZE,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_no_args_embedded_default() {
+        let c = Config::from_args(Args::parse_from(["envoyd"])).unwrap();
+        assert_eq!(c.listen, vec![Endpoint::Tcp("127.0.0.1:5640".into())]);
+        assert_eq!(c.data, PathBuf::from("./envoy-data"));
+        assert!(c.workers >= 4);
+    }
+
+    #[test]
+    fn config_bad_endpoint_rejected() {
+        for bad in ["tcp:nohost", "udp:1.2.3.4:5", "unix:", "tcp::5"] {
+            let a = Args::parse_from(["envoyd", "--listen", bad]);
+            assert!(Config::from_args(a).is_err(), "{bad}");
+        }
+        let a = Args::parse_from([
+            "envoyd",
+            "--listen",
+            "unix:/tmp/x",
+            "--listen",
+            "tcp:[::1]:1",
+        ]);
+        assert_eq!(Config::from_args(a).unwrap().listen.len(), 2);
+    }
+}

@@ -1,0 +1,213 @@
+//! A directory object in memory: the blocks of [`envoy_storage::dirfmt`] plus indexes.
+//!
+//! On disk a directory is a sequence of 4096-byte `EDIR` blocks of entries
+//! `flags[1] name_len[1] id[8] cookie[8] name` (see `dirfmt`). Here it is kept as the decoded
+//! blocks, a name → block index and a cookie → name order. Every update changes exactly one
+//! block (an insert goes to the first block with room, or a new block at the end), and the
+//! caller writes just that block back at `index * 4096`: one page-aligned `pwrite`, so a crash
+//! leaves the old block or the new one.
+//!
+//! Cookies give readdir stable offsets: each insert takes a cookie above every cookie ever
+//! seen in this directory since it was loaded (`next_cookie`), so entries never move and
+//! removals never shift later entries.
+
+use std::collections::{BTreeMap, HashMap};
+
+use envoy_storage::dirfmt::{self, DirBlock, DirEntry, DirFormatError, BLOCK_SIZE};
+use envoy_storage::ObjectId;
+
+/// Parsed contents of one directory object.
+#[derive(Debug, Clone, Default)]
+pub struct DirData {
+    blocks: Vec<DirBlock>,
+    index: HashMap<Vec<u8>, usize>,
+    order: BTreeMap<u64, Vec<u8>>,
+    next_cookie: u64,
+}
+
+impl DirData {
+    /// Parses a whole directory object.
+    pub fn parse(data: &[u8]) -> Result<Self, DirFormatError> {
+        if data.len() % BLOCK_SIZE != 0 {
+            return Err(DirFormatError::PartialBlock(data.len() as u64));
+        }
+        let mut d = DirData {
+            next_cookie: 1,
+            ..DirData::default()
+        };
+        for (index, chunk) in data.chunks(BLOCK_SIZE).enumerate() {
+            let b = DirBlock::decode(chunk)
+                .map_err(|source| DirFormatError::Block { index, source })?;
+            for e in &b.entries {
+                if d.index.insert(e.name.clone(), index).is_some() {
+                    return Err(DirFormatError::Block {
+                        index,
+                        source: dirfmt::BlockError::Duplicate(
+                            String::from_utf8_lossy(&e.name).into_owned(),
+                        ),
+                    });
+                }
+                d.order.insert(e.cookie, e.name.clone());
+                d.next_cookie = d.next_cookie.max(e.cookie.saturating_add(1));
+            }
+            d.blocks.push(b);
+        }
+        Ok(d)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True when the directory has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The entry called `name`.
+    pub fn lookup(&self, name: &[u8]) -> Option<&DirEntry> {
+        let b = *self.index.get(name)?;
+        self.blocks.get(b)?.lookup(name)
+    }
+
+    /// Adds an entry with a fresh cookie; returns the index of the block that changed.
+    pub fn insert(
+        &mut self,
+        name: Vec<u8>,
+        id: ObjectId,
+        cow: bool,
+    ) -> Result<usize, dirfmt::BlockError> {
+        dirfmt::check_name(&name)?;
+        if self.index.contains_key(&name) {
+            return Err(dirfmt::BlockError::Duplicate(
+                String::from_utf8_lossy(&name).into_owned(),
+            ));
+        }
+        let cookie = self.next_cookie.max(1);
+        let entry = DirEntry {
+            cow,
+            id,
+            cookie,
+            name: name.clone(),
+        };
+        let need = entry.encoded_len();
+        let slot = match self.blocks.iter().position(|b| b.free() >= need) {
+            Some(i) => i,
+            None => {
+                self.blocks.push(DirBlock::new());
+                self.blocks.len() - 1
+            }
+        };
+        self.blocks[slot].insert(entry)?;
+        self.next_cookie = cookie + 1;
+        self.index.insert(name.clone(), slot);
+        self.order.insert(cookie, name);
+        Ok(slot)
+    }
+
+    /// Removes `name`; returns the entry and the index of the block that changed.
+    pub fn remove(&mut self, name: &[u8]) -> Option<(DirEntry, usize)> {
+        let slot = self.index.remove(name)?;
+        let e = self.blocks.get_mut(slot)?.remove(name)?;
+        self.order.remove(&e.cookie);
+        Some((e, slot))
+    }
+
+    /// Points `name` at `id` with copy-on-write flag `cow`, keeping its cookie; returns the
+    /// index of the block that changed.
+    pub fn set(&mut self, name: &[u8], id: ObjectId, cow: bool) -> Option<usize> {
+        let slot = *self.index.get(name)?;
+        let e = self
+            .blocks
+            .get_mut(slot)?
+            .entries
+            .iter_mut()
+            .find(|e| e.name == name)?;
+        e.id = id;
+        e.cow = cow;
+        Some(slot)
+    }
+
+    /// The encoded bytes of block `index`.
+    pub fn block_bytes(&self, index: usize) -> Option<Vec<u8>> {
+        self.blocks.get(index).map(DirBlock::encode)
+    }
+
+    /// Entries with a cookie strictly above `after`, in cookie order.
+    pub fn entries_after(&self, after: u64) -> impl Iterator<Item = &DirEntry> + '_ {
+        self.order
+            .range(after.saturating_add(1)..)
+            .filter_map(|(_, name)| self.lookup(name))
+    }
+
+    /// Every entry, in cookie order.
+    pub fn entries(&self) -> impl Iterator<Item = &DirEntry> + '_ {
+        self.entries_after(0)
+    }
+
+    /// Sets the copy-on-write flag on every entry (what a clone does on disk).
+    pub fn set_cow_all(&mut self) {
+        for b in &mut self.blocks {
+            for e in &mut b.entries {
+                e.cow = true;
+            }
+        }
+    }
+
+    /// Approximate memory footprint, for the cache budget.
+    pub fn weight(&self) -> usize {
+        let per_entry = 96;
+        let names: usize = self.index.keys().map(Vec::len).sum();
+        128 + self.blocks.len() * 64 + self.index.len() * per_entry + names * 3
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode_all(d: &DirData) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..d.blocks.len() {
+            out.extend(d.block_bytes(i).unwrap_or_default());
+        }
+        out
+    }
+
+    #[test]
+    fn dirdata_insert_remove_reparse_same_entries() {
+        let mut d = DirData::parse(&[]).unwrap();
+        for i in 0..500u64 {
+            d.insert(
+                format!("file-{i:04}").into_bytes(),
+                ObjectId(10 + i),
+                i % 2 == 0,
+            )
+            .unwrap();
+        }
+        assert!(d.blocks.len() > 1, "500 entries need several blocks");
+        d.remove(b"file-0003").unwrap();
+        let again = DirData::parse(&encode_all(&d)).unwrap();
+        assert_eq!(again.len(), 499);
+        assert_eq!(
+            again.lookup(b"file-0004").map(|e| (e.id, e.cow)),
+            Some((ObjectId(14), true))
+        );
+        assert!(again.lookup(b"file-0003").is_none());
+        let cookies: Vec<u64> = again.entries().map(|e| e.cookie).collect();
+        assert!(cookies.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn dirdata_cookie_not_reused_after_remove_of_last() {
+        let mut d = DirData::parse(&[]).unwrap();
+        d.insert(b"a".to_vec(), ObjectId(5), false).unwrap();
+        d.insert(b"b".to_vec(), ObjectId(6), false).unwrap();
+        let b_cookie = d.lookup(b"b").map(|e| e.cookie).unwrap();
+        d.remove(b"b");
+        d.insert(b"c".to_vec(), ObjectId(7), false).unwrap();
+        assert!(d.lookup(b"c").map(|e| e.cookie).unwrap() > b_cookie);
+        assert_eq!(d.entries_after(b_cookie).count(), 1);
+    }
+}

@@ -1,0 +1,416 @@
+//! The file system built from storage objects (§4.2.3) and the claims over it (§5.4.2).
+//!
+//! * Directories are objects in the [`envoy_storage::dirfmt`] format (entries: name, object
+//!   ID, copy-on-write flag, cookie), parsed into [`dir::DirData`] and cached in
+//!   [`crate::cache::DirCache`].
+//! * Files, symlinks and device nodes are objects with attributes; see [`special`] for the
+//!   contents of special files.
+//! * The global root directory is the fixed object [`ROOT_ID`] (= 1), created on first start
+//!   with the image directory `/default` beneath it.
+//! * [`node`] holds the claims; [`cow`] freezes and thaws; [`update`] creates, removes,
+//!   renames and links names; [`gc`] is the start-up scan.
+//!
+//! # Identity
+//!
+//! `qid.path` is the object ID: unique in the store and stable while the object lives. A thaw
+//! gives the thawed file a new object and therefore a new `qid.path` (as if the file had been
+//! replaced by a copy — which it has). `qid.version` is the low 32 bits of the mtime in
+//! nanoseconds; envoyd sets mtime on every write, so the version changes with the contents.
+//!
+//! # Durability
+//!
+//! Every data and directory write goes to the store (the host page cache) before the reply;
+//! `fsync` syncs the object and its directory. Multi-object updates are ordered so that a
+//! `kill -9` at any point leaves the old state, the new state, or a harmless leftover that
+//! the start-up scan ([`gc`]) repairs:
+//!
+//! | operation | order | leftover after a crash in between |
+//! |---|---|---|
+//! | create | create object (attributes in place) → insert entry (one block write) | unreferenced object: deleted by the scan |
+//! | unlink | remove entry → delete object | unreferenced object: deleted by the scan |
+//! | rename | write the new entry (insert, or replace the target's entry in place) → remove the old entry → delete the replaced object | one object under two names: the scan freezes both links (CoW), no data lost; or an unreferenced replaced object |
+//! | link | set CoW on the old link → insert the new link | a frozen file with one name: harmless |
+//! | thaw | clone object → repoint the link | unreferenced clone: deleted by the scan |
+
+pub mod cow;
+pub mod dir;
+pub mod gc;
+pub mod node;
+pub mod perm;
+pub mod special;
+pub mod update;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use envoy_proto::{qid_type, Qid};
+use envoy_storage::dirfmt::BLOCK_SIZE;
+use envoy_storage::{
+    AttrChange, Attributes, ObjectId, ObjectKind, ObjectStat, ObjectStore, StoreError, Timestamp,
+};
+
+use crate::cache::{CacheStats, DirCache};
+use crate::error::{FsError, FsResult};
+use dir::DirData;
+use node::{lock, read, Node};
+pub use perm::Cred;
+
+/// Object ID of the global root directory.
+pub const ROOT_ID: ObjectId = ObjectId(1);
+/// Name of the image created in a fresh store.
+pub const DEFAULT_IMAGE: &str = "default";
+/// Longest name component.
+pub const NAME_MAX: usize = 255;
+/// IDs reserved from the store per superblock write.
+const ID_BATCH: u64 = 1024;
+
+/// Hands out object IDs from ranges reserved durably in the store.
+#[derive(Debug)]
+struct IdAlloc {
+    range: Mutex<(u64, u64)>,
+}
+
+/// The namespace of one envoy: the object store, the directory cache and the global root
+/// claim.
+#[derive(Debug)]
+pub struct Fs {
+    store: Arc<ObjectStore>,
+    cache: DirCache,
+    ids: IdAlloc,
+    /// Serialises cross-directory renames (as Linux's `s_vfs_rename_mutex`) so that two
+    /// renames can never build a cycle; nothing else takes it.
+    rename_lock: Mutex<()>,
+    root: Arc<Node>,
+    writes: AtomicU64,
+}
+
+/// A claim held by a fid: keeps the node alive and counted in `handles`, releasing it (and
+/// deleting an unlinked object after its last claim) on drop.
+#[derive(Debug)]
+pub struct Claim {
+    fs: Arc<Fs>,
+    node: Arc<Node>,
+}
+
+impl Claim {
+    /// The claimed node.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The file system.
+    pub fn fs(&self) -> &Arc<Fs> {
+        &self.fs
+    }
+
+    /// Another claim on the same node (a fid clone).
+    pub fn dup(&self) -> Claim {
+        self.fs.claim(Arc::clone(&self.node))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.fs.release(&self.node);
+    }
+}
+
+/// Checks a name received from a client.
+pub fn check_name(name: &str) -> FsResult<&[u8]> {
+    let b = name.as_bytes();
+    if b.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
+    if b.is_empty() || b == b"." || b == b".." || b.iter().any(|&c| c == b'/' || c == 0) {
+        return Err(FsError::Inval("bad file name"));
+    }
+    Ok(b)
+}
+
+/// The qid of an object.
+pub fn qid_of(st: &ObjectStat) -> Qid {
+    let ty = match st.attr.kind {
+        ObjectKind::Directory => qid_type::DIR,
+        ObjectKind::Symlink => qid_type::SYMLINK,
+        _ => qid_type::FILE,
+    };
+    let version = st.attr.mtime.as_nanos().unwrap_or(0) as u32;
+    Qid {
+        ty,
+        version,
+        path: st.id.0,
+    }
+}
+
+impl Fs {
+    /// Opens the namespace on `store`: creates the root (and `/default`) in a fresh store and
+    /// runs the start-up scan.
+    pub fn open(store: Arc<ObjectStore>, cache_bytes: usize) -> FsResult<Arc<Fs>> {
+        let root_attr = match store.stat(ROOT_ID) {
+            Ok(st) => st.attr,
+            Err(e) if e.is_not_found() => {
+                let attr = Attributes::new(ObjectKind::Directory, 0o755);
+                store.create_object(ROOT_ID, &attr)?;
+                store.sync(ROOT_ID)?;
+                tracing::info!("created the global root directory (object {ROOT_ID})");
+                attr
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if root_attr.kind != ObjectKind::Directory {
+            return Err(FsError::Store(StoreError::InvalidArgument(format!(
+                "object {ROOT_ID} is not a directory: not an envoy namespace"
+            ))));
+        }
+        let fs = Arc::new(Fs {
+            store,
+            cache: DirCache::new(cache_bytes),
+            ids: IdAlloc {
+                range: Mutex::new((0, 0)),
+            },
+            rename_lock: Mutex::new(()),
+            root: Node::new(ROOT_ID, false, ObjectKind::Directory, None, Vec::new()),
+            writes: AtomicU64::new(0),
+        });
+        gc::scan(&fs)?;
+        let root = fs.claim(Arc::clone(&fs.root));
+        if fs.dir_data(ROOT_ID)?.is_empty() {
+            let root_cred = Cred::user(0);
+            let img = fs.create(
+                &root,
+                DEFAULT_IMAGE.as_bytes(),
+                ObjectKind::Directory,
+                0o777,
+                root_cred,
+                None,
+            )?;
+            fs.sync(img.node())?;
+            tracing::info!("created image /{DEFAULT_IMAGE}");
+        }
+        Ok(fs)
+    }
+
+    /// The object store.
+    pub fn store(&self) -> &Arc<ObjectStore> {
+        &self.store
+    }
+
+    /// Directory cache counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// A claim on the global root.
+    pub fn root(self: &Arc<Self>) -> Claim {
+        self.claim(Arc::clone(&self.root))
+    }
+
+    /// Registers a claim on `node`.
+    pub fn claim(self: &Arc<Self>, node: Arc<Node>) -> Claim {
+        node.state().handles += 1;
+        Claim {
+            fs: Arc::clone(self),
+            node,
+        }
+    }
+
+    fn release(&self, node: &Arc<Node>) {
+        let doomed = {
+            let mut s = node.state();
+            s.handles = s.handles.saturating_sub(1);
+            if s.handles == 0 && s.orphan && !s.deleted && !s.cow {
+                s.deleted = true;
+                Some(s.id)
+            } else {
+                None
+            }
+        };
+        if let Some(id) = doomed {
+            self.cache.remove(id);
+            if let Err(e) = self.store.delete(id) {
+                tracing::warn!(%id, error = %e, "deleting an unlinked object failed; the start-up scan will collect it");
+            }
+        }
+    }
+
+    /// A new object ID.
+    pub fn alloc_id(&self) -> FsResult<ObjectId> {
+        let mut r = lock(&self.ids.range);
+        if r.0 >= r.1 {
+            let got = self.store.reserve(ID_BATCH)?;
+            *r = (got.first.0, got.first.0 + got.count);
+        }
+        let id = r.0;
+        r.0 += 1;
+        Ok(ObjectId(id))
+    }
+
+    /// The parsed contents of directory object `id` (cache or store).
+    pub fn dir_data(&self, id: ObjectId) -> FsResult<Arc<DirData>> {
+        if let Some(d) = self.cache.get(id) {
+            return Ok(d);
+        }
+        let st = self.store.stat(id)?;
+        if st.attr.kind != ObjectKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        let mut buf = Vec::with_capacity(st.size as usize);
+        let mut off = 0u64;
+        while off < st.size {
+            let chunk = self.store.read(id, off, envoy_storage::MAX_IO)?;
+            if chunk.is_empty() {
+                break;
+            }
+            off += chunk.len() as u64;
+            buf.extend_from_slice(&chunk);
+        }
+        let d = Arc::new(DirData::parse(&buf).map_err(FsError::Corrupt)?);
+        self.cache.put(id, Arc::clone(&d));
+        Ok(d)
+    }
+
+    /// Writes the changed blocks of a directory and installs the new contents in the cache.
+    /// Called with the directory's `dir_lock` held exclusively.
+    fn commit_dir(&self, id: ObjectId, data: DirData, changed: &[usize]) -> FsResult<()> {
+        let mut done: Vec<usize> = Vec::new();
+        for &b in changed {
+            if done.contains(&b) {
+                continue;
+            }
+            let bytes = data
+                .block_bytes(b)
+                .ok_or(FsError::Inval("directory block out of range"))?;
+            if let Err(e) = self
+                .store
+                .write(id, (b * BLOCK_SIZE) as u64, Bytes::from(bytes))
+            {
+                self.cache.remove(id);
+                return Err(e.into());
+            }
+            done.push(b);
+        }
+        self.cache.put(id, Arc::new(data));
+        Ok(())
+    }
+
+    /// Sets a directory's mtime to now (its entries changed).
+    fn touch_dir(&self, id: ObjectId) {
+        let now = Timestamp::now();
+        let change = AttrChange {
+            mtime: Some(now),
+            ..AttrChange::default()
+        };
+        if let Err(e) = self.store.wstat(id, &change) {
+            tracing::warn!(%id, error = %e, "updating directory mtime failed");
+        }
+    }
+
+    /// Attributes, size and times of a node's object.
+    pub fn stat(&self, node: &Node) -> FsResult<ObjectStat> {
+        Ok(self.store.stat(node.id())?)
+    }
+
+    /// Looks `name` up in directory `dir` and claims the result. Needs search permission.
+    pub fn lookup(self: &Arc<Self>, dir: &Arc<Node>, name: &[u8], cred: Cred) -> FsResult<Claim> {
+        let _g = read(&dir.dir_lock);
+        let (id, kind, orphan) = {
+            let s = dir.state();
+            (s.id, s.kind, s.orphan)
+        };
+        if kind != ObjectKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        if orphan {
+            return Err(FsError::NotFound);
+        }
+        let dattr = self.store.stat(id)?.attr;
+        perm::check(&dattr, &cred, perm::X)?;
+        let data = self.dir_data(id)?;
+        let e = data.lookup(name).ok_or(FsError::NotFound)?;
+        let mut ch = lock(&dir.children);
+        if let Some(n) = ch.get(name).and_then(std::sync::Weak::upgrade) {
+            drop(ch);
+            return Ok(self.claim(n));
+        }
+        let kind = self.store.stat(e.id)?.attr.kind;
+        let n = Node::new(e.id, e.cow, kind, Some(Arc::clone(dir)), name.to_vec());
+        if ch.len() > 64 && ch.len().is_power_of_two() {
+            ch.retain(|_, w| w.strong_count() > 0);
+        }
+        ch.insert(name.to_vec(), Arc::downgrade(&n));
+        drop(ch);
+        Ok(self.claim(n))
+    }
+
+    /// Reads up to `len` bytes at `offset`.
+    pub fn read(&self, node: &Node, offset: u64, len: usize) -> FsResult<Bytes> {
+        let _io = read(&node.io);
+        let id = node.id();
+        Ok(self.store.read(id, offset, len)?)
+    }
+
+    /// Writes `data` at `offset`, thawing the file first if it is frozen, and sets mtime.
+    pub fn write(&self, node: &Arc<Node>, offset: u64, data: Bytes) -> FsResult<usize> {
+        offset
+            .checked_add(data.len() as u64)
+            .filter(|&end| end <= i64::MAX as u64)
+            .ok_or(FsError::TooBig("offset + count beyond the largest file"))?;
+        loop {
+            self.thaw(node)?;
+            let _io = read(&node.io);
+            let id = {
+                let s = node.state();
+                if s.cow {
+                    continue;
+                }
+                s.id
+            };
+            let n = self.store.write(id, offset, data)?;
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            let change = AttrChange {
+                mtime: Some(Timestamp::now()),
+                ..AttrChange::default()
+            };
+            self.store.wstat(id, &change)?;
+            return Ok(n);
+        }
+    }
+
+    /// Changes attributes (and size), thawing first. Permission checks are the caller's.
+    pub fn setattr(&self, node: &Arc<Node>, change: &AttrChange) -> FsResult<ObjectStat> {
+        loop {
+            self.thaw(node)?;
+            let _io = read(&node.io);
+            let id = {
+                let s = node.state();
+                if s.cow {
+                    continue;
+                }
+                s.id
+            };
+            if change.size.is_some() && node.kind() == ObjectKind::Directory {
+                return Err(FsError::IsDir);
+            }
+            return Ok(self.store.wstat(id, change)?);
+        }
+    }
+
+    /// Makes a node's object, and the directory naming it, durable.
+    pub fn sync(&self, node: &Node) -> FsResult<()> {
+        let (id, parent) = {
+            let s = node.state();
+            (s.id, s.parent.clone())
+        };
+        self.store.sync(id)?;
+        if let Some(p) = parent {
+            self.store.sync(p.id())?;
+        }
+        Ok(())
+    }
+
+    /// Total data writes served (for stats).
+    pub fn write_count(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,417 @@
+//! Name-changing operations: create, unlink/rmdir, rename, hard link.
+//!
+//! Each runs under the exclusive `dir_lock` of the directories it changes (two for a rename
+//! across directories, taken ancestor-first under `Fs::rename_lock`), after thawing them. The
+//! write order on the store is the one in the durability table of [`super`].
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use envoy_storage::dirfmt::{BlockError, DirEntry};
+use envoy_storage::{Attributes, ObjectId, ObjectKind};
+
+use super::node::{lock, write, Node};
+use super::perm::{self, Cred};
+use super::{Claim, Fs};
+use crate::error::{FsError, FsResult};
+
+/// Which kinds `unlink` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveKind {
+    /// `unlinkat(…, 0)`: anything but a directory (`EISDIR`).
+    NotDir,
+    /// `unlinkat(…, AT_REMOVEDIR)`: only an empty directory (`ENOTDIR`).
+    Dir,
+    /// 9P `Tremove`: either.
+    Any,
+}
+
+fn block_err(e: BlockError) -> FsError {
+    match e {
+        BlockError::Duplicate(_) => FsError::Exists,
+        BlockError::Name(_) => FsError::Inval("bad file name"),
+        _ => FsError::Inval("directory entry does not fit"),
+    }
+}
+
+fn check_dir_usable(n: &Node) -> FsResult<()> {
+    let s = n.state();
+    if s.kind != ObjectKind::Directory {
+        return Err(FsError::NotDir);
+    }
+    if s.orphan {
+        return Err(FsError::NotFound);
+    }
+    Ok(())
+}
+
+impl Fs {
+    /// Creates `name` in `dir` (an object of `kind` owned by `cred`, group `gid` or the
+    /// directory's when it is setgid) and claims it. `contents` fills a symlink or device node.
+    pub fn create(
+        self: &Arc<Self>,
+        dir: &Claim,
+        name: &[u8],
+        kind: ObjectKind,
+        mode: u32,
+        cred: Cred,
+        contents: Option<&[u8]>,
+    ) -> FsResult<Claim> {
+        self.create_with_gid(dir, name, kind, mode, cred, cred.gid, contents)
+    }
+
+    /// [`Fs::create`] with an explicit group (9P2000.L passes one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_with_gid(
+        self: &Arc<Self>,
+        dir: &Claim,
+        name: &[u8],
+        kind: ObjectKind,
+        mode: u32,
+        cred: Cred,
+        gid: u32,
+        contents: Option<&[u8]>,
+    ) -> FsResult<Claim> {
+        let dnode = dir.node();
+        check_dir_usable(dnode)?;
+        loop {
+            self.thaw(dnode)?;
+            let _g = write(&dnode.dir_lock);
+            let (did, cow) = {
+                let s = dnode.state();
+                if s.orphan {
+                    return Err(FsError::NotFound);
+                }
+                (s.id, s.cow)
+            };
+            if cow {
+                continue;
+            }
+            let dst = self.store.stat(did)?;
+            perm::check(&dst.attr, &cred, perm::W | perm::X)?;
+            let data = self.dir_data(did)?;
+            if data.lookup(name).is_some() {
+                return Err(FsError::Exists);
+            }
+            let mut attr = Attributes::new(kind, mode & 0o7777);
+            attr.uid = cred.uid;
+            attr.gid = if cred.is_root() || gid == cred.gid {
+                gid
+            } else {
+                cred.gid
+            };
+            if dst.attr.mode & perm::S_ISGID != 0 {
+                attr.gid = dst.attr.gid;
+                if kind == ObjectKind::Directory {
+                    attr.mode |= perm::S_ISGID;
+                }
+            }
+            let id = self.alloc_id()?;
+            // Order: the object first (an unreferenced object if we crash), then the entry.
+            self.store.create_object(id, &attr)?;
+            let filled = match contents {
+                Some(c) if !c.is_empty() => self
+                    .store
+                    .write(id, 0, Bytes::copy_from_slice(c))
+                    .map(|_| ()),
+                _ => Ok(()),
+            };
+            let mut nd = (*data).clone();
+            let linked = filled
+                .map_err(FsError::from)
+                .and_then(|()| nd.insert(name.to_vec(), id, false).map_err(block_err))
+                .and_then(|b| self.commit_dir(did, nd, &[b]));
+            if let Err(e) = linked {
+                let _ = self.store.delete(id);
+                return Err(e);
+            }
+            self.touch_dir(did);
+            let node = Node::new(id, false, kind, Some(Arc::clone(dnode)), name.to_vec());
+            lock(&dnode.children).insert(name.to_vec(), Arc::downgrade(&node));
+            return Ok(self.claim(node));
+        }
+    }
+
+    /// Detaches the name `name` (entry `e`, already removed from `dir`'s object): a live
+    /// node becomes an orphan; the object is deleted now, at its last claim, or never (a
+    /// copy-on-write link shares it).
+    fn detach(&self, dir: &Node, name: &[u8], e: &DirEntry) {
+        let live = lock(&dir.children).remove(name).and_then(|w| w.upgrade());
+        let delete_now = match live {
+            Some(n) => {
+                let mut s = n.state();
+                s.orphan = true;
+                s.parent = None;
+                if s.handles == 0 && !s.cow && !s.deleted {
+                    s.deleted = true;
+                    true
+                } else {
+                    false
+                }
+            }
+            None => !e.cow,
+        };
+        if delete_now {
+            self.cache.remove(e.id);
+            if let Err(err) = self.store.delete(e.id) {
+                tracing::warn!(id = %e.id, error = %err, "deleting an unlinked object failed; the start-up scan will collect it");
+            }
+        }
+    }
+
+    /// Checks that directory object `id` (maybe claimed by `live`) is empty.
+    fn check_empty(&self, id: ObjectId) -> FsResult<()> {
+        if self.dir_data(id)?.is_empty() {
+            Ok(())
+        } else {
+            Err(FsError::NotEmpty)
+        }
+    }
+
+    /// Removes `name` from `dir`.
+    pub fn unlink(
+        &self,
+        dir: &Arc<Node>,
+        name: &[u8],
+        what: RemoveKind,
+        cred: Cred,
+    ) -> FsResult<()> {
+        check_dir_usable(dir)?;
+        loop {
+            self.thaw(dir)?;
+            let _g = write(&dir.dir_lock);
+            let (did, cow, orphan) = {
+                let s = dir.state();
+                (s.id, s.cow, s.orphan)
+            };
+            if cow {
+                continue;
+            }
+            if orphan {
+                return Err(FsError::NotFound);
+            }
+            let dst = self.store.stat(did)?;
+            perm::check(&dst.attr, &cred, perm::W | perm::X)?;
+            let data = self.dir_data(did)?;
+            let e = data.lookup(name).cloned().ok_or(FsError::NotFound)?;
+            let vst = self.store.stat(e.id)?;
+            let is_dir = vst.attr.kind == ObjectKind::Directory;
+            match what {
+                RemoveKind::NotDir if is_dir => return Err(FsError::IsDir),
+                RemoveKind::Dir if !is_dir => return Err(FsError::NotDir),
+                _ => {}
+            }
+            perm::check_sticky(&dst.attr, &vst.attr, &cred)?;
+            let live = dir.child(name);
+            let _cg = match (&live, is_dir) {
+                (Some(n), true) => Some(write(&n.dir_lock)),
+                _ => None,
+            };
+            if is_dir {
+                self.check_empty(e.id)?;
+            }
+            let mut nd = (*data).clone();
+            let (_, b) = nd.remove(name).ok_or(FsError::NotFound)?;
+            // Order: the entry goes first (an unreferenced object if we crash), then the object.
+            self.commit_dir(did, nd, &[b])?;
+            self.touch_dir(did);
+            drop(_cg);
+            drop(live);
+            self.detach(dir, name, &e);
+            return Ok(());
+        }
+    }
+
+    /// Renames `oname` in `odir` to `nname` in `ndir`, atomically replacing a compatible
+    /// target (POSIX `rename`).
+    pub fn rename(
+        &self,
+        odir: &Arc<Node>,
+        oname: &[u8],
+        ndir: &Arc<Node>,
+        nname: &[u8],
+        cred: Cred,
+    ) -> FsResult<()> {
+        check_dir_usable(odir)?;
+        check_dir_usable(ndir)?;
+        let same = Arc::ptr_eq(odir, ndir);
+        loop {
+            self.thaw(odir)?;
+            self.thaw(ndir)?;
+            let _rl = (!same).then(|| lock(&self.rename_lock));
+            let (first, second) = if same {
+                (odir, None)
+            } else if odir.is_ancestor_of(ndir) {
+                (odir, Some(ndir))
+            } else if ndir.is_ancestor_of(odir) || ndir.serial < odir.serial {
+                (ndir, Some(odir))
+            } else {
+                (odir, Some(ndir))
+            };
+            let _g1 = write(&first.dir_lock);
+            let _g2 = second.map(|s| write(&s.dir_lock));
+            let (oid, ocow, oorphan) = {
+                let s = odir.state();
+                (s.id, s.cow, s.orphan)
+            };
+            let (nid, ncow, norphan) = {
+                let s = ndir.state();
+                (s.id, s.cow, s.orphan)
+            };
+            if ocow || ncow {
+                continue;
+            }
+            if oorphan || norphan {
+                return Err(FsError::NotFound);
+            }
+            let oattr = self.store.stat(oid)?.attr;
+            let nattr = if same {
+                oattr
+            } else {
+                self.store.stat(nid)?.attr
+            };
+            perm::check(&oattr, &cred, perm::W | perm::X)?;
+            perm::check(&nattr, &cred, perm::W | perm::X)?;
+            let odata = self.dir_data(oid)?;
+            let src = odata.lookup(oname).cloned().ok_or(FsError::NotFound)?;
+            let sattr = self.store.stat(src.id)?.attr;
+            let src_dir = sattr.kind == ObjectKind::Directory;
+            perm::check_sticky(&oattr, &sattr, &cred)?;
+            if same && oname == nname {
+                return Ok(());
+            }
+            if src_dir && !same {
+                // Never into its own subtree.
+                let mut cur = Some(Arc::clone(ndir));
+                while let Some(n) = cur {
+                    if n.id() == src.id {
+                        return Err(FsError::Inval("cannot move a directory into itself"));
+                    }
+                    cur = n.parent();
+                }
+                perm::check(&sattr, &cred, perm::W)?;
+            }
+            let ndata = if same {
+                Arc::clone(&odata)
+            } else {
+                self.dir_data(nid)?
+            };
+            let target = ndata.lookup(nname).cloned();
+            let tlive = target.as_ref().and_then(|_| ndir.child(nname));
+            if tlive.as_ref().is_some_and(|t| t.is_ancestor_of(odir)) {
+                // The target contains the source: not empty (and locking it would invert
+                // the lock order).
+                return Err(FsError::NotEmpty);
+            }
+            let _tg = tlive.as_ref().map(|n| write(&n.dir_lock));
+            if let Some(t) = &target {
+                if t.id == src.id {
+                    return Ok(()); // two names of one object: POSIX says do nothing
+                }
+                let tattr = self.store.stat(t.id)?.attr;
+                let tdir = tattr.kind == ObjectKind::Directory;
+                if src_dir && !tdir {
+                    return Err(FsError::NotDir);
+                }
+                if !src_dir && tdir {
+                    return Err(FsError::IsDir);
+                }
+                if tdir {
+                    self.check_empty(t.id)?;
+                }
+                perm::check_sticky(&nattr, &tattr, &cred)?;
+            }
+            // Order: the new name first, then the old name goes, then a replaced object.
+            if same {
+                let mut d = (*odata).clone();
+                let b1 = match &target {
+                    Some(_) => d.set(nname, src.id, src.cow).ok_or(FsError::NotFound)?,
+                    None => d
+                        .insert(nname.to_vec(), src.id, src.cow)
+                        .map_err(block_err)?,
+                };
+                let (_, b2) = d.remove(oname).ok_or(FsError::NotFound)?;
+                self.commit_dir(oid, d, &[b1, b2])?;
+                self.touch_dir(oid);
+            } else {
+                let mut nd = (*ndata).clone();
+                let b1 = match &target {
+                    Some(_) => nd.set(nname, src.id, src.cow).ok_or(FsError::NotFound)?,
+                    None => nd
+                        .insert(nname.to_vec(), src.id, src.cow)
+                        .map_err(block_err)?,
+                };
+                self.commit_dir(nid, nd, &[b1])?;
+                let mut od = (*odata).clone();
+                let (_, b2) = od.remove(oname).ok_or(FsError::NotFound)?;
+                self.commit_dir(oid, od, &[b2])?;
+                self.touch_dir(oid);
+                self.touch_dir(nid);
+            }
+            drop(_tg);
+            drop(tlive);
+            if let Some(t) = &target {
+                self.detach(ndir, nname, t);
+            }
+            let moved = lock(&odir.children).remove(oname).and_then(|w| w.upgrade());
+            if let Some(n) = moved {
+                {
+                    let mut s = n.state();
+                    s.parent = Some(Arc::clone(ndir));
+                    s.name = nname.to_vec();
+                }
+                lock(&ndir.children).insert(nname.to_vec(), Arc::downgrade(&n));
+            }
+            return Ok(());
+        }
+    }
+
+    /// Hard link (§5.4.5): freezes `target` (CoW on its link) and adds `name` in `dir` as a
+    /// second frozen link to the same object. A later write through either name thaws that
+    /// name alone, so the two diverge — Envoy's documented hard-link semantics.
+    pub fn link(
+        &self,
+        dir: &Arc<Node>,
+        name: &[u8],
+        target: &Arc<Node>,
+        cred: Cred,
+    ) -> FsResult<()> {
+        check_dir_usable(dir)?;
+        if target.kind() == ObjectKind::Directory {
+            return Err(FsError::Perm);
+        }
+        loop {
+            self.freeze(target)?;
+            self.thaw(dir)?;
+            let _g = write(&dir.dir_lock);
+            let (did, cow, orphan) = {
+                let s = dir.state();
+                (s.id, s.cow, s.orphan)
+            };
+            if cow {
+                continue;
+            }
+            if orphan {
+                return Err(FsError::NotFound);
+            }
+            let dst = self.store.stat(did)?;
+            perm::check(&dst.attr, &cred, perm::W | perm::X)?;
+            let data = self.dir_data(did)?;
+            if data.lookup(name).is_some() {
+                return Err(FsError::Exists);
+            }
+            let (tid, tcow) = {
+                let s = target.state();
+                (s.id, s.cow)
+            };
+            if !tcow {
+                continue; // written (thawed) in between: freeze the new object
+            }
+            let mut nd = (*data).clone();
+            let b = nd.insert(name.to_vec(), tid, true).map_err(block_err)?;
+            self.commit_dir(did, nd, &[b])?;
+            self.touch_dir(did);
+            return Ok(());
+        }
+    }
+}
