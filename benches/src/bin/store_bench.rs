@@ -16,6 +16,7 @@ use std::error::Error;
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +51,9 @@ struct Args {
     /// average out scheduler noise on a shared host).
     #[arg(long, default_value_t = 2)]
     passes: usize,
+    /// 4 KiB objects read per repetition of the cold-cache rows (0 leaves them out).
+    #[arg(long, default_value_t = 256)]
+    cold_objects: usize,
     /// 1 MiB objects per repetition.
     #[arg(long, default_value_t = 16)]
     big_objects: usize,
@@ -77,7 +81,7 @@ struct Args {
     #[arg(long, default_value_t = 4096)]
     fd_cache: usize,
     /// Rows to measure (for profiling one path): create, read, batch, big-write, big-read,
-    /// fsync. Default: all but fsync unless --fsync-ops is set.
+    /// cold-read, cold-batch, fsync. Default: all but fsync unless --fsync-ops is set.
     #[arg(long, value_delimiter = ',')]
     rows: Vec<String>,
 }
@@ -97,6 +101,38 @@ trait Backend {
     fn write(&self, key: Key, data: &Bytes, sync: bool) -> BenchResult<()>;
     /// Tells the backend these objects will not be used again (closes cached descriptors).
     fn release(&mut self, _keys: &[Key]) {}
+    /// Drops these objects' data from the page cache, so the next reads go to the disk; with
+    /// `writeback`, dirty data is written back first (only clean pages can be dropped). May
+    /// evict more than asked.
+    fn evict(&self, keys: &[Key], writeback: bool) -> BenchResult<()>;
+}
+
+/// Drops one file's cached pages (`POSIX_FADV_DONTNEED`), after `fdatasync` if `writeback`.
+fn evict_file(file: &File, writeback: bool) -> BenchResult<()> {
+    if writeback {
+        file.sync_data()?;
+    }
+    // SAFETY: `posix_fadvise` only reads its integer arguments; the descriptor is open for the
+    // duration of the call because `file` is borrowed.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc).into());
+    }
+    Ok(())
+}
+
+/// [`evict_file`] on every regular file under `dir`.
+fn evict_tree(dir: &Path, writeback: bool) -> BenchResult<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            evict_tree(&entry.path(), writeback)?;
+        } else if ty.is_file() {
+            evict_file(&File::open(entry.path())?, writeback)?;
+        }
+    }
+    Ok(())
 }
 
 /// One file per object in a flat directory; every access opens the file, like a naive
@@ -151,6 +187,13 @@ impl Backend for StdFs {
         f.write_all(data)?;
         if sync {
             f.sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn evict(&self, keys: &[Key], writeback: bool) -> BenchResult<()> {
+        for &key in keys {
+            evict_file(&File::open(self.path(key))?, writeback)?;
         }
         Ok(())
     }
@@ -220,6 +263,11 @@ impl Backend for Store {
             self.store.sync(ObjectId(key))?;
         }
         Ok(())
+    }
+
+    fn evict(&self, _keys: &[Key], writeback: bool) -> BenchResult<()> {
+        // Object paths are the store's business; evict its whole tree.
+        evict_tree(self.store.dir(), writeback)
     }
 }
 
@@ -322,6 +370,13 @@ impl Backend for RawEngine {
                 *slot = None;
             }
         }
+    }
+
+    fn evict(&self, keys: &[Key], writeback: bool) -> BenchResult<()> {
+        for &key in keys {
+            evict_file(self.file(key)?, writeback)?;
+        }
+        Ok(())
     }
 }
 
@@ -452,6 +507,32 @@ fn rep_read_batch(s: &mut Subject, args: &Args, _: &Payloads) -> BenchResult<(f6
     Ok(((s.small.len() * args.passes) as f64, start.elapsed()))
 }
 
+/// Rows: 4 KiB reads of objects whose data was just dropped from the page cache (the eviction
+/// is not timed), so every read waits for the disk.
+fn rep_cold_read(s: &mut Subject, args: &Args, _: &Payloads) -> BenchResult<(f64, Duration)> {
+    let keys = &s.small[..args.cold_objects.min(s.small.len())];
+    s.backend.evict(keys, false)?;
+    let start = Instant::now();
+    for &k in keys {
+        if s.backend.read(k, SMALL)? != SMALL {
+            return Err("short cold read".into());
+        }
+    }
+    Ok((keys.len() as f64, start.elapsed()))
+}
+
+fn rep_cold_read_batch(s: &mut Subject, args: &Args, _: &Payloads) -> BenchResult<(f64, Duration)> {
+    let keys = &s.small[..args.cold_objects.min(s.small.len())];
+    s.backend.evict(keys, false)?;
+    let start = Instant::now();
+    for chunk in keys.chunks(BATCH) {
+        if s.backend.read_batch(chunk, SMALL)? != chunk.len() * SMALL {
+            return Err("short cold batched read".into());
+        }
+    }
+    Ok((keys.len() as f64, start.elapsed()))
+}
+
 fn rep_big_write(s: &mut Subject, _: &Args, p: &Payloads) -> BenchResult<(f64, Duration)> {
     let start = Instant::now();
     for &k in &s.big {
@@ -495,6 +576,12 @@ fn run_all(subjects: &mut [Subject], args: &Args, rows: &[Row]) -> BenchResult<V
             s.big.push(key);
         }
     }
+    if rows.iter().any(|r| r.key.starts_with("cold")) {
+        // Write the objects back once, so that each cold repetition only has to drop pages.
+        for s in subjects.iter() {
+            s.backend.evict(&s.small, true)?;
+        }
+    }
     let mut table = Vec::with_capacity(rows.len());
     for row in rows {
         eprintln!("measuring {} ...", row.name);
@@ -536,6 +623,20 @@ fn rows(args: &Args) -> Vec<Row> {
             rep: rep_big_read,
         },
     ];
+    if args.cold_objects > 0 {
+        rows.push(Row {
+            key: "cold-read",
+            name: "4 KiB cold read (1/call)",
+            unit: Unit::OpsPerSec,
+            rep: rep_cold_read,
+        });
+        rows.push(Row {
+            key: "cold-batch",
+            name: "4 KiB cold read (32/call)",
+            unit: Unit::OpsPerSec,
+            rep: rep_cold_read_batch,
+        });
+    }
     if args.fsync_ops > 0 || args.rows.iter().any(|r| r == "fsync") {
         rows.push(Row {
             key: "fsync",
