@@ -1,7 +1,13 @@
 //! Test harness: an envoyd started in-process on a random port over a temporary store, and
 //! guest_shim clients attached to it. Dropping the harness stops the server and checks that
 //! the store is clean (`envoy_storage::check`).
-#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::path::Path;
 use std::time::Duration;
