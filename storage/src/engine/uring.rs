@@ -628,3 +628,211 @@ fn check_range(offset: u64, len: usize) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::mem::MaybeUninit;
+
+    use super::*;
+
+    fn temp_file() -> Arc<File> {
+        Arc::new(tempfile::tempfile().unwrap())
+    }
+
+    /// Plays the kernel: writes `n` bytes of `byte` where the next read SQE points.
+    fn fill_spare(slot: &mut Slot, n: usize, byte: u8) {
+        let Slot::Read { buf, .. } = slot else {
+            panic!("not a read slot");
+        };
+        for b in &mut buf.spare_capacity_mut()[..n] {
+            *b = MaybeUninit::new(byte);
+        }
+    }
+
+    fn read_slot(len: usize) -> Slot {
+        Slot::new(
+            IoOp::Read {
+                file: temp_file(),
+                offset: 100,
+                len,
+            },
+            &mut BytesMut::new(),
+        )
+    }
+
+    #[test]
+    fn slot_short_read_resubmits_then_eof_returns_partial() {
+        let mut slot = read_slot(10);
+        assert!(slot.sqe(0).is_some());
+        fill_spare(&mut slot, 4, b'a');
+        assert!(slot.complete(4), "a short read must be resubmitted");
+        let Slot::Read { buf, .. } = &slot else {
+            panic!("finished too early");
+        };
+        assert_eq!(&buf[..], b"aaaa");
+        fill_spare(&mut slot, 3, b'b');
+        assert!(slot.complete(3));
+        assert!(!slot.complete(0), "end of file finishes the read");
+        match slot.into_result() {
+            Ok(IoOutcome::Read(bytes)) => assert_eq!(&bytes[..], b"aaaabbb"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn slot_read_of_exact_length_finishes_without_resubmit() {
+        let mut slot = read_slot(5);
+        fill_spare(&mut slot, 5, b'z');
+        assert!(!slot.complete(5));
+        assert!(matches!(slot.into_result(), Ok(IoOutcome::Read(b)) if &b[..] == b"zzzzz"));
+    }
+
+    #[test]
+    fn slot_short_write_resubmits_and_zero_progress_is_write_zero() {
+        let mut slot = Slot::new(
+            IoOp::Write {
+                file: temp_file(),
+                offset: 0,
+                data: Bytes::from_static(b"0123456789"),
+            },
+            &mut BytesMut::new(),
+        );
+        assert!(slot.complete(6));
+        let Slot::Write { done, .. } = &slot else {
+            panic!("finished too early");
+        };
+        assert_eq!(*done, 6);
+        assert!(!slot.complete(0));
+        let err = slot.into_result().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WriteZero);
+    }
+
+    #[test]
+    fn slot_write_completed_in_pieces_reports_full_length() {
+        let mut slot = Slot::new(
+            IoOp::Write {
+                file: temp_file(),
+                offset: 7,
+                data: Bytes::from_static(b"abcdef"),
+            },
+            &mut BytesMut::new(),
+        );
+        assert!(slot.complete(2));
+        assert!(slot.complete(3));
+        assert!(!slot.complete(1));
+        assert_eq!(slot.into_result().unwrap(), IoOutcome::Write(6));
+    }
+
+    #[test]
+    fn slot_eintr_resubmits_and_eagain_is_bounded() {
+        let mut slot = read_slot(8);
+        assert!(slot.complete(-libc::EINTR));
+        for _ in 0..MAX_EAGAIN {
+            assert!(slot.complete(-libc::EAGAIN));
+        }
+        assert!(!slot.complete(-libc::EAGAIN), "EAGAIN retries must stop");
+        let err = slot.into_result().unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EAGAIN));
+    }
+
+    #[test]
+    fn slot_kernel_error_keeps_errno() {
+        let mut slot = Slot::new(
+            IoOp::Fsync {
+                file: temp_file(),
+                datasync: true,
+            },
+            &mut BytesMut::new(),
+        );
+        assert!(!slot.complete(-libc::EIO));
+        assert_eq!(
+            slot.into_result().unwrap_err().raw_os_error(),
+            Some(libc::EIO)
+        );
+    }
+
+    #[test]
+    fn slot_zero_length_and_bad_ranges_finish_without_io() {
+        let file = temp_file();
+        let empty_read = Slot::new(
+            IoOp::Read {
+                file: Arc::clone(&file),
+                offset: u64::MAX,
+                len: 0,
+            },
+            &mut BytesMut::new(),
+        );
+        assert!(!empty_read.is_active());
+        let negative = Slot::new(
+            IoOp::Read {
+                file: Arc::clone(&file),
+                offset: u64::MAX,
+                len: 1,
+            },
+            &mut BytesMut::new(),
+        );
+        assert_eq!(
+            negative.into_result().unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        let overflow = Slot::new(
+            IoOp::Write {
+                file,
+                offset: u64::MAX,
+                data: Bytes::from_static(b"xy"),
+            },
+            &mut BytesMut::new(),
+        );
+        assert_eq!(
+            overflow.into_result().unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn read_arena_carves_disjoint_buffers_of_exact_capacity() {
+        let file = temp_file();
+        let ops: Vec<IoOp> = [4096usize, 100, ARENA_MAX_READ + 1, 4096]
+            .into_iter()
+            .map(|len| IoOp::Read {
+                file: Arc::clone(&file),
+                offset: 0,
+                len,
+            })
+            .collect();
+        let mut arena = read_arena(&ops);
+        assert_eq!(arena.capacity(), 4096 + 100 + 4096);
+        let slots: Vec<Slot> = ops
+            .into_iter()
+            .map(|op| Slot::new(op, &mut arena))
+            .collect();
+        assert_eq!(arena.capacity(), 0);
+        let mut ranges = Vec::new();
+        for slot in &slots {
+            let Slot::Read { buf, len, .. } = slot else {
+                panic!("not a read slot");
+            };
+            assert_eq!(buf.len(), 0);
+            assert_eq!(buf.capacity(), *len);
+            let start = buf.as_ptr() as usize;
+            ranges.push((start, start + buf.capacity()));
+        }
+        for (i, a) in ranges.iter().enumerate() {
+            for b in &ranges[i + 1..] {
+                assert!(a.1 <= b.0 || b.1 <= a.0, "read buffers overlap");
+            }
+        }
+    }
+
+    #[test]
+    fn read_arena_single_small_read_allocates_nothing() {
+        let ops = vec![IoOp::Read {
+            file: temp_file(),
+            offset: 0,
+            len: 4096,
+        }];
+        assert_eq!(read_arena(&ops).capacity(), 0);
+    }
+}
