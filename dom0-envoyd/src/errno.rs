@@ -11,6 +11,7 @@
 //! | too many fids on the connection | `EMFILE` | the per-connection handle table is full |
 //! | fid in the wrong state (walk from an open fid, I/O on an unopened fid) | `EBADF` | as Linux for a descriptor opened the wrong way |
 //! | unsupported operation or xattr namespace | `EOPNOTSUPP` | |
+//! | rename/link between fids of different attaches | `EXDEV` | each attach is a mount; no escape into another image |
 //! | store errors | the store's own classification ([`envoy_storage::StoreError::errno`]) | |
 
 use crate::error::FsError;
@@ -36,6 +37,7 @@ pub fn errno(e: &FsError) -> u32 {
         FsError::Busy => libc::EBUSY,
         FsError::ReadOnly => libc::EROFS,
         FsError::Interrupted => libc::EINTR,
+        FsError::CrossDevice => libc::EXDEV,
         FsError::Store(s) => s.errno(),
         FsError::Corrupt(_) => libc::EUCLEAN,
     };

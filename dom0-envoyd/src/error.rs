@@ -65,6 +65,9 @@ pub enum FsError {
     /// The tree is read-only (a snapshot).
     #[error("read-only file system")]
     ReadOnly,
+    /// Source and target are in different attaches (mounts).
+    #[error("cross-device link or rename")]
+    CrossDevice,
     /// The request was cancelled by the connection going away.
     #[error("interrupted")]
     Interrupted,

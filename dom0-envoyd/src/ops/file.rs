@@ -169,6 +169,7 @@ pub fn create(c: &Arc<Conn>, m: Tcreate) -> FsResult<Message> {
             .parse()
             .map_err(|_| FsError::Inval("DMLINK extension"))?;
         let target = c.fids.get(envoy_proto::Fid(fid))?;
+        crate::ops::link::same_attach(&e, &target)?;
         fs.link(e.node(), name, target.node(), e.cred)?;
         let claim = fs.lookup(e.node(), name, e.cred)?;
         let qid = qid_of(&fs.stat(claim.node())?);

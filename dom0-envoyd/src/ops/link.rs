@@ -15,10 +15,21 @@ use envoy_storage::ObjectKind;
 
 use crate::error::{FsError, FsResult};
 use crate::namespace::{check_name, qid_of, special};
+use crate::session::fids::FidEntry;
 use crate::session::Conn;
 
 /// Longest symlink target (Linux `PATH_MAX`).
 pub const SYMLINK_MAX: usize = 4096;
+
+/// Renames and links stay inside one attach (one mount): `EXDEV` otherwise, so a client
+/// cannot move a file into another image it also attached.
+pub fn same_attach(a: &FidEntry, b: &FidEntry) -> FsResult<()> {
+    if Arc::ptr_eq(&a.root, &b.root) {
+        Ok(())
+    } else {
+        Err(FsError::CrossDevice)
+    }
+}
 
 /// Tsymlink.
 pub fn symlink(c: &Arc<Conn>, m: Tsymlink) -> FsResult<Message> {
@@ -91,6 +102,7 @@ pub fn link(c: &Arc<Conn>, m: Tlink) -> FsResult<Message> {
     let d = c.fids.get(m.dfid)?;
     let t = c.fids.get(m.fid)?;
     let name = check_name(&m.name)?;
+    same_attach(&d, &t)?;
     d.claim.fs().link(d.node(), name, t.node(), d.cred)?;
     Ok(Rlink {}.into())
 }
@@ -100,6 +112,7 @@ pub fn rename(c: &Arc<Conn>, m: Trename) -> FsResult<Message> {
     let e = c.fids.get(m.fid)?;
     let d = c.fids.get(m.dfid)?;
     let name = check_name(&m.name)?;
+    same_attach(&e, &d)?;
     let node = e.node();
     if Arc::ptr_eq(node, &e.root) {
         return Err(FsError::Busy);
@@ -119,6 +132,7 @@ pub fn renameat(c: &Arc<Conn>, m: Trenameat) -> FsResult<Message> {
     let n = c.fids.get(m.newdirfid)?;
     let oname = check_name(&m.oldname)?;
     let nname = check_name(&m.newname)?;
+    same_attach(&o, &n)?;
     o.claim
         .fs()
         .rename(o.node(), oname, n.node(), nname, o.cred)?;
