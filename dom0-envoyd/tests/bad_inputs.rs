@@ -310,7 +310,7 @@ fn tags_duplicate_in_flight_and_flush_after_reply() {
     .unwrap();
     let mut rx = BytesMut::new();
     let sp = FrameSplitter::new(msize);
-    let mut next = |s: &mut std::net::TcpStream, rx: &mut BytesMut| -> envoy_proto::Frame {
+    let next = |s: &mut std::net::TcpStream, rx: &mut BytesMut| -> envoy_proto::Frame {
         loop {
             if let Some(f) = sp.next_frame(rx).unwrap() {
                 return decode(f, d, msize).unwrap();
