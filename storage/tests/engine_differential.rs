@@ -141,10 +141,13 @@ proptest! {
         initial_len in 0usize..100_000,
         depth in prop_oneof![Just(4u32), Just(8), Just(64)],
         inline_single in any::<bool>(),
+        inline_writes in any::<bool>(),
         batches in batches(),
     ) {
-        let Ok(uring) = UringEngine::new(depth).map(|e| e.with_inline_single(inline_single))
-        else {
+        let Ok(uring) = UringEngine::new(depth).map(|e| {
+            e.with_inline_single(inline_single)
+                .with_inline_writes(inline_writes)
+        }) else {
             // No io_uring here: the fallback must still be usable, and is what callers get.
             prop_assert_eq!(SyncEngine.name(), "sync");
             return Ok(());

@@ -10,12 +10,13 @@ use bytes::Bytes;
 use envoy_storage::engine::uring::UringEngine;
 use envoy_storage::engine::{IoEngine, IoOp, IoOutcome, SyncEngine};
 
-/// The io_uring engine with every operation (even a lone one) going through the ring, or —
+/// The io_uring engine with every operation (even a lone one or a write) going through the
+/// ring, or —
 /// where the kernel or a seccomp filter forbids io_uring — `None` after checking that the
 /// refusal is the documented, clear error.
 fn uring(depth: u32) -> Option<UringEngine> {
     match UringEngine::new(depth) {
-        Ok(engine) => Some(engine.with_inline_single(false)),
+        Ok(engine) => Some(engine.with_inline_single(false).with_inline_writes(false)),
         Err(e) => {
             assert!(
                 e.to_string().contains("io_uring unavailable"),
@@ -321,4 +322,43 @@ fn uring_default_lone_ops_inline_and_match_ring_results() {
         std::fs::read(dir.path().join("a")).unwrap(),
         std::fs::read(dir.path().join("b")).unwrap()
     );
+}
+
+#[test]
+fn uring_default_batched_writes_inline_match_ring_writes() {
+    let Some(ring_only) = uring(8) else { return };
+    let hybrid = UringEngine::new(8).unwrap();
+    assert!(hybrid.inline_writes());
+    let dir = tempfile::tempdir().unwrap();
+    let a = rw_file(&dir, "a", b"old contents here");
+    let b = rw_file(&dir, "b", b"old contents here");
+    let ro_path = dir.path().join("ro");
+    std::fs::write(&ro_path, b"x").unwrap();
+    let ro = Arc::new(File::open(&ro_path).unwrap());
+    let batch = |f: &Arc<File>| {
+        vec![
+            write(f, 0, b"NEW"),
+            read(f, 4, 8),
+            write(&ro, 0, b"denied"),
+            write(f, 20, b"tail"),
+            write(f, u64::MAX, b"overflow"),
+        ]
+    };
+    let h: Vec<_> = hybrid
+        .run(batch(&a))
+        .into_iter()
+        .map(|r| r.map_err(|e| e.kind()))
+        .collect();
+    let r: Vec<_> = ring_only
+        .run(batch(&b))
+        .into_iter()
+        .map(|r| r.map_err(|e| e.kind()))
+        .collect();
+    assert_eq!(h, r);
+    assert!(matches!(h[0], Ok(IoOutcome::Write(3))));
+    assert!(h[2].is_err());
+    let contents = std::fs::read(dir.path().join("a")).unwrap();
+    assert_eq!(contents, std::fs::read(dir.path().join("b")).unwrap());
+    assert_eq!(&contents[..3], b"NEW");
+    assert_eq!(&contents[20..], b"tail");
 }

@@ -27,6 +27,7 @@ use envoy_storage::engine::uring::UringEngine;
 use envoy_storage::engine::{IoEngine, IoOp, IoOutcome, SyncEngine};
 use envoy_storage::{
     Attributes, EngineChoice, ObjectId, ObjectKind, ObjectStore, ReadRequest, StoreOptions,
+    WriteRequest,
 };
 
 type BenchResult<T> = Result<T, Box<dyn Error>>;
@@ -66,8 +67,8 @@ struct Args {
     /// io_uring submission queue depth.
     #[arg(long, default_value_t = 256)]
     depth: u32,
-    /// Backends to measure, in table order: store-uring (io_uring engine, lone operations
-    /// inline), store-uring-ring (every operation through the ring), store-sync, std-fs, and
+    /// Backends to measure, in table order: store-uring (io_uring engine, lone operations and
+    /// writes inline), store-uring-ring (every operation through the ring), store-sync, std-fs, and
     /// the same engines without the store (files kept open): files-uring, files-uring-ring,
     /// files-sync. Each *-uring* column gets a ratio against the *-sync* of its family.
     #[arg(
@@ -80,7 +81,8 @@ struct Args {
     /// rows measure data I/O rather than reopening files).
     #[arg(long, default_value_t = 4096)]
     fd_cache: usize,
-    /// Rows to measure (for profiling one path): create, read, batch, big-write, big-read,
+    /// Rows to measure (for profiling one path): create, read, batch, write-batch, big-write,
+    /// big-read,
     /// cold-read, cold-batch, fsync. Default: all but fsync unless --fsync-ops is set.
     #[arg(long, value_delimiter = ',')]
     rows: Vec<String>,
@@ -99,6 +101,9 @@ trait Backend {
     fn read_batch(&self, keys: &[Key], len: usize) -> BenchResult<usize>;
     /// Overwrites the object from offset 0 with `data`, optionally flushing it to disk.
     fn write(&self, key: Key, data: &Bytes, sync: bool) -> BenchResult<()>;
+    /// Overwrites every object from offset 0 with `data`, in one call where the backend has
+    /// batches.
+    fn write_batch(&self, keys: &[Key], data: &Bytes) -> BenchResult<()>;
     /// Tells the backend these objects will not be used again (closes cached descriptors).
     fn release(&mut self, _keys: &[Key]) {}
     /// Drops these objects' data from the page cache, so the next reads go to the disk; with
@@ -197,6 +202,13 @@ impl Backend for StdFs {
         }
         Ok(())
     }
+
+    fn write_batch(&self, keys: &[Key], data: &Bytes) -> BenchResult<()> {
+        for &key in keys {
+            self.write(key, data, false)?;
+        }
+        Ok(())
+    }
 }
 
 /// The object store on a given engine.
@@ -268,6 +280,23 @@ impl Backend for Store {
     fn evict(&self, _keys: &[Key], writeback: bool) -> BenchResult<()> {
         // Object paths are the store's business; evict its whole tree.
         evict_tree(self.store.dir(), writeback)
+    }
+
+    fn write_batch(&self, keys: &[Key], data: &Bytes) -> BenchResult<()> {
+        let reqs = keys
+            .iter()
+            .map(|&k| WriteRequest {
+                id: ObjectId(k),
+                offset: 0,
+                data: data.clone(),
+            })
+            .collect();
+        for r in self.store.write_batch(reqs) {
+            if r? != data.len() {
+                return Err("short batched write".into());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -375,6 +404,23 @@ impl Backend for RawEngine {
     fn evict(&self, keys: &[Key], writeback: bool) -> BenchResult<()> {
         for &key in keys {
             evict_file(self.file(key)?, writeback)?;
+        }
+        Ok(())
+    }
+
+    fn write_batch(&self, keys: &[Key], data: &Bytes) -> BenchResult<()> {
+        let ops = keys
+            .iter()
+            .map(|&k| {
+                Ok(IoOp::Write {
+                    file: Arc::clone(self.file(k)?),
+                    offset: 0,
+                    data: data.clone(),
+                })
+            })
+            .collect::<BenchResult<Vec<_>>>()?;
+        for r in self.engine.run(ops) {
+            r?;
         }
         Ok(())
     }
@@ -533,6 +579,16 @@ fn rep_cold_read_batch(s: &mut Subject, args: &Args, _: &Payloads) -> BenchResul
     Ok((keys.len() as f64, start.elapsed()))
 }
 
+fn rep_write_batch(s: &mut Subject, args: &Args, p: &Payloads) -> BenchResult<(f64, Duration)> {
+    let start = Instant::now();
+    for _ in 0..args.passes {
+        for chunk in s.small.chunks(BATCH) {
+            s.backend.write_batch(chunk, &p.small)?;
+        }
+    }
+    Ok(((s.small.len() * args.passes) as f64, start.elapsed()))
+}
+
 fn rep_big_write(s: &mut Subject, _: &Args, p: &Payloads) -> BenchResult<(f64, Duration)> {
     let start = Instant::now();
     for &k in &s.big {
@@ -609,6 +665,12 @@ fn rows(args: &Args) -> Vec<Row> {
             name: "4 KiB read (32 per call)",
             unit: Unit::OpsPerSec,
             rep: rep_read_batch,
+        },
+        Row {
+            key: "write-batch",
+            name: "4 KiB overwrite (32/call)",
+            unit: Unit::OpsPerSec,
+            rep: rep_write_batch,
         },
         Row {
             key: "big-write",
@@ -692,7 +754,8 @@ fn main() -> BenchResult<()> {
         .tempdir_in(&args.dir)?;
     let hybrid = UringEngine::new(args.depth)?;
     let uring: Arc<dyn IoEngine> = Arc::new(hybrid);
-    let ring_only: Arc<dyn IoEngine> = Arc::new(hybrid.with_inline_single(false));
+    let ring_only: Arc<dyn IoEngine> =
+        Arc::new(hybrid.with_inline_single(false).with_inline_writes(false));
     let sync: Arc<dyn IoEngine> = Arc::new(SyncEngine);
 
     let mut backends: Vec<(String, Box<dyn Backend>)> = Vec::new();
