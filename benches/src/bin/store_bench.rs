@@ -496,8 +496,8 @@ struct Payloads {
 }
 
 /// Measures one row on every subject, interleaved: one warm-up round, then `reps` rounds in
-/// which each subject runs once, so a change in machine load (the host is shared) hits every
-/// backend alike. Returns each subject's median rate.
+/// which each subject runs once, starting with a different one each round, so a change in
+/// machine load (the host is shared) and the position in a round hit every backend alike. Returns each subject's median rate.
 fn measure_row(
     subjects: &mut [Subject],
     args: &Args,
@@ -505,8 +505,14 @@ fn measure_row(
     rep: Rep,
 ) -> BenchResult<Vec<Stat>> {
     let mut rates = vec![Vec::with_capacity(args.reps); subjects.len()];
+    let n = subjects.len();
     for round in 0..=args.reps {
-        for (subject, rates) in subjects.iter_mut().zip(rates.iter_mut()) {
+        // Rotate who goes first: the position in a round measurably biased results.
+        for j in 0..n {
+            let i = (j + round) % n;
+            let (Some(subject), Some(rates)) = (subjects.get_mut(i), rates.get_mut(i)) else {
+                continue;
+            };
             let (work, elapsed) = rep(subject, args, payloads)?;
             if round > 0 {
                 rates.push(work / elapsed.as_secs_f64().max(1e-9));
