@@ -40,7 +40,7 @@
 //! completion queue holds, so completions are never dropped), submits them with one
 //! `io_uring_enter` that also waits, reaps every completion, matches it to its slot by the
 //! `user_data` index, and pushes the remainder of short reads/writes; it loops until every slot
-//! is finished. Results equal those of [`SyncEngine`](super::SyncEngine) for the same
+//! is finished. Results equal those of [`SyncEngine`] for the same
 //! operations: zero-length operations finish without a syscall, an offset whose end overflows is
 //! `InvalidInput`, a read stops early only at end of file, a write that makes no progress is
 //! `WriteZero`, and kernel errors keep their errno.
@@ -115,7 +115,7 @@ impl UringEngine {
     /// Checks that io_uring is usable here (ring setup succeeds and the kernel supports `READ`,
     /// `WRITE` and `FSYNC`) and returns an engine whose rings have `queue_depth` SQ entries
     /// (rounded up to a power of two by the kernel). On error the caller should fall back to
-    /// [`SyncEngine`](super::SyncEngine).
+    /// [`SyncEngine`].
     pub fn new(queue_depth: u32) -> io::Result<Self> {
         if queue_depth == 0 {
             return Err(io::Error::new(
