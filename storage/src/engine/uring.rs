@@ -21,9 +21,10 @@
 //!   `EINTR`/`EAGAIN` are resubmitted from the same slot; the slot's result is produced only when
 //!   no SQE for it is outstanding.
 //! * If the ring itself fails so that completions can no longer be awaited (the kernel refuses
-//!   `io_uring_enter` repeatedly), the memory of every operation still in flight is *leaked*
-//!   (`mem::forget`) rather than freed, the ring is discarded, and those operations report an
-//!   error. Leaking is the only sound choice: the kernel may still write into that memory.
+//!   `io_uring_enter` repeatedly), or the completion loop panics, the memory of every operation
+//!   still in flight is *leaked* (`mem::forget`) rather than freed, the ring is discarded (it
+//!   may hold stale work), and those operations report an error (or the panic continues).
+//!   Leaking is the only sound choice: the kernel may still write into that memory.
 //!
 //! # Rings and threads
 //!
@@ -284,13 +285,19 @@ impl UringEngine {
                         Err(e) => return Err(e),
                     },
                 };
-                let healthy = match rings.get_mut(pos) {
-                    Some((_, ring)) => complete_all(ring, slots),
+                let outcome = match rings.get_mut(pos) {
+                    Some((_, ring)) => complete_all_or_leak(ring, slots),
                     None => return Err(io::Error::other("io_uring ring vanished")),
                 };
-                if !healthy {
+                match outcome {
+                    Ok(true) => {}
                     // In-flight memory was leaked; the ring may still hold stale work.
-                    rings.swap_remove(pos);
+                    Ok(false) => drop(rings.swap_remove(pos)),
+                    Err(panic) => {
+                        drop(rings.swap_remove(pos));
+                        drop(rings);
+                        std::panic::resume_unwind(panic)
+                    }
                 }
                 Ok(())
             }
@@ -315,8 +322,27 @@ impl UringEngine {
 
 fn run_on_temporary_ring(depth: u32, slots: &mut [Slot]) -> io::Result<()> {
     let mut ring = new_ring(depth)?;
-    complete_all(&mut ring, slots);
+    if let Err(panic) = complete_all_or_leak(&mut ring, slots) {
+        std::panic::resume_unwind(panic)
+    }
     Ok(())
+}
+
+/// [`complete_all`], keeping the ownership promise even if it panics: unwinding would drop the
+/// slots while the kernel may still use their memory, so on a panic every active slot is
+/// leaked first and the panic handed back; the caller must discard the ring (it may hold stale
+/// work) and then resume unwinding.
+fn complete_all_or_leak(
+    ring: &mut IoUring,
+    slots: &mut [Slot],
+) -> Result<bool, Box<dyn std::any::Any + Send>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| complete_all(ring, slots)))
+        .inspect_err(|_| {
+            abandon(
+                slots,
+                &io::Error::other("panic while operations were in flight"),
+            )
+        })
 }
 
 /// Pushes, submits and reaps until no slot is active. Returns `false` if the ring had to be
