@@ -38,4 +38,4 @@ pub mod territory;
 pub mod transport;
 
 pub use config::Config;
-pub use server::{Server, ServerHandle};
+pub use server::{Server, ServerHandle, Stats};

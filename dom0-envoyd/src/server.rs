@@ -103,6 +103,19 @@ impl Shared {
     }
 }
 
+/// Server counters (the control socket will report them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Live connections.
+    pub connections: u64,
+    /// Directory cache counters (hits, misses, evictions, bytes).
+    pub cache: crate::cache::CacheStats,
+    /// Data writes served.
+    pub writes: u64,
+    /// Byte-range locks held.
+    pub locks: u64,
+}
+
 /// Entry point.
 #[derive(Debug)]
 pub struct Server;
@@ -130,7 +143,8 @@ fn worker(rx: Receiver<Job>) {
     while let Ok(job) = rx.recv() {
         let Job { conn, tag, msg } = job;
         let name = msg.name();
-        let span = tracing::debug_span!("req", conn = conn.id, op = name, tag = tag.0);
+        let fid = ops::request_fid(&msg).map(|f| f.0);
+        let span = tracing::debug_span!("req", conn = conn.id, op = name, tag = tag.0, fid);
         let _e = span.enter();
         let reply = match ops::dispatch(&conn, msg) {
             Ok(r) => r,
@@ -274,6 +288,17 @@ impl ServerHandle {
     /// Live connections.
     pub fn connection_count(&self) -> usize {
         self.shared.connection_count()
+    }
+
+    /// Counters for the control socket.
+    pub fn stats(&self) -> Stats {
+        let fs = self.shared.fs();
+        Stats {
+            connections: self.shared.connection_count() as u64,
+            cache: fs.cache_stats(),
+            writes: fs.write_count(),
+            locks: self.shared.locks.len() as u64,
+        }
     }
 
     /// Orderly shutdown: stop accepting, close every connection, let in-flight requests

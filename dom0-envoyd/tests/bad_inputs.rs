@@ -322,8 +322,8 @@ fn tags_duplicate_in_flight_and_flush_after_reply() {
         }
     };
     assert!(matches!(next(&mut s, &mut rx).msg, Message::Rversion(_)));
-    s.write_all(&frame(
-        1,
+    // Requests of one connection run concurrently: wait for each reply before the next.
+    let setup_msgs: Vec<Message> = vec![
         Tattach {
             fid: Fid(1),
             afid: Fid::NOFID,
@@ -332,32 +332,22 @@ fn tags_duplicate_in_flight_and_flush_after_reply() {
             n_uname: 0,
         }
         .into(),
-        d,
-    ))
-    .unwrap();
-    s.write_all(&frame(
-        2,
         Twalk {
             fid: Fid(1),
             newfid: Fid(2),
             wnames: vec!["big".into()],
         }
         .into(),
-        d,
-    ))
-    .unwrap();
-    s.write_all(&frame(
-        3,
         envoy_proto::Tlopen {
             fid: Fid(2),
             flags: 0,
         }
         .into(),
-        d,
-    ))
-    .unwrap();
-    for _ in 0..3 {
-        assert!(!matches!(next(&mut s, &mut rx).msg, Message::Rlerror(_)));
+    ];
+    for (i, m) in setup_msgs.into_iter().enumerate() {
+        s.write_all(&frame(1 + i as u16, m, d)).unwrap();
+        let r = next(&mut s, &mut rx);
+        assert!(!matches!(r.msg, Message::Rlerror(_)), "{r:?}");
     }
     // 160 reads of 250 KiB = 40 MB of replies nobody reads yet.
     let mut batch = Vec::new();

@@ -297,7 +297,14 @@ fn symlink_readlink_mknod_special_files() {
         errno(u.mknod(ROOT, "zero", libc::S_IFCHR | 0o666, 1, 5, 0)),
         E(libc::EPERM)
     );
-    u.mknod(ROOT, "fifo2", libc::S_IFIFO | 0o644, 0, 0, 1000)
+    assert_eq!(
+        errno(u.mknod(ROOT, "fifo2", libc::S_IFIFO | 0o644, 0, 0, 1000)),
+        E(libc::EACCES),
+        "the image root is 0755 root"
+    );
+    c.mkdir(ROOT, "tmp", 0o1777, 0).unwrap();
+    let ut = walk(&u, "tmp");
+    u.mknod(ut, "fifo2", libc::S_IFIFO | 0o644, 0, 0, 1000)
         .unwrap();
 }
 
@@ -550,4 +557,39 @@ fn tremove_removes_and_clunks() {
         "clunked even though remove failed"
     );
     assert_eq!(errno(c.remove(ROOT)), E(libc::EBUSY));
+}
+
+#[test]
+fn setgid_directory_inherits_group() {
+    let env = Env::new();
+    let c = env.attach(0);
+    c.mkdir(ROOT, "shared", 0o777, 0).unwrap();
+    let d = walk(&c, "shared");
+    let mut t = setattr_request(d, setattr::MODE | setattr::GID);
+    t.mode = 0o2777;
+    t.gid = 500;
+    c.setattr(t).unwrap();
+    let u = env.attach(1000);
+    let ud = walk(&u, "shared");
+    create_file(&u, ud, "f", b"");
+    u.mkdir(ud, "sub", 0o755, 1000).unwrap();
+    let f = walk(&u, "shared/f");
+    let ga = u.getattr(f, getattr::ALL).unwrap();
+    assert_eq!((ga.uid, ga.gid), (1000, 500));
+    let s = walk(&u, "shared/sub");
+    let ga = u.getattr(s, getattr::ALL).unwrap();
+    assert_eq!(ga.gid, 500);
+    assert_eq!(ga.mode & 0o2000, 0o2000, "subdirectories inherit setgid");
+    // utimensat(UTIME_NOW) by a non-owner with write permission is allowed; explicit is not
+    create_file(&c, ROOT, "open", b"");
+    let o = walk(&c, "open");
+    let mut t = setattr_request(o, setattr::MODE);
+    t.mode = 0o666;
+    c.setattr(t).unwrap();
+    let uo = walk(&u, "open");
+    u.setattr(setattr_request(uo, setattr::MTIME | setattr::ATIME))
+        .unwrap();
+    let mut t = setattr_request(uo, setattr::MTIME | setattr::MTIME_SET);
+    t.mtime_sec = 5;
+    assert_eq!(errno(u.setattr(t)), E(libc::EPERM));
 }

@@ -6,7 +6,8 @@
 //! * Files, symlinks and device nodes are objects with attributes; see [`special`] for the
 //!   contents of special files.
 //! * The global root directory is the fixed object [`ROOT_ID`] (= 1), created on first start
-//!   with the image directory `/default` beneath it.
+//!   with the image directory `/default` beneath it (mode 0755, owned by root: the root
+//!   directory of a guest's file system).
 //! * [`node`] holds the claims; [`cow`] freezes and thaws; [`update`] creates, removes,
 //!   renames and links names; [`gc`] is the start-up scan.
 //!
@@ -181,7 +182,7 @@ impl Fs {
                 &root,
                 DEFAULT_IMAGE.as_bytes(),
                 ObjectKind::Directory,
-                0o777,
+                0o755,
                 root_cred,
                 None,
             )?;
@@ -246,7 +247,8 @@ impl Fs {
         Ok(ObjectId(id))
     }
 
-    /// The parsed contents of directory object `id` (cache or store).
+    /// The parsed contents of directory object `id` (cache or store). Callers hold the
+    /// directory's `dir_lock` (shared or exclusive), see [`Fs::dir_snapshot`].
     pub fn dir_data(&self, id: ObjectId) -> FsResult<Arc<DirData>> {
         if let Some(d) = self.cache.get(id) {
             return Ok(d);
@@ -268,6 +270,13 @@ impl Fs {
         let d = Arc::new(DirData::parse(&buf).map_err(FsError::Corrupt)?);
         self.cache.put(id, Arc::clone(&d));
         Ok(d)
+    }
+
+    /// The contents of directory `node`, read under its shared lock so that a load from the
+    /// store never interleaves with an update (which would let a stale parse into the cache).
+    pub fn dir_snapshot(&self, node: &Node) -> FsResult<Arc<DirData>> {
+        let _g = read(&node.dir_lock);
+        self.dir_data(node.id())
     }
 
     /// Writes the changed blocks of a directory and installs the new contents in the cache.

@@ -100,7 +100,7 @@ pub fn readdir(c: &Arc<Conn>, m: Treaddir) -> FsResult<Message> {
             return Ok(Rreaddir { data: buf.freeze() }.into());
         }
     }
-    let data = fs.dir_data(node.id())?;
+    let data = fs.dir_snapshot(node)?;
     let after = m.offset.saturating_sub(2);
     for d in data.entries_after(after) {
         let Ok(name) = String::from_utf8(d.name.clone()) else {
@@ -151,7 +151,7 @@ pub fn read_stats(c: &Arc<Conn>, e: &FidEntry, offset: u64, count: u32) -> FsRes
     let max = count as usize;
     let mut buf = BytesMut::new();
     let mut last = after;
-    let data = fs.dir_data(node.id())?;
+    let data = fs.dir_snapshot(node)?;
     for d in data.entries_after(after) {
         let Ok(name) = String::from_utf8(d.name.clone()) else {
             last = d.cookie;

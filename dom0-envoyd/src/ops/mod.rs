@@ -19,6 +19,42 @@ use envoy_proto::Message;
 use crate::error::{FsError, FsResult};
 use crate::session::Conn;
 
+/// The fid a request is about, for its tracing span.
+pub fn request_fid(m: &Message) -> Option<envoy_proto::Fid> {
+    Some(match m {
+        Message::Tattach(x) => x.fid,
+        Message::Twalk(x) => x.fid,
+        Message::Tclunk(x) => x.fid,
+        Message::Tremove(x) => x.fid,
+        Message::Tlopen(x) => x.fid,
+        Message::Tlcreate(x) => x.fid,
+        Message::Topen(x) => x.fid,
+        Message::Tcreate(x) => x.fid,
+        Message::Tread(x) => x.fid,
+        Message::Twrite(x) => x.fid,
+        Message::Tfsync(x) => x.fid,
+        Message::Treaddir(x) => x.fid,
+        Message::Tmkdir(x) => x.dfid,
+        Message::Tunlinkat(x) => x.dirfid,
+        Message::Tgetattr(x) => x.fid,
+        Message::Tsetattr(x) => x.fid,
+        Message::Tstat(x) => x.fid,
+        Message::Twstat(x) => x.fid,
+        Message::Tsymlink(x) => x.fid,
+        Message::Treadlink(x) => x.fid,
+        Message::Tmknod(x) => x.dfid,
+        Message::Tlink(x) => x.dfid,
+        Message::Trename(x) => x.fid,
+        Message::Trenameat(x) => x.olddirfid,
+        Message::Txattrwalk(x) => x.fid,
+        Message::Txattrcreate(x) => x.fid,
+        Message::Tlock(x) => x.fid,
+        Message::Tgetlock(x) => x.fid,
+        Message::Tstatfs(x) => x.fid,
+        _ => return None,
+    })
+}
+
 /// Runs one request.
 pub fn dispatch(c: &Arc<Conn>, msg: Message) -> FsResult<Message> {
     match msg {

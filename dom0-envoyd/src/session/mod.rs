@@ -206,8 +206,19 @@ pub fn serve(shared: Arc<Shared>, conn: crate::transport::Connection, pool: Send
             let _e = wspan.enter();
             writer::run(&wc, w, out_rx)
         });
+    let writer_thread = match writer_thread {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot spawn the writer thread; closing");
+            shutdown();
+            return;
+        }
+    };
     let mut splitter = FrameSplitter::new(max_msize);
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // One read buffer per connection; frames are copied out of it into `buf` (whose split-off
+    // frames then own their bytes, so payloads reach the handlers without another copy).
+    let mut tmp = vec![0u8; 128 * 1024];
     let reason = 'conn: loop {
         loop {
             let frame = match splitter.next_frame(&mut buf) {
@@ -219,16 +230,9 @@ pub fn serve(shared: Arc<Shared>, conn: crate::transport::Connection, pool: Send
                 splitter.set_msize(p.msize);
             }
         }
-        if buf.capacity() - buf.len() < 8192 {
-            buf.reserve(64 * 1024);
-        }
-        let spare = buf.spare_capacity_mut();
-        // Zeroing the spare region costs less than the syscall and keeps this safe.
-        let n = spare.len().min(256 * 1024);
-        let mut tmp = vec![0u8; n];
         match reader.read(&mut tmp) {
             Ok(0) => break 'conn "closed by peer".to_string(),
-            Ok(k) => buf.extend_from_slice(&tmp[..k]),
+            Ok(k) => buf.extend_from_slice(tmp.get(..k).unwrap_or(&tmp[..])),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => break 'conn format!("read error: {e}"),
         }
@@ -240,9 +244,7 @@ pub fn serve(shared: Arc<Shared>, conn: crate::transport::Connection, pool: Send
     let dropped = c.fids.clear();
     shared.locks.drop_conn(c.id);
     let _ = c.out.send(Outgoing::Close);
-    if let Ok(h) = writer_thread {
-        let _ = h.join();
-    }
+    let _ = writer_thread.join();
     drop(reg);
     tracing::info!(%reason, fids = dropped, "disconnected");
 }
