@@ -183,12 +183,16 @@ impl MountConfig {
     }
 }
 
-fn hint(errno: nix::errno::Errno) -> &'static str {
+/// What to check after `mount(2)` failed with `errno`. `root` (we run as root) and `target_dir`
+/// (the mount point is a directory) tell an EPERM or ENOENT of the kernel from the server's
+/// `Rlerror` to `Tattach`, which `mount(2)` returns as is.
+pub fn hint(errno: nix::errno::Errno, root: bool, target_dir: bool) -> &'static str {
     use nix::errno::Errno;
     match errno {
         Errno::ENODEV => "the kernel has no 9p file system; load it (modprobe 9pnet_fd; modprobe 9p) or build with CONFIG_9P_FS and CONFIG_NET_9P_FD",
-        Errno::EPERM | Errno::EACCES => "mounting needs root (CAP_SYS_ADMIN)",
-        Errno::ENOENT | Errno::ENOTDIR => "the mount point must be an existing directory",
+        Errno::EPERM | Errno::EACCES if !root => "mounting needs root (CAP_SYS_ADMIN)",
+        Errno::ENOENT | Errno::ENOTDIR if !target_dir => "the mount point must be an existing directory",
+        Errno::EPERM | Errno::EACCES | Errno::ENOENT => "the server refused the attach; check --aname and what this guest may mount",
         Errno::EINVAL => "the kernel rejected the options (check --version, --msize and --opt)",
         _ => "the server refused the attach or the connection failed; check the aname and the envoy's log",
     }
@@ -206,7 +210,7 @@ pub fn mount_9p(target: &Path, plan: &MountPlan) -> Result<(), MountError> {
     .map_err(|errno| MountError::Syscall {
         target: target.display().to_string(),
         errno,
-        hint: hint(errno),
+        hint: hint(errno, nix::unistd::geteuid().is_root(), target.is_dir()),
     })
 }
 
@@ -275,6 +279,16 @@ mod tests {
         let mut c = cfg("");
         c.msize = 512;
         assert!(matches!(c.plan(3, 3), Err(MountError::SmallMsize(512))));
+    }
+
+    #[test]
+    fn hint_eperm_enoent_depend_on_root_and_target() {
+        use nix::errno::Errno;
+        assert!(hint(Errno::EPERM, false, true).contains("needs root"));
+        assert!(hint(Errno::EPERM, true, true).contains("--aname"));
+        assert!(hint(Errno::ENOENT, true, true).contains("--aname"));
+        assert!(hint(Errno::ENOENT, true, false).contains("existing directory"));
+        assert!(hint(Errno::ENODEV, true, true).contains("modprobe"));
     }
 
     #[test]

@@ -65,9 +65,13 @@ enum Cmd {
         /// Extra mount options, comma-separated (cache=loose, ro, nosuid, ...); repeatable.
         #[arg(long = "opt")]
         opts: Vec<String>,
-        /// Fork into the background once the mount succeeded.
+        /// Fork into the background once the mount succeeded (stdin, stdout and stderr of the
+        /// background process go to /dev/null, or stderr to --log).
         #[arg(long)]
         daemon: bool,
+        /// With --daemon: append the background relay's log to this file.
+        #[arg(long, requires = "daemon")]
+        log: Option<PathBuf>,
         /// Where to mount.
         mountpoint: PathBuf,
     },
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
             msize,
             opts,
             daemon,
+            log,
             mountpoint,
         } => {
             let cfg = MountConfig {
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
                 msize,
                 opts: opts.iter().flat_map(|o| split_opts(o)).collect(),
             };
+            let daemon = daemon.then_some(log);
             mount(&connect, &cfg, &mountpoint, daemon)
         }
     };
@@ -203,17 +209,45 @@ fn await_child(status: OwnedFd) -> Result<(), ShimError> {
     }
 }
 
+/// Points stdin and stdout at /dev/null and stderr at `log` (or /dev/null), so that a caller
+/// capturing the output (`$(envoy-shim mount --daemon ...)`) is not held open by the relay.
+fn detach_stdio(log: Option<&Path>) -> Result<(), ShimError> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(io_err("cannot open /dev/null"))?;
+    let err_target = match log {
+        Some(p) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(io_err(format!("cannot open log file {}", p.display())))?,
+        None => null
+            .try_clone()
+            .map_err(io_err("cannot duplicate /dev/null"))?,
+    };
+    for (src, dst) in [(&null, 0), (&null, 1), (&err_target, 2)] {
+        nix::unistd::dup2(src.as_raw_fd(), dst).map_err(|e| ShimError::Io {
+            what: format!("cannot redirect descriptor {dst}"),
+            source: e.into(),
+        })?;
+    }
+    Ok(())
+}
+
+/// `daemon`: `None` to stay in the foreground, `Some(log)` to fork.
 fn mount(
     connect: &Endpoint,
     cfg: &MountConfig,
     target: &Path,
-    daemon: bool,
+    daemon: Option<Option<PathBuf>>,
 ) -> Result<(), ShimError> {
     // Check the options before anything else happens.
     cfg.plan(0, 0)?;
     // Fork before any thread exists; the parent only reports the child's verdict.
     let mut report_to: Option<std::fs::File> = None;
-    if daemon {
+    if let Some(log) = daemon {
         let (rx, tx) = nix::unistd::pipe().map_err(|e| ShimError::Io {
             what: "cannot create a pipe".into(),
             source: e.into(),
@@ -229,7 +263,12 @@ fn mount(
                 drop(rx);
                 let _ = nix::unistd::setsid();
                 let _ = std::env::set_current_dir("/");
-                report_to = Some(std::fs::File::from(tx));
+                let mut tx = std::fs::File::from(tx);
+                if let Err(e) = detach_stdio(log.as_deref()) {
+                    let _ = tx.write_all(e.to_string().as_bytes());
+                    return Err(e);
+                }
+                report_to = Some(tx);
             }
             Err(e) => {
                 return Err(ShimError::Io {
