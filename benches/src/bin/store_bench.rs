@@ -99,7 +99,8 @@ trait Backend {
     fn read(&self, key: Key, len: usize) -> BenchResult<usize>;
     /// Reads `len` bytes at offset 0 of every key; returns the total read.
     fn read_batch(&self, keys: &[Key], len: usize) -> BenchResult<usize>;
-    /// Overwrites the object from offset 0 with `data`, optionally flushing it to disk.
+    /// Overwrites the object from offset 0 with `data`, optionally making it durable (files:
+    /// `fdatasync`; the store: its `sync`, which also fsyncs the directories up to the root).
     fn write(&self, key: Key, data: &Bytes, sync: bool) -> BenchResult<()>;
     /// Overwrites every object from offset 0 with `data`, in one call where the backend has
     /// batches.
@@ -708,7 +709,7 @@ fn rows(args: &Args) -> Vec<Row> {
     if args.fsync_ops > 0 || args.rows.iter().any(|r| r == "fsync") {
         rows.push(Row {
             key: "fsync",
-            name: "4 KiB write+fdatasync",
+            name: "4 KiB write+sync",
             unit: Unit::OpsPerSec,
             rep: rep_fsync_write,
         });
