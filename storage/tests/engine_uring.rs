@@ -362,3 +362,34 @@ fn uring_default_batched_writes_inline_match_ring_writes() {
     assert_eq!(&contents[..3], b"NEW");
     assert_eq!(&contents[20..], b"tail");
 }
+
+#[test]
+fn uring_default_lone_reads_match_sync_engine() {
+    let Ok(hybrid) = UringEngine::new(8) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..(1u32 << 20) + 3).map(|i| (i % 241) as u8).collect();
+    let file = rw_file(&dir, "f", &data);
+    let wo_path = dir.path().join("wo");
+    std::fs::write(&wo_path, b"secret").unwrap();
+    let wo = Arc::new(OpenOptions::new().write(true).open(&wo_path).unwrap());
+    let cases = vec![
+        read(&file, 0, data.len() + 4096),
+        read(&file, 17, 4096),
+        read(&file, data.len() as u64 - 2, 10),
+        read(&file, 1 << 40, 10),
+        read(&file, i64::MAX as u64 - 1, 4),
+        read(&file, u64::MAX, 0),
+        read(&wo, 0, 6),
+    ];
+    for op in cases {
+        let h = hybrid.run_one(op.clone());
+        let s = SyncEngine.run_one(op);
+        match (&h, &s) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind(), "{a} vs {b}"),
+            _ => panic!("results differ: {h:?} vs {s:?}"),
+        }
+    }
+}
