@@ -41,6 +41,11 @@
 //!   returns 0 then). The current session is ended (the host lost its state) and the relay
 //!   polls the port until the host is back; the partial frame buffered from the host is
 //!   discarded, as the host starts a new stream from a frame boundary.
+//!
+//! What the relay cannot repair: its own death in the middle of writing a frame to the port
+//! (SIGKILL, OOM). A large frame goes out in several `write` calls (virtio-serial takes at most
+//! 32 KiB per call), so the host may then hold a truncated frame. The host must treat the port
+//! as broken and reset it (reconnect the chardev) before a new relay starts.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use guest_shim::endpoint::{Connection, Endpoint};
+use guest_shim::endpoint::{ConnectError, Connection, Endpoint};
 use guest_shim::mount::{mount_9p, split_opts, KernelVersion, MountConfig, MountError};
 use guest_shim::relay::{
     run_fresh_session, PersistentUpstream, RelayError, SessionReport, Upstream, DEFAULT_MAX_MSIZE,
@@ -80,8 +80,10 @@ enum Cmd {
 /// What went wrong, as one sentence for the operator.
 #[derive(Debug, thiserror::Error)]
 enum ShimError {
-    #[error("{0}; is envoyd running and reachable from this guest?")]
-    Relay(#[from] RelayError),
+    #[error("{0}{hint}", hint = connect_hint(.0))]
+    Connect(ConnectError),
+    #[error("{0}")]
+    Relay(RelayError),
     #[error("{0}")]
     Mount(#[from] MountError),
     #[error("--listen must be unix:PATH, not {0}")]
@@ -96,6 +98,26 @@ enum ShimError {
     HostGone(String),
     #[error("{0}")]
     Child(String),
+}
+
+impl From<RelayError> for ShimError {
+    fn from(e: RelayError) -> ShimError {
+        match e {
+            RelayError::Connect(c) => ShimError::Connect(c),
+            other => ShimError::Relay(other),
+        }
+    }
+}
+
+/// What to do about a failed connection, appended to its message.
+fn connect_hint(e: &ConnectError) -> &'static str {
+    match e {
+        ConnectError::Io { .. } => "; is envoyd running and reachable from this guest?",
+        ConnectError::Resolve(_) => {
+            "; give an IP address (a static binary in an initramfs has no name service)"
+        }
+        ConnectError::NoSuchPort { .. } => "",
+    }
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ShimError {
@@ -174,7 +196,7 @@ fn relay(connect: &Endpoint, listen: &Endpoint, cap: u32) -> Result<(), ShimErro
         match upstream.serve(down, cap) {
             Ok(report) => log_session(&report),
             // The host may come back: report and wait for the next guest connection.
-            Err(RelayError::Connect(e)) => tracing::error!("{e}"),
+            Err(RelayError::Connect(e)) => tracing::error!("{e}{}", connect_hint(&e)),
             Err(e) => return Err(e.into()),
         }
     }
