@@ -146,6 +146,7 @@ fn worker(rx: Receiver<Job>) {
         let fid = ops::request_fid(&msg).map(|f| f.0);
         let span = tracing::debug_span!("req", conn = conn.id, op = name, tag = tag.0, fid);
         let _e = span.enter();
+        tracing::trace!(?msg, "request");
         let reply = match ops::dispatch(&conn, msg) {
             Ok(r) => r,
             Err(e) => {
@@ -154,6 +155,7 @@ fn worker(rx: Receiver<Job>) {
                 envoy_proto::Message::error_reply(conn.dialect(), errno, &ename)
             }
         };
+        tracing::trace!(?reply, "reply");
         conn.reply(tag, reply);
     }
 }

@@ -507,3 +507,24 @@ fn resources_disconnect_releases_unlinked_object() {
         "deleted after the disconnect"
     );
 }
+
+/// Linux reuses tag 0 for every synchronous request: the next request with the same tag can
+/// arrive the instant the reply does, and must not be taken for a duplicate.
+#[test]
+fn tags_reused_immediately_after_reply_accepted() {
+    let env = Env::new();
+    let c = env.attach(0);
+    let f = frame(
+        0,
+        envoy_proto::Tgetattr {
+            fid: ROOT,
+            request_mask: 0x7ff,
+        }
+        .into(),
+        Dialect::P2000L,
+    );
+    for _ in 0..2000 {
+        let m = raw_rpc(&c, 0, &f);
+        assert!(matches!(m, Message::Rgetattr(_)), "{m:?}");
+    }
+}

@@ -11,9 +11,10 @@
 //! * **Workers** (shared by all connections, `--workers`) run the handlers in [`crate::ops`]
 //!   concurrently — there is no lock around request handling — and pass the reply on.
 //! * The **writer** (one per connection) encodes replies with the codec's zero-copy
-//!   `encode_parts` and sends header + payload with one `write_vectored`. After a reply is
-//!   on the wire it retires the tag and then sends the `Rflush` of every Tflush that waited
-//!   for it, so an Rflush never overtakes the reply it flushes.
+//!   `encode_parts` and sends header + payload with one `write_vectored`. It retires the tag
+//!   just before the reply goes out (the client may reuse it the moment it has the reply),
+//!   then sends the `Rflush` of every Tflush that waited for it, so an Rflush never overtakes
+//!   the reply it flushes.
 //!
 //! # Rules
 //!
@@ -125,7 +126,7 @@ impl Conn {
         });
     }
 
-    /// Called by the writer after `tag`'s reply is on the wire: retires it and returns the
+    /// Called by the writer just before `tag`'s reply goes out: retires it and returns the
     /// Tflush tags that waited for it.
     pub fn retire(&self, tag: Tag) -> Vec<Tag> {
         lock(&self.tags)

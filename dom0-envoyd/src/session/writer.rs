@@ -1,5 +1,6 @@
 //! The connection's writer thread: encodes replies (payload not copied: `encode_parts` +
-//! `write_vectored`), retires tags and sends the Rflushes that waited for them.
+//! `write_vectored`), retires tags and sends the Rflushes that waited for them right after
+//! the flushed reply.
 
 use std::io::{IoSlice, Write};
 use std::sync::Arc;
@@ -80,19 +81,21 @@ pub fn run(conn: &Arc<Conn>, mut w: Box<dyn Write + Send>, rx: Receiver<Outgoing
         match m {
             Outgoing::Close => break,
             Outgoing::Reply { tag, msg, retire } => {
+                // Retire the tag *before* the reply can reach the client: a client may reuse
+                // a tag as soon as it has the reply, and the reader must not mistake that for
+                // a duplicate. A Tflush arriving from now on finds the tag unknown and queues
+                // its Rflush behind this reply, so the order on the wire holds either way.
+                let flushes = if retire { conn.retire(tag) } else { Vec::new() };
                 if !broken {
                     if let Err(e) = send(conn, &mut *w, &mut buf, tag, &msg) {
                         tracing::debug!(error = %e, "write failed; dropping further replies");
                         broken = true;
                     }
                 }
-                if retire {
-                    for ft in conn.retire(tag) {
-                        if !broken && send(conn, &mut *w, &mut buf, ft, &Rflush {}.into()).is_err()
-                        {
-                            broken = true;
-                        }
-                        conn.retire(ft);
+                for ft in flushes {
+                    conn.retire(ft);
+                    if !broken && send(conn, &mut *w, &mut buf, ft, &Rflush {}.into()).is_err() {
+                        broken = true;
                     }
                 }
             }
