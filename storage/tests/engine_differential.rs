@@ -4,14 +4,18 @@
 //! (bytes read, bytes written, error kinds) and the final file contents must match. Batches
 //! hold operations whose order cannot matter (the engine contract lets a batch run in any
 //! order): either reads (plus fsyncs), or writes to non-overlapping ranges (plus fsyncs).
+//! The io_uring engine runs with and without its `RWF_NOWAIT` fast path, with every ring
+//! setup, and with its file's page cache either left warm or dropped before every batch, so
+//! both the inline and the ring path (and reads split between them) are compared.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use envoy_storage::engine::uring::UringEngine;
+use envoy_storage::engine::uring::{RingSetup, UringEngine};
 use envoy_storage::engine::{IoEngine, IoOp, IoOutcome, SyncEngine};
 use proptest::prelude::*;
 
@@ -133,6 +137,15 @@ fn open_rw(path: &std::path::Path, contents: &[u8]) -> Arc<File> {
     )
 }
 
+/// Writes the file's dirty pages back and drops its page cache (`POSIX_FADV_DONTNEED`).
+fn drop_cache(file: &File) {
+    file.sync_data().unwrap();
+    // SAFETY: `posix_fadvise` only reads its integer arguments; `file` keeps the descriptor
+    // open for the call.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -140,13 +153,17 @@ proptest! {
     fn uring_random_batches_match_sync_engine(
         initial_len in 0usize..100_000,
         depth in prop_oneof![Just(4u32), Just(8), Just(64)],
-        inline_single in any::<bool>(),
-        inline_writes in any::<bool>(),
+        nowait in any::<bool>(),
+        setup in prop_oneof![
+            Just(RingSetup::Plain),
+            Just(RingSetup::CoopTaskrun),
+            Just(RingSetup::SingleIssuerDeferTaskrun),
+        ],
+        cold in any::<bool>(),
         batches in batches(),
     ) {
         let Ok(uring) = UringEngine::new(depth).map(|e| {
-            e.with_inline_single(inline_single)
-                .with_inline_writes(inline_writes)
+            e.with_nowait_fast_path(nowait).with_ring_setup(setup)
         }) else {
             // No io_uring here: the fallback must still be usable, and is what callers get.
             prop_assert_eq!(SyncEngine.name(), "sync");
@@ -160,6 +177,11 @@ proptest! {
         let sync_file = open_rw(&sync_path, &initial);
 
         for (round, batch) in batches.iter().enumerate() {
+            if cold {
+                // Drop the io_uring file's cached pages, so reads miss the page cache and
+                // take the ring path (or, partly cached, both paths).
+                drop_cache(&uring_file);
+            }
             let u: Vec<_> = uring
                 .run(batch.iter().map(|op| to_io(op, &uring_file)).collect())
                 .into_iter()

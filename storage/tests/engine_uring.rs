@@ -4,19 +4,24 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use envoy_storage::engine::uring::UringEngine;
+use envoy_storage::engine::uring::{RingSetup, UringEngine};
 use envoy_storage::engine::{IoEngine, IoOp, IoOutcome, SyncEngine};
 
-/// The io_uring engine with every operation (even a lone one or a write) going through the
-/// ring, or —
-/// where the kernel or a seccomp filter forbids io_uring — `None` after checking that the
-/// refusal is the documented, clear error.
+/// The io_uring engine with every operation going through the ring (no inline `RWF_NOWAIT`
+/// fast path), or — where the kernel or a seccomp filter forbids io_uring — `None` after
+/// checking that the refusal is the documented, clear error.
 fn uring(depth: u32) -> Option<UringEngine> {
+    uring_default(depth).map(|e| e.with_nowait_fast_path(false))
+}
+
+/// The io_uring engine with its default policy (page-cache hits copied inline), or `None`.
+fn uring_default(depth: u32) -> Option<UringEngine> {
     match UringEngine::new(depth) {
-        Ok(engine) => Some(engine.with_inline_single(false).with_inline_writes(false)),
+        Ok(engine) => Some(engine),
         Err(e) => {
             assert!(
                 e.to_string().contains("io_uring unavailable"),
@@ -286,19 +291,43 @@ fn uring_concurrent_threads_each_use_their_own_ring() {
     }
 }
 
+/// A file on the disk-backed target directory (where `POSIX_FADV_DONTNEED` really drops
+/// pages; a tmpfs `/tmp` would keep them).
+fn disk_file(name: &str, contents: &[u8]) -> (tempfile::TempDir, Arc<File>) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let file = rw_file(&dir, name, contents);
+    (dir, file)
+}
+
+/// Writes `file` back and drops its cached pages, so the next read has to wait for the disk.
+fn drop_cache(file: &File) {
+    file.sync_data().unwrap();
+    // SAFETY: `posix_fadvise` only reads its integer arguments; `file` keeps the descriptor
+    // open for the call.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+}
+
+fn kinds(results: Vec<io::Result<IoOutcome>>) -> Vec<Result<IoOutcome, io::ErrorKind>> {
+    results
+        .into_iter()
+        .map(|r| r.map_err(|e| e.kind()))
+        .collect()
+}
+
 #[test]
-fn uring_default_lone_ops_inline_and_match_ring_results() {
+fn uring_fast_path_on_and_off_give_identical_results() {
     let Some(ring_only) = uring(8) else { return };
-    let hybrid = UringEngine::new(8).unwrap();
-    assert!(hybrid.inline_single());
-    assert!(!ring_only.inline_single());
+    let default = uring_default(8).unwrap();
+    assert!(default.nowait_fast_path());
+    assert!(!ring_only.nowait_fast_path());
     let dir = tempfile::tempdir().unwrap();
-    let a = rw_file(&dir, "a", b"");
-    let b = rw_file(&dir, "b", b"");
+    let a = rw_file(&dir, "a", b"old contents here");
+    let b = rw_file(&dir, "b", b"old contents here");
     let ro_path = dir.path().join("ro");
     std::fs::write(&ro_path, b"x").unwrap();
     let ro = Arc::new(File::open(&ro_path).unwrap());
-    let script = |f: &Arc<File>| {
+    let lone = |f: &Arc<File>| {
         vec![
             write(f, 0, b"lone write"),
             read(f, 5, 100),
@@ -310,31 +339,11 @@ fn uring_default_lone_ops_inline_and_match_ring_results() {
             },
         ]
     };
-    for (op_a, op_b) in script(&a).into_iter().zip(script(&b)) {
-        let h = hybrid.run_one(op_a).map_err(|e| e.kind());
+    for (op_a, op_b) in lone(&a).into_iter().zip(lone(&b)) {
+        let d = default.run_one(op_a).map_err(|e| e.kind());
         let r = ring_only.run_one(op_b).map_err(|e| e.kind());
-        assert_eq!(h, r);
+        assert_eq!(d, r);
     }
-    // A one-element `run` takes the same path as `run_one`.
-    let h = hybrid.run(vec![read(&a, 0, 4)]);
-    assert_eq!(read_bytes(&h[0]), b"lone");
-    assert_eq!(
-        std::fs::read(dir.path().join("a")).unwrap(),
-        std::fs::read(dir.path().join("b")).unwrap()
-    );
-}
-
-#[test]
-fn uring_default_batched_writes_inline_match_ring_writes() {
-    let Some(ring_only) = uring(8) else { return };
-    let hybrid = UringEngine::new(8).unwrap();
-    assert!(hybrid.inline_writes());
-    let dir = tempfile::tempdir().unwrap();
-    let a = rw_file(&dir, "a", b"old contents here");
-    let b = rw_file(&dir, "b", b"old contents here");
-    let ro_path = dir.path().join("ro");
-    std::fs::write(&ro_path, b"x").unwrap();
-    let ro = Arc::new(File::open(&ro_path).unwrap());
     let batch = |f: &Arc<File>| {
         vec![
             write(f, 0, b"NEW"),
@@ -342,21 +351,14 @@ fn uring_default_batched_writes_inline_match_ring_writes() {
             write(&ro, 0, b"denied"),
             write(f, 20, b"tail"),
             write(f, u64::MAX, b"overflow"),
+            read(f, 1 << 40, 3),
         ]
     };
-    let h: Vec<_> = hybrid
-        .run(batch(&a))
-        .into_iter()
-        .map(|r| r.map_err(|e| e.kind()))
-        .collect();
-    let r: Vec<_> = ring_only
-        .run(batch(&b))
-        .into_iter()
-        .map(|r| r.map_err(|e| e.kind()))
-        .collect();
-    assert_eq!(h, r);
-    assert!(matches!(h[0], Ok(IoOutcome::Write(3))));
-    assert!(h[2].is_err());
+    let d = kinds(default.run(batch(&a)));
+    let r = kinds(ring_only.run(batch(&b)));
+    assert_eq!(d, r);
+    assert!(matches!(d[0], Ok(IoOutcome::Write(3))));
+    assert!(d[2].is_err());
     let contents = std::fs::read(dir.path().join("a")).unwrap();
     assert_eq!(contents, std::fs::read(dir.path().join("b")).unwrap());
     assert_eq!(&contents[..3], b"NEW");
@@ -364,13 +366,12 @@ fn uring_default_batched_writes_inline_match_ring_writes() {
 }
 
 #[test]
-fn uring_default_lone_reads_match_sync_engine() {
-    let Ok(hybrid) = UringEngine::new(8) else {
+fn uring_default_reads_match_sync_engine_warm_and_cold() {
+    let Some(engine) = uring_default(8) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let data: Vec<u8> = (0..(1u32 << 20) + 3).map(|i| (i % 241) as u8).collect();
-    let file = rw_file(&dir, "f", &data);
+    let (dir, file) = disk_file("f", &data);
     let wo_path = dir.path().join("wo");
     std::fs::write(&wo_path, b"secret").unwrap();
     let wo = Arc::new(OpenOptions::new().write(true).open(&wo_path).unwrap());
@@ -383,13 +384,198 @@ fn uring_default_lone_reads_match_sync_engine() {
         read(&file, u64::MAX, 0),
         read(&wo, 0, 6),
     ];
-    for op in cases {
-        let h = hybrid.run_one(op.clone());
-        let s = SyncEngine.run_one(op);
-        match (&h, &s) {
-            (Ok(a), Ok(b)) => assert_eq!(a, b),
-            (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind(), "{a} vs {b}"),
-            _ => panic!("results differ: {h:?} vs {s:?}"),
+    for cold in [true, false] {
+        for op in cases.clone() {
+            if cold {
+                drop_cache(&file);
+            }
+            let u = engine.run_one(op.clone());
+            let s = SyncEngine.run_one(op);
+            match (&u, &s) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind(), "{a} vs {b}"),
+                _ => panic!("results differ (cold: {cold}): {u:?} vs {s:?}"),
+            }
         }
+        if cold {
+            drop_cache(&file);
+        }
+        let u = kinds(engine.run(cases.clone()));
+        let s = kinds(SyncEngine.run(cases.clone()));
+        assert_eq!(u, s, "batch differs (cold: {cold})");
+    }
+}
+
+#[test]
+fn uring_cold_read_goes_to_ring_and_cached_read_is_inline() {
+    let Some(engine) = uring_default(8) else {
+        return;
+    };
+    let data = vec![7u8; 3 * 4096];
+    let (_dir, file) = disk_file("f", &data);
+    drop_cache(&file);
+    let before = engine.stats();
+    assert_eq!(
+        read_bytes(&engine.run_one(read(&file, 0, 4096))),
+        &data[..4096]
+    );
+    let cold = engine.stats();
+    assert_eq!(cold.reads_ring - before.reads_ring, 1, "{cold:?}");
+    assert_eq!(cold.reads_inline, before.reads_inline, "{cold:?}");
+
+    // The same page, now cached: a pure copy, done inline (where the file system allows
+    // RWF_NOWAIT reads at all).
+    assert_eq!(
+        read_bytes(&engine.run_one(read(&file, 0, 4096))),
+        &data[..4096]
+    );
+    let warm = engine.stats();
+    if warm.nowait_reads_refused {
+        assert_eq!(warm.reads_ring - cold.reads_ring, 1, "{warm:?}");
+    } else {
+        assert_eq!(warm.reads_inline - cold.reads_inline, 1, "{warm:?}");
+        assert_eq!(warm.reads_ring, cold.reads_ring, "{warm:?}");
+    }
+
+    // A batch mixing both: only the cold read is submitted. (Two files, because a cold read
+    // makes the kernel read ahead into the rest of its file.)
+    let (_dir2, other) = disk_file("g", &data);
+    drop_cache(&file);
+    drop_cache(&other);
+    engine.run_one(read(&file, 0, 4096)).unwrap();
+    let mixed = engine.stats();
+    let results = engine.run(vec![read(&file, 0, 4096), read(&other, 8192, 4096)]);
+    assert!(results.iter().all(|r| read_bytes(r) == &data[..4096]));
+    let after = engine.stats();
+    if !after.nowait_reads_refused {
+        assert_eq!(after.reads_inline - mixed.reads_inline, 1, "{after:?}");
+        assert_eq!(after.reads_ring - mixed.reads_ring, 1, "{after:?}");
+    }
+}
+
+#[test]
+fn uring_ring_only_engine_submits_every_op_and_never_tries_inline() {
+    let Some(engine) = uring(8) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = rw_file(&dir, "f", b"warm data");
+    engine.run_one(read(&file, 0, 4)).unwrap();
+    engine
+        .run(vec![
+            read(&file, 0, 4),
+            write(&file, 20, b"x"),
+            read(&file, 0, 0),
+        ])
+        .into_iter()
+        .for_each(|r| drop(r.unwrap()));
+    engine
+        .run_one(IoOp::Fsync {
+            file: Arc::clone(&file),
+            datasync: false,
+        })
+        .unwrap();
+    let stats = engine.stats();
+    // The empty read needs no syscall and is not counted.
+    assert_eq!(stats.reads_ring, 2, "{stats:?}");
+    assert_eq!(stats.writes_ring, 1, "{stats:?}");
+    assert_eq!(stats.fsyncs_ring, 1, "{stats:?}");
+    assert_eq!(stats.reads_inline + stats.writes_inline, 0, "{stats:?}");
+    assert_eq!(stats.nowait_misses, 0, "{stats:?}");
+}
+
+#[test]
+fn uring_default_fsync_always_goes_to_ring() {
+    let Some(engine) = uring_default(8) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = rw_file(&dir, "f", b"x");
+    let fsync = |datasync| IoOp::Fsync {
+        file: Arc::clone(&file),
+        datasync,
+    };
+    engine.run_one(fsync(true)).unwrap();
+    for r in engine.run(vec![fsync(false), fsync(true)]) {
+        assert_eq!(r.unwrap(), IoOutcome::Fsync);
+    }
+    let stats = engine.stats();
+    assert_eq!(stats.fsyncs_ring, 3, "{stats:?}");
+    assert_eq!(
+        stats.nowait_misses, 0,
+        "fsync never tries inline: {stats:?}"
+    );
+}
+
+#[test]
+fn uring_nowait_write_refusal_is_cached_and_shared_by_clones() {
+    let Some(engine) = uring_default(8) else {
+        return;
+    };
+    let (dir, file) = disk_file("f", b"");
+    let mut written = 0u64;
+    for i in 0..4u64 {
+        engine.run_one(write(&file, i * 4096, &[1; 4096])).unwrap();
+        written += 1;
+    }
+    let clone = engine.clone();
+    let batch = (4..36u64)
+        .map(|i| write(&file, i * 4096, &[2; 4096]))
+        .collect();
+    for r in clone.run(batch) {
+        assert_eq!(r.unwrap(), IoOutcome::Write(4096));
+        written += 1;
+    }
+    let stats = engine.stats();
+    assert_eq!(stats, clone.stats(), "clones share their counters");
+    assert_eq!(
+        stats.writes_inline + stats.writes_ring,
+        written,
+        "{stats:?}"
+    );
+    if stats.nowait_writes_refused {
+        // One refused attempt (ext4 refuses every buffered RWF_NOWAIT write), then none.
+        assert_eq!(stats.nowait_misses, 1, "{stats:?}");
+        assert_eq!(stats.writes_ring, written, "{stats:?}");
+    } else {
+        // Each write that went to the ring paid exactly one failed attempt first.
+        assert_eq!(stats.nowait_misses, stats.writes_ring, "{stats:?}");
+    }
+    let contents = std::fs::read(dir.path().join("f")).unwrap();
+    assert_eq!(contents.len(), 36 * 4096);
+    assert!(contents[..4 * 4096].iter().all(|&b| b == 1));
+    assert!(contents[4 * 4096..].iter().all(|&b| b == 2));
+}
+
+#[test]
+fn uring_every_ring_setup_matches_sync_engine() {
+    let Some(base) = uring(8) else { return };
+    for setup in [
+        RingSetup::Plain,
+        RingSetup::CoopTaskrun,
+        RingSetup::SingleIssuerDeferTaskrun,
+    ] {
+        let engine = base.clone().with_ring_setup(setup);
+        let dir = tempfile::tempdir().unwrap();
+        let u = rw_file(&dir, "u", b"0123456789");
+        let s = rw_file(&dir, "s", b"0123456789");
+        let ops = |f: &Arc<File>| {
+            vec![
+                read(f, 2, 5),
+                write(f, 12, b"ab"),
+                read(f, 9, 10),
+                IoOp::Fsync {
+                    file: Arc::clone(f),
+                    datasync: true,
+                },
+            ]
+        };
+        assert_eq!(
+            kinds(engine.run(ops(&u))),
+            kinds(SyncEngine.run(ops(&s))),
+            "{setup:?}"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("u")).unwrap(),
+            std::fs::read(dir.path().join("s")).unwrap()
+        );
     }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use envoy_storage::engine::uring::UringEngine;
+use envoy_storage::engine::uring::{RingSetup, UringEngine};
 use envoy_storage::engine::{IoEngine, IoOp, IoOutcome, SyncEngine};
 use envoy_storage::{
     Attributes, EngineChoice, ObjectId, ObjectKind, ObjectStore, ReadRequest, StoreOptions,
@@ -67,10 +67,13 @@ struct Args {
     /// io_uring submission queue depth.
     #[arg(long, default_value_t = 256)]
     depth: u32,
-    /// Backends to measure, in table order: store-uring (io_uring engine, lone operations and
-    /// writes inline), store-uring-ring (every operation through the ring), store-sync, std-fs, and
-    /// the same engines without the store (files kept open): files-uring, files-uring-ring,
-    /// files-sync. Each *-uring* column gets a ratio against the *-sync* of its family.
+    /// Backends to measure, in table order: store-uring (io_uring engine, default policy:
+    /// page-cache hits copied inline with RWF_NOWAIT, everything that waits for the device
+    /// through the ring), store-uring-ring (every operation through the ring), store-sync,
+    /// std-fs, and the same engines without the store (files kept open): files-uring,
+    /// files-uring-ring, files-sync. An io_uring backend may end in +plain, +coop or +defer to
+    /// pick its ring setup (default: +defer). Each *-uring* column gets a ratio against the
+    /// *-sync* of its family.
     #[arg(
         long,
         value_delimiter = ',',
@@ -759,39 +762,43 @@ fn main() -> BenchResult<()> {
     let scratch = tempfile::Builder::new()
         .prefix("envoy-store-bench-")
         .tempdir_in(&args.dir)?;
-    let hybrid = UringEngine::new(args.depth)?;
-    let uring: Arc<dyn IoEngine> = Arc::new(hybrid);
-    let ring_only: Arc<dyn IoEngine> =
-        Arc::new(hybrid.with_inline_single(false).with_inline_writes(false));
     let sync: Arc<dyn IoEngine> = Arc::new(SyncEngine);
+    // Every io_uring backend gets its own engine, so its stats count only its own operations.
+    let mut uring_stats: Vec<(String, UringEngine)> = Vec::new();
 
     let mut backends: Vec<(String, Box<dyn Backend>)> = Vec::new();
     for name in &args.backends {
-        let dir = scratch.path().join(name);
-        let backend: Box<dyn Backend> = match name.as_str() {
-            "store-uring" => Box::new(Store::new(&dir, Arc::clone(&uring), args.fd_cache)?),
-            "store-uring-ring" => {
-                Box::new(Store::new(&dir, Arc::clone(&ring_only), args.fd_cache)?)
-            }
-            "store-sync" => Box::new(Store::new(&dir, Arc::clone(&sync), args.fd_cache)?),
-            "std-fs" => {
-                std::fs::create_dir(&dir)?;
-                Box::new(StdFs { dir, next: 0 })
-            }
-            "files-uring" | "files-uring-ring" | "files-sync" => {
-                std::fs::create_dir(&dir)?;
-                let engine = match name.as_str() {
-                    "files-uring" => &uring,
-                    "files-uring-ring" => &ring_only,
-                    _ => &sync,
-                };
-                Box::new(RawEngine {
-                    dir,
-                    engine: Arc::clone(engine),
-                    files: Vec::new(),
-                })
+        let dir = scratch.path().join(name.replace('+', "_"));
+        let (base, setup) = match name.split_once('+') {
+            None => (name.as_str(), RingSetup::default()),
+            Some((base, "plain")) => (base, RingSetup::Plain),
+            Some((base, "coop")) => (base, RingSetup::CoopTaskrun),
+            Some((base, "defer")) => (base, RingSetup::SingleIssuerDeferTaskrun),
+            Some((_, other)) => return Err(format!("unknown ring setup {other:?}").into()),
+        };
+        let engine: Arc<dyn IoEngine> = match base {
+            "store-sync" | "files-sync" | "std-fs" => Arc::clone(&sync),
+            "store-uring" | "files-uring" | "store-uring-ring" | "files-uring-ring" => {
+                let engine = UringEngine::new(args.depth)?
+                    .with_ring_setup(setup)
+                    .with_nowait_fast_path(!base.ends_with("-ring"));
+                uring_stats.push((name.clone(), engine.clone()));
+                Arc::new(engine)
             }
             other => return Err(format!("unknown backend {other:?}").into()),
+        };
+        let backend: Box<dyn Backend> = if base == "std-fs" {
+            std::fs::create_dir(&dir)?;
+            Box::new(StdFs { dir, next: 0 })
+        } else if base.starts_with("store-") {
+            Box::new(Store::new(&dir, engine, args.fd_cache)?)
+        } else {
+            std::fs::create_dir(&dir)?;
+            Box::new(RawEngine {
+                dir,
+                engine,
+                files: Vec::new(),
+            })
         };
         backends.push((name.clone(), backend));
     }
@@ -882,6 +889,11 @@ fn main() -> BenchResult<()> {
             print!(" {:>15.0}% |", rate.spread * 100.0);
         }
         println!();
+    }
+    println!();
+    println!("Where each io_uring backend's operations went (UringEngine::stats, whole run):");
+    for (name, engine) in &uring_stats {
+        println!("* {name}: {:?}", engine.stats());
     }
     eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
