@@ -240,6 +240,9 @@ impl Shared {
 
     fn reader_loop(&self, mut r: Box<dyn Read + Send>) {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        // Reads go through `scratch` (one copy): reading into `buf`'s spare room would mean
+        // zeroing it before every call, up to the whole capacity each time.
+        let mut scratch = vec![0u8; READ_CHUNK];
         let reason = loop {
             let splitter = FrameSplitter::new(self.msize.load(Ordering::Acquire));
             match splitter.next_frame(&mut buf) {
@@ -251,17 +254,15 @@ impl Shared {
                 Err(e) => break format!("server sent a broken frame: {e}"),
             }
             let len = buf.len();
-            let room = (buf.capacity() - len).max(READ_CHUNK);
-            buf.resize(len + room, 0);
-            match r.read(&mut buf[len..]) {
+            match r.read(&mut scratch) {
                 Ok(0) if len == 0 => break "server closed the connection".to_string(),
                 Ok(0) => {
                     break format!(
                         "server closed the connection inside a frame ({len} bytes buffered)"
                     )
                 }
-                Ok(n) => buf.truncate(len + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(len),
+                Ok(n) => buf.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break format!("read error: {e}"),
             }
         };
@@ -308,13 +309,18 @@ macro_rules! expect_reply {
 }
 
 impl Client {
-    /// Connects to `ep` (no handshake yet; see [`Client::handshake`] or [`Client::open`]).
+    /// Connects to `ep` (no handshake yet; see [`Client::handshake`] or
+    /// [`Client::connect_version`]).
     pub fn connect(ep: &Endpoint) -> Result<Client, ClientError> {
         Ok(Client::from_connection(ep.connect()?))
     }
 
-    /// Connects, negotiates `version` with `msize`.
-    pub fn open(ep: &Endpoint, msize: u32, version: &str) -> Result<Client, ClientError> {
+    /// Connects and negotiates `version` with `msize`.
+    pub fn connect_version(
+        ep: &Endpoint,
+        msize: u32,
+        version: &str,
+    ) -> Result<Client, ClientError> {
         let c = Client::connect(ep)?;
         c.handshake(msize, version)?;
         Ok(c)
@@ -374,7 +380,8 @@ impl Client {
     }
 
     /// Negotiates the protocol: `Tversion(msize, version)` with tag NOTAG. On success the
-    /// connection uses the answered msize and dialect.
+    /// connection uses the answered msize and dialect. Call it with nothing else outstanding
+    /// (the server aborts every outstanding request on a Tversion).
     pub fn handshake(&self, msize: u32, version: &str) -> Result<Negotiated, ClientError> {
         let before = self.shared.msize.swap(msize, Ordering::AcqRel);
         let res = self.rpc(

@@ -112,6 +112,9 @@ where
     F: FnMut(Bytes) -> io::Result<()>,
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Reads go through `scratch` (one copy): reading into `buf`'s spare room would mean
+    // zeroing it before every call, up to the whole capacity each time.
+    let mut scratch = vec![0u8; READ_CHUNK];
     loop {
         let splitter = FrameSplitter::new(limit.load(Ordering::Acquire));
         match splitter.next_frame(&mut buf) {
@@ -124,13 +127,14 @@ where
             Ok(None) => {}
             Err(e) => return PumpEnd::Broken(e),
         }
-        let len = buf.len();
-        let room = (buf.capacity() - len).max(READ_CHUNK);
-        buf.resize(len + room, 0);
-        match src.read(&mut buf[len..]) {
-            Ok(0) => return PumpEnd::Eof { discarded: len },
-            Ok(n) => buf.truncate(len + n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(len),
+        match src.read(&mut scratch) {
+            Ok(0) => {
+                return PumpEnd::Eof {
+                    discarded: buf.len(),
+                }
+            }
+            Ok(n) => buf.extend_from_slice(&scratch[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return PumpEnd::ReadError(e),
         }
     }

@@ -62,7 +62,7 @@ impl Drop for Relay {
 }
 
 fn session(ep: &Endpoint, aname: &str) -> Client {
-    let c = Client::open(ep, 65536, "9P2000.L").unwrap();
+    let c = Client::connect_version(ep, 65536, "9P2000.L").unwrap();
     c.set_timeout(Some(Duration::from_secs(30)));
     c.attach(Fid(0), Fid::NOFID, "root", aname, 0).unwrap();
     c
@@ -91,7 +91,7 @@ fn relay_unix_to_diod_battery_passes_and_next_connections_work() {
     drop(c);
 
     // A client that disconnects in the middle of a frame...
-    let raw = Client::open(&relay.endpoint(), 65536, "9P2000.L").unwrap();
+    let raw = Client::connect_version(&relay.endpoint(), 65536, "9P2000.L").unwrap();
     raw.send_raw(&[64, 0, 0, 0, 110, 1, 0, 0, 0]).unwrap();
     drop(raw);
 

@@ -80,7 +80,7 @@ impl Diod {
 
     /// A 9P2000.L session attached as root on fid 0.
     pub fn session(&self, msize: u32) -> Client {
-        let c = Client::open(&self.endpoint(), msize, "9P2000.L").unwrap();
+        let c = Client::connect_version(&self.endpoint(), msize, "9P2000.L").unwrap();
         c.set_timeout(Some(Duration::from_secs(30)));
         c.attach(
             envoy_proto::Fid(0),
