@@ -446,6 +446,12 @@ impl Client {
         self.shared.stray.load(Ordering::Relaxed)
     }
 
+    /// Tags in use: requests sent and not yet collected, plus abandoned (timed-out) ones
+    /// whose reply has not arrived.
+    pub fn outstanding(&self) -> usize {
+        lock(&self.shared.state).slots.len()
+    }
+
     /// Why the connection is closed, if it is.
     pub fn closed_reason(&self) -> Option<String> {
         lock(&self.shared.state).closed.clone()

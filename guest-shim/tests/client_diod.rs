@@ -280,3 +280,112 @@ fn oversized_raw_frame_makes_server_disconnect_and_waiters_fail() {
     assert!(c.wait(t).unwrap_err().is_disconnected());
     assert!(c.statfs(Fid(0)).unwrap_err().is_disconnected());
 }
+
+/// Opens the FIFO `path` for writing from the host after `delay`, releasing a server thread
+/// blocked opening it for reading.
+fn open_writer_later(path: std::path::PathBuf, delay: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let _w = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    })
+}
+
+fn mkfifo(path: &std::path::Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+}
+
+#[test]
+fn wait_timeout_on_stalled_request_then_late_reply_frees_tag() {
+    let Some(d) = common::start_diod("wait_timeout_on_stalled_request_then_late_reply_frees_tag")
+    else {
+        return;
+    };
+    // diod opens a FIFO on Tlopen, which blocks until a writer appears: a request that is
+    // really outstanding on the server.
+    let fifo = d.export.path().join("pipe");
+    mkfifo(&fifo);
+    let c = d.session(65536);
+    let f = c.alloc_fid();
+    c.walk(Fid(0), f, &["pipe"]).unwrap();
+    let t = c
+        .send(
+            envoy_proto::Tlopen {
+                fid: f,
+                flags: lopen::RDONLY,
+            }
+            .into(),
+        )
+        .unwrap();
+    let err = c.wait_timeout(t, Duration::from_millis(300)).unwrap_err();
+    assert!(
+        matches!(err, ClientError::Timeout(tag, _) if tag == t),
+        "{err}"
+    );
+    // Other requests still go through while it is stalled.
+    assert!(c.statfs(Fid(0)).is_ok());
+    let writer = open_writer_later(fifo, Duration::ZERO);
+    // The late Rlopen frees the tag without counting as stray.
+    assert_eq!(c.outstanding(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.outstanding() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "late reply never freed the tag"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(matches!(c.wait(t), Err(ClientError::UnknownTag(_))));
+    writer.join().unwrap();
+    assert_eq!(c.stray_replies(), 0);
+    c.clunk(f).unwrap();
+}
+
+#[test]
+fn flush_of_stalled_request_finishes_it() {
+    let Some(d) = common::start_diod("flush_of_stalled_request_finishes_it") else {
+        return;
+    };
+    let fifo = d.export.path().join("pipe");
+    mkfifo(&fifo);
+    let c = d.session(65536);
+    let f = c.alloc_fid();
+    c.walk(Fid(0), f, &["pipe"]).unwrap();
+    let t = c
+        .send(
+            envoy_proto::Tlopen {
+                fid: f,
+                flags: lopen::RDONLY,
+            }
+            .into(),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // diod answers the flush once the blocked open returns; release it a bit later.
+    let writer = open_writer_later(fifo, Duration::from_millis(300));
+    c.flush(t).unwrap();
+    // Either the open completed before the flush (its reply is kept) or it was flushed.
+    match c.wait(t) {
+        Ok(Message::Rlopen(_)) | Err(ClientError::Flushed(_)) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    writer.join().unwrap();
+    assert!(c.statfs(Fid(0)).is_ok());
+    assert_eq!(c.stray_replies(), 0);
+}
+
+#[test]
+fn from_stream_over_tcp_halves_works() {
+    let Some(d) = common::start_diod("from_stream_over_tcp_halves_works") else {
+        return;
+    };
+    let s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    let c = Client::from_stream(s.try_clone().unwrap(), s.try_clone().unwrap());
+    c.handshake(16384, "9P2000.L").unwrap();
+    c.attach(Fid(0), Fid::NOFID, "root", &d.aname(), 0).unwrap();
+    assert!(c.statfs(Fid(0)).is_ok());
+    c.shutdown();
+    assert!(c.statfs(Fid(0)).unwrap_err().is_disconnected());
+    // The client cannot shut plain halves down; the original stream ends the reader.
+    s.shutdown(std::net::Shutdown::Both).unwrap();
+}
