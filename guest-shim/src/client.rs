@@ -31,6 +31,30 @@
 //! * Fids are chosen by the caller. [`Client::alloc_fid`] hands out fids from
 //!   [`FID_POOL_BASE`] upwards (far from the small fids tests write by hand); `clunk` and
 //!   `remove` return pool fids to the pool.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use envoy_proto::{lopen, Fid};
+//! use guest_shim::client::Client;
+//!
+//! let ep = "tcp:127.0.0.1:5640".parse()?;
+//! let c = Client::connect_version(&ep, 65536, "9P2000.L")?;
+//! let root = c.alloc_fid();
+//! c.attach(root, Fid::NOFID, "root", "/images/debian", 0)?;
+//! let f = c.alloc_fid();
+//! c.walk_path(root, f, "etc/hostname")?;
+//! c.lopen(f, lopen::RDONLY)?;
+//! let hostname = c.read_all(f)?;
+//! c.clunk(f)?;
+//!
+//! // Explicit pipelining: both requests are on the wire before either reply is read.
+//! let t1 = c.send(envoy_proto::Tstatfs { fid: root }.into())?;
+//! let t2 = c.send(envoy_proto::Tgetattr { fid: root, request_mask: 0x7ff }.into())?;
+//! let (statfs, attr) = (c.wait(t1)?, c.wait(t2)?);
+//! # let _ = (hostname, statfs, attr);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, IoSlice, Read, Write};
@@ -220,7 +244,11 @@ impl Shared {
     }
 
     fn deliver(&self, frame: Bytes) {
-        let tag = u16::from_le_bytes([frame[5], frame[6]]);
+        // The splitter only yields frames of at least the 7-byte header.
+        let Some(&[lo, hi]) = frame.get(5..7) else {
+            return;
+        };
+        let tag = u16::from_le_bytes([lo, hi]);
         let mut st = lock(&self.state);
         match st.slots.get_mut(&tag) {
             Some(slot @ Slot::Waiting) => {
