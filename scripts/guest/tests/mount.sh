@@ -23,9 +23,13 @@ envoy_mount() {
         _out="$(mount -t 9p -o "$_opts" 10.0.2.2 "$_m" 2>&1)"
         ;;
     shim)
-        _opts="envoy-shim serial-name:envoy version=$ENVOY_VERSION aname=$ENVOY_ANAME"
-        _out="$(envoy-shim mount --connect serial-name:envoy --aname "$ENVOY_ANAME" \
-            --version "$ENVOY_VERSION" "$_m" --daemon 2>&1)"
+        _opts="envoy-shim serial-name:envoy version=$ENVOY_VERSION aname=$ENVOY_ANAME uname=root,access=user"
+        # Not in $(...): the daemon keeps its stdout/stderr open, so send them to a file.
+        envoy-shim mount --connect serial-name:envoy --aname "$ENVOY_ANAME" \
+            --version "$ENVOY_VERSION" --opt uname=root,access=user "$_m" --daemon >/tmp/envoy-shim.log 2>&1
+        _rc=$?
+        _out="$(cat /tmp/envoy-shim.log)"
+        (exit $_rc)
         ;;
     *)
         result mount FAIL "unknown envoy.via=$ENVOY_VIA"
