@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of the project, the way CI does: formatting, lints, then the whole test suite.
-# Usage: scripts/test-all.sh        (from anywhere; needs only the Rust toolchain for now)
+# Usage: scripts/test-all.sh        (from anywhere, as root on Debian: it installs the packages the
+#                                    real-client tests need — diod, qemu, busybox, a Debian kernel)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "install test dependencies (idempotent)"
+scripts/install-deps.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
