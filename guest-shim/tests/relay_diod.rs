@@ -243,3 +243,35 @@ fn mount_reserved_option_fails_before_connecting() {
 fn is_empty_dir(p: &Path) -> bool {
     std::fs::read_dir(p).unwrap().next().is_none()
 }
+
+#[test]
+fn relay_socket_in_use_is_refused_and_stale_socket_is_replaced() {
+    let first = Relay::start("tcp:127.0.0.1:1");
+    let listen = format!("unix:{}", first.socket.display());
+    let out = run_shim(&["relay", "--connect", "tcp:127.0.0.1:1", "--listen", &listen]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("envoy-shim: cannot listen on"), "{err}");
+    assert!(err.contains("in use"), "{err}");
+
+    // Killed without cleaning up, the first relay leaves its socket file behind.
+    let mut first = first;
+    let socket = first.socket.clone();
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert!(socket.exists());
+    let mut second = Command::new(SHIM)
+        .args(["relay", "--connect", "tcp:127.0.0.1:1", "--listen", &listen])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "second relay did not listen");
+        assert!(second.try_wait().unwrap().is_none(), "second relay exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+    drop(first);
+}
