@@ -62,10 +62,7 @@ impl Drop for Relay {
 }
 
 fn session(ep: &Endpoint, aname: &str) -> Client {
-    let c = Client::connect_version(ep, 65536, "9P2000.L").unwrap();
-    c.set_timeout(Some(Duration::from_secs(30)));
-    c.attach(Fid(0), Fid::NOFID, "root", aname, 0).unwrap();
-    c
+    common::session(ep, 65536, aname)
 }
 
 fn run_shim(args: &[&str]) -> Output {

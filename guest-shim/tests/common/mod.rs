@@ -68,6 +68,26 @@ pub fn start_diod(test: &str) -> Option<Diod> {
     panic!("diod did not start; log: {}", log.display());
 }
 
+/// Who the tests attach as: the user running them (diod, run by the same user, serves it).
+pub struct Me {
+    pub uname: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub fn me() -> Me {
+    let uid = nix::unistd::geteuid();
+    let uname = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name);
+    Me {
+        uname,
+        uid: uid.as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+    }
+}
+
 impl Diod {
     pub fn endpoint(&self) -> Endpoint {
         format!("tcp:127.0.0.1:{}", self.port).parse().unwrap()
@@ -78,19 +98,9 @@ impl Diod {
         self.export.path().to_str().unwrap().to_owned()
     }
 
-    /// A 9P2000.L session attached as root on fid 0.
+    /// A 9P2000.L session attached as [`me`] on fid 0.
     pub fn session(&self, msize: u32) -> Client {
-        let c = Client::connect_version(&self.endpoint(), msize, "9P2000.L").unwrap();
-        c.set_timeout(Some(Duration::from_secs(30)));
-        c.attach(
-            envoy_proto::Fid(0),
-            envoy_proto::Fid::NOFID,
-            "root",
-            &self.aname(),
-            0,
-        )
-        .unwrap();
-        c
+        session(&self.endpoint(), msize, &self.aname())
     }
 }
 
@@ -102,6 +112,21 @@ impl Drop for Diod {
     }
 }
 
+/// A 9P2000.L session on `ep` attached to `aname` as [`me`] on fid 0.
+pub fn session(ep: &Endpoint, msize: u32, aname: &str) -> Client {
+    let c = Client::connect_version(ep, msize, "9P2000.L").unwrap();
+    c.set_timeout(Some(Duration::from_secs(30)));
+    attach(&c, aname);
+    c
+}
+
+/// Attaches `c` to `aname` as [`me`] on fid 0.
+pub fn attach(c: &Client, aname: &str) {
+    let me = me();
+    let (root, nofid) = (envoy_proto::Fid(0), envoy_proto::Fid::NOFID);
+    c.attach(root, nofid, &me.uname, aname, me.uid).unwrap();
+}
+
 /// Linux errno EOPNOTSUPP.
 pub const EOPNOTSUPP: u32 = 95;
 
@@ -111,11 +136,12 @@ pub const EOPNOTSUPP: u32 = 95;
 pub fn file_battery(c: &Client, export: &Path) {
     use envoy_proto::{getattr, lopen, setattr, unlinkat, Fid};
     let root = Fid(0);
+    let gid = me().gid;
 
     // Create and write a file bigger than one msize.
     let f = c.alloc_fid();
     c.walk(root, f, &[]).unwrap();
-    c.lcreate(f, "data.bin", lopen::RDWR, 0o644, 0).unwrap();
+    c.lcreate(f, "data.bin", lopen::RDWR, 0o644, gid).unwrap();
     let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     assert_eq!(c.write_all(f, 0, &payload).unwrap(), payload.len() as u64);
     c.fsync(f, false).unwrap();
@@ -135,9 +161,9 @@ pub fn file_battery(c: &Client, export: &Path) {
     assert_eq!(c.getattr(g, getattr::SIZE).unwrap().size, 10);
 
     // Directory, entries, symlink, hard link.
-    let qid = c.mkdir(root, "dir", 0o755, 0).unwrap();
+    let qid = c.mkdir(root, "dir", 0o755, gid).unwrap();
     assert_eq!(qid.ty, envoy_proto::qid_type::DIR);
-    c.symlink(root, "link", "data.bin", 0).unwrap();
+    c.symlink(root, "link", "data.bin", gid).unwrap();
     c.link(root, g, "hard").unwrap();
     assert_eq!(c.getattr(g, getattr::NLINK).unwrap().nlink, 2);
     let l = c.alloc_fid();
