@@ -295,6 +295,8 @@ fn tags_duplicate_in_flight_and_flush_after_reply() {
     let setup = env.attach(0);
     create_file(&setup, ROOT, "big", &vec![9u8; 250 * 1024]);
     let mut s = std::net::TcpStream::connect(&env.addr).unwrap();
+    // A small fixed receive buffer (no autotuning) so the server's writer blocks early.
+    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBuf, &65536).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let d = Dialect::P2000L;
     let msize = 256 * 1024;
@@ -349,9 +351,9 @@ fn tags_duplicate_in_flight_and_flush_after_reply() {
         let r = next(&mut s, &mut rx);
         assert!(!matches!(r.msg, Message::Rlerror(_)), "{r:?}");
     }
-    // 160 reads of 250 KiB = 40 MB of replies nobody reads yet.
+    // 240 reads of 250 KiB = 60 MB of replies nobody reads yet.
     let mut batch = Vec::new();
-    for tag in 10..170u16 {
+    for tag in 10..250u16 {
         batch.extend(frame(
             tag,
             Tread {
@@ -365,12 +367,12 @@ fn tags_duplicate_in_flight_and_flush_after_reply() {
     }
     s.write_all(&batch).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    // tag 169 is still in flight: a duplicate gets EINVAL; a flush of 168 waits for its reply
-    s.write_all(&frame(169, envoy_proto::Tclunk { fid: Fid(2) }.into(), d))
+    // tag 249 is still in flight: a duplicate gets EINVAL; a flush of 248 waits for its reply
+    s.write_all(&frame(249, envoy_proto::Tclunk { fid: Fid(2) }.into(), d))
         .unwrap();
     s.write_all(&frame(
         500,
-        envoy_proto::Tflush { oldtag: Tag(168) }.into(),
+        envoy_proto::Tflush { oldtag: Tag(248) }.into(),
         d,
     ))
     .unwrap();
@@ -378,10 +380,10 @@ fn tags_duplicate_in_flight_and_flush_after_reply() {
     still_serving(&env);
     let mut order = Vec::new();
     let mut dup_error = false;
-    while order.len() < 161 || !dup_error {
+    while order.len() < 241 || !dup_error {
         let f = next(&mut s, &mut rx);
         match f.msg {
-            Message::Rlerror(e) if f.tag.0 == 169 => {
+            Message::Rlerror(e) if f.tag.0 == 249 => {
                 assert_eq!(e.ecode, E(libc::EINVAL));
                 dup_error = true;
             }
@@ -391,11 +393,11 @@ fn tags_duplicate_in_flight_and_flush_after_reply() {
     }
     assert!(dup_error, "duplicate tag answered with an error");
     let flush_pos = order.iter().position(|&t| t == 500).unwrap();
-    let read_pos = order.iter().position(|&t| t == 168).unwrap();
+    let read_pos = order.iter().position(|&t| t == 248).unwrap();
     assert!(read_pos < flush_pos, "Rflush after the flushed reply");
     assert!(
-        order.contains(&169),
-        "the original request with tag 169 completed"
+        order.contains(&249),
+        "the original request with tag 249 completed"
     );
 }
 

@@ -257,7 +257,7 @@ impl Fs {
         if st.attr.kind != ObjectKind::Directory {
             return Err(FsError::NotDir);
         }
-        let mut buf = Vec::with_capacity(st.size as usize);
+        let mut buf = Vec::with_capacity(usize::try_from(st.size).unwrap_or(0).min(1 << 20));
         let mut off = 0u64;
         while off < st.size {
             let chunk = self.store.read(id, off, envoy_storage::MAX_IO)?;

@@ -34,7 +34,7 @@ pub mod writer;
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::BytesMut;
 use crossbeam_channel::Sender;
@@ -86,8 +86,15 @@ pub struct Conn {
     pub fids: FidTable,
     params: Mutex<Params>,
     tags: Mutex<HashMap<Tag, TagEntry>>,
+    /// Signalled when a tag retires (the reader may be waiting for room).
+    tags_freed: Condvar,
     out: Sender<Outgoing>,
 }
+
+/// Requests one connection may have in flight. The reader stops reading while the limit is
+/// reached, so a client that floods requests (or never reads replies) holds at most this many
+/// frames and replies in server memory.
+pub const MAX_IN_FLIGHT: usize = 256;
 
 static CONN_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -129,10 +136,18 @@ impl Conn {
     /// Called by the writer just before `tag`'s reply goes out: retires it and returns the
     /// Tflush tags that waited for it.
     pub fn retire(&self, tag: Tag) -> Vec<Tag> {
-        lock(&self.tags)
+        let r = lock(&self.tags)
             .remove(&tag)
             .map(|e| e.flushes)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        self.tags_freed.notify_one();
+        r
+    }
+
+    /// Forgets every in-flight tag (the writer is gone) and wakes the reader.
+    pub fn retire_all(&self) {
+        lock(&self.tags).clear();
+        self.tags_freed.notify_all();
     }
 
     fn error(&self, errno: u32, text: &str) -> Message {
@@ -192,6 +207,7 @@ pub fn serve(shared: Arc<Shared>, conn: crate::transport::Connection, pool: Send
             msize: max_msize,
         }),
         tags: Mutex::new(HashMap::new()),
+        tags_freed: Condvar::new(),
         out: out_tx,
         shared: Arc::clone(&shared),
     });
@@ -300,6 +316,12 @@ fn handle_frame(
     }
     {
         let mut tags = lock(&c.tags);
+        while tags.len() >= MAX_IN_FLIGHT {
+            tags = c
+                .tags_freed
+                .wait(tags)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
         if tags.contains_key(&tag) {
             drop(tags);
             c.reply_unregistered(tag, c.error(libc::EINVAL as u32, "tag already in flight"));

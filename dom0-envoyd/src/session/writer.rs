@@ -102,4 +102,6 @@ pub fn run(conn: &Arc<Conn>, mut w: Box<dyn Write + Send>, rx: Receiver<Outgoing
         }
     }
     let _ = w.flush();
+    // Nothing more will be written: let a reader waiting for room go on (and notice EOF).
+    conn.retire_all();
 }
