@@ -858,7 +858,11 @@ impl Client {
 
     /// Writes all of `data` at `offset` in msize-sized pieces; returns the bytes written.
     pub fn write_all(&self, fid: Fid, offset: u64, data: &[u8]) -> Result<u64, ClientError> {
-        let data = Bytes::copy_from_slice(data);
+        self.write_all_bytes(fid, offset, Bytes::copy_from_slice(data))
+    }
+
+    /// [`Client::write_all`] without copying: each Twrite payload is a slice of `data`.
+    pub fn write_all_bytes(&self, fid: Fid, offset: u64, data: Bytes) -> Result<u64, ClientError> {
         let mut done = 0usize;
         while done < data.len() {
             let end = data.len().min(done + self.max_io() as usize);
