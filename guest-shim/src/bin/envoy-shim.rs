@@ -184,13 +184,23 @@ fn relay(connect: &Endpoint, listen: &Endpoint, cap: u32) -> Result<(), ShimErro
     let Endpoint::Unix(path) = listen else {
         return Err(ShimError::ListenKind(listen.clone()));
     };
-    let listener = bind_unix(path)?;
+    // The host side first: a serial port that cannot be opened leaves no socket file behind.
     let upstream = Upstream::new(connect, cap)?;
+    let listener = bind_unix(path)?;
     tracing::info!(%connect, listen = %path.display(), "relaying");
     loop {
-        let (stream, _) = listener
-            .accept()
-            .map_err(io_err(format!("cannot accept on {}", path.display())))?;
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(io_err(format!("cannot accept on {}", path.display()))(e)),
+        };
         let down = Connection::from_unix(stream).map_err(io_err("cannot set up the connection"))?;
         tracing::info!("guest connected");
         match upstream.serve(down, cap) {
