@@ -272,3 +272,13 @@ fn relay_socket_in_use_is_refused_and_stale_socket_is_replaced() {
     second.wait().unwrap();
     drop(first);
 }
+
+#[test]
+fn relay_sigterm_removes_socket_and_exits_zero() {
+    let mut relay = Relay::start("tcp:127.0.0.1:1");
+    let pid = nix::unistd::Pid::from_raw(relay.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = relay.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!relay.socket.exists());
+}

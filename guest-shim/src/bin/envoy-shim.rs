@@ -184,9 +184,20 @@ fn relay(connect: &Endpoint, listen: &Endpoint, cap: u32) -> Result<(), ShimErro
     let Endpoint::Unix(path) = listen else {
         return Err(ShimError::ListenKind(listen.clone()));
     };
+    let signals = block_exit_signals()?;
     // The host side first: a serial port that cannot be opened leaves no socket file behind.
     let upstream = Upstream::new(connect, cap)?;
     let listener = bind_unix(path)?;
+    let socket = path.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let sig = signals.wait();
+            let _ = std::fs::remove_file(&socket);
+            tracing::info!(signal = ?sig.ok(), "stopping; removed {}", socket.display());
+            std::process::exit(0);
+        })
+        .map_err(io_err("cannot start the signal thread"))?;
     tracing::info!(%connect, listen = %path.display(), "relaying");
     loop {
         let stream = match listener.accept() {
@@ -210,6 +221,21 @@ fn relay(connect: &Endpoint, listen: &Endpoint, cap: u32) -> Result<(), ShimErro
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread (and so in every thread started after it),
+/// so that one thread can wait for them and clean up.
+fn block_exit_signals() -> Result<nix::sys::signal::SigSet, ShimError> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(sig);
+    }
+    set.thread_block().map_err(|e| ShimError::Io {
+        what: "cannot block signals".into(),
+        source: e.into(),
+    })?;
+    Ok(set)
 }
 
 /// Binds `path`, replacing a stale socket file nobody listens on.
