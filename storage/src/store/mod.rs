@@ -753,6 +753,48 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// The extended attribute `name` of object `id`, if set.
+    ///
+    /// Extended attributes are kept as host xattrs `user.envoy.<name>` on the object's file,
+    /// so they live and die with the object (a delete removes them; `clone_object` does not
+    /// copy them: callers that need them on a copy use [`ObjectStore::xattr_copy`]). Each set
+    /// or remove is one atomic host call. The host file system must support user xattrs
+    /// (`EOPNOTSUPP` otherwise).
+    pub fn xattr_get(&self, id: ObjectId, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let f = self.file(id)?;
+        sys::get_xattr(&f, name).map_err(|e| Self::io_err(id, "getxattr", e))
+    }
+
+    /// The names of object `id`'s extended attributes.
+    pub fn xattr_list(&self, id: ObjectId) -> Result<Vec<String>, StoreError> {
+        let f = self.file(id)?;
+        sys::list_xattrs(&f).map_err(|e| Self::io_err(id, "listxattr", e))
+    }
+
+    /// Sets (creates or replaces) extended attribute `name` of object `id`.
+    pub fn xattr_set(&self, id: ObjectId, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let f = self.file(id)?;
+        sys::set_xattr(&f, name, value).map_err(|e| Self::io_err(id, "setxattr", e))
+    }
+
+    /// Removes extended attribute `name` of object `id`; `false` if it was not set.
+    pub fn xattr_remove(&self, id: ObjectId, name: &str) -> Result<bool, StoreError> {
+        self.check_writable()?;
+        let f = self.file(id)?;
+        sys::remove_xattr(&f, name).map_err(|e| Self::io_err(id, "removexattr", e))
+    }
+
+    /// Copies every extended attribute of `src` onto `dst` (after a clone).
+    pub fn xattr_copy(&self, src: ObjectId, dst: ObjectId) -> Result<(), StoreError> {
+        for name in self.xattr_list(src)? {
+            if let Some(v) = self.xattr_get(src, &name)? {
+                self.xattr_set(dst, &name, &v)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every object in the store, in ascending ID order (directory and leaf names are
     /// fixed-width hex with the high bits first, so tree order is ID order — handy for the
     /// sorted ID catalogues of snapshot deletion). Temporary files are skipped; a corrupt name
