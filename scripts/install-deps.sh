@@ -142,7 +142,8 @@ else
     tmp="$(mktemp -d "$cache/unpack.XXXXXX")"
     trap 'rm -rf "$tmp"' EXIT
     dpkg-deb -x "$hdeb" "$tmp"
-    (cd "$tmp/usr/src" && tar -cf "$tree.tmp" --owner=0 --group=0 --sort=name "$hpkg/include" \
+    (cd "$tmp/usr/src" && tar -cf "$tree.tmp" --owner=0 --group=0 --sort=name \
+        --no-recursion "$hpkg" --recursion "$hpkg/include" \
         && find "$hpkg/include" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum >"$tree.sha256.tmp")
     mv "$tree.sha256.tmp" "$tree.sha256"
     mv "$tree.tmp" "$tree"
