@@ -171,9 +171,21 @@ impl ClientError {
         }
     }
 
-    /// Whether the connection is gone.
+    /// Whether the connection is gone: the reader saw it end, or a write found it closed
+    /// before the reader noticed.
     pub fn is_disconnected(&self) -> bool {
-        matches!(self, ClientError::Disconnected { .. })
+        match self {
+            ClientError::Disconnected { .. } => true,
+            ClientError::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::NotConnected
+                    | io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        }
     }
 
     fn unexpected(expected: &'static str, got: &Message) -> ClientError {
@@ -478,6 +490,14 @@ impl Client {
     /// whose reply has not arrived.
     pub fn outstanding(&self) -> usize {
         lock(&self.shared.state).slots.len()
+    }
+
+    /// Whether the reply to `tag` has arrived and waits to be collected.
+    pub fn reply_arrived(&self, tag: Tag) -> bool {
+        matches!(
+            lock(&self.shared.state).slots.get(&tag.0),
+            Some(Slot::Ready(_))
+        )
     }
 
     /// Why the connection is closed, if it is.

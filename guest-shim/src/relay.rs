@@ -577,23 +577,26 @@ mod tests {
         frame(121, tag, &[])
     }
 
-    /// Reads whatever arrives on `s` within `wait`.
-    fn drain(s: &mut UnixStream, wait: Duration) -> Vec<u8> {
-        s.set_read_timeout(Some(wait)).unwrap();
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => return out,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::TimedOut =>
-                {
-                    return out
-                }
-                Err(e) => panic!("read: {e}"),
-            }
+    /// Asserts that exactly `want` arrives on `s`: its bytes within 10 s (generous for a
+    /// loaded machine), then nothing more for 200 ms (or end of stream).
+    fn expect_bytes(s: &mut UnixStream, want: &[u8]) {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = vec![0u8; want.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, want);
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut more = [0u8; 64];
+        match s.read(&mut more) {
+            Ok(0) => {}
+            Ok(n) => panic!("{n} unexpected bytes: {:?}", &more[..n]),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ),
+                "read: {e}"
+            ),
         }
     }
 
@@ -676,7 +679,7 @@ mod tests {
             report.guest_end
         );
         assert_eq!(report.frames_up, 1);
-        assert_eq!(drain(&mut host, Duration::from_secs(2)), tversion(8192));
+        expect_bytes(&mut host, &tversion(8192));
     }
 
     #[test]
@@ -702,7 +705,7 @@ mod tests {
         assert_eq!((report.frames_up, report.frames_down), (1, 1));
         assert!(!report.ended_by_host);
         // The host saw the whole Tversion, then a clean end of stream.
-        assert_eq!(drain(&mut host, Duration::from_secs(2)), tversion(8192));
+        expect_bytes(&mut host, &tversion(8192));
     }
 
     #[test]
@@ -723,7 +726,7 @@ mod tests {
             "{}",
             r1.guest_end
         );
-        assert_eq!(drain(&mut host, Duration::from_millis(300)), tversion(8192));
+        expect_bytes(&mut host, &tversion(8192));
 
         // A late reply for session 1 arrives with no session: dropped.
         host.write_all(&rversion(8192)).unwrap();
@@ -738,7 +741,7 @@ mod tests {
         g2.write_all(&tclunk(1)).unwrap();
         let mut expect_host = tversion(4096);
         expect_host.extend_from_slice(&tclunk(1));
-        assert_eq!(drain(&mut host, Duration::from_millis(300)), expect_host);
+        expect_bytes(&mut host, &expect_host);
         host.write_all(&rclunk(6)).unwrap(); // stale, still before Rversion
         host.write_all(&rversion(4096)).unwrap();
         host.write_all(&rclunk(1)).unwrap();
@@ -764,7 +767,7 @@ mod tests {
         let s = std::thread::spawn(move || u.run_session(Connection::from_unix(d).unwrap()));
         g.write_all(&tversion(8192)).unwrap();
         let mut host = host;
-        assert_eq!(drain(&mut host, Duration::from_millis(300)), tversion(8192));
+        expect_bytes(&mut host, &tversion(8192));
         drop(host);
         // The guest sees its connection end.
         let mut rest = Vec::new();

@@ -195,7 +195,11 @@ fn flush_of_idle_tag_returns_and_connection_stays_usable() {
     c.flush(Tag(77)).unwrap();
     // A request that is answered before the flush keeps its reply.
     let t = c.send(envoy_proto::Tstatfs { fid: Fid(0) }.into()).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !c.reply_arrived(t) {
+        assert!(std::time::Instant::now() < deadline, "no Rstatfs");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     c.flush(t).unwrap();
     assert!(matches!(c.wait(t).unwrap(), Message::Rstatfs(_)));
     assert!(c.statfs(Fid(0)).is_ok());

@@ -37,9 +37,14 @@ impl Relay {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
+        // The socket file appears at bind(2), a moment before listen(2): probe with a
+        // connection (which the relay serves as a short session).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "relay did not create {socket:?}");
+        while UnixStream::connect(&socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "relay did not listen on {socket:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Relay {
@@ -131,12 +136,8 @@ fn relay_pipelined_clients_one_after_another_complete() {
 
 #[test]
 fn relay_unreachable_host_closes_guest_connection_and_keeps_listening() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let relay = Relay::start(&format!("tcp:127.0.0.1:{port}"));
+    // Port 1: privileged and unused, so never grabbed by a server of a parallel test.
+    let relay = Relay::start("tcp:127.0.0.1:1");
     for _ in 0..2 {
         let c = Client::connect(&relay.endpoint()).unwrap();
         let err = c.handshake(8192, "9P2000.L").unwrap_err();
@@ -179,13 +180,9 @@ fn relay_bad_endpoint_is_a_usage_error() {
 
 #[test]
 fn mount_unreachable_host_fails_before_mounting() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Port 1 is never a test server's, so this cannot reach mount(2) on the host.
     let dir = tempfile::tempdir().unwrap();
-    let ep = format!("tcp:127.0.0.1:{port}");
+    let ep = "tcp:127.0.0.1:1".to_string();
     let mnt = dir.path().to_str().unwrap();
     let out = run_shim(&["mount", "--connect", &ep, "--aname", "/x", mnt]);
     assert_eq!(out.status.code(), Some(1));
@@ -201,13 +198,9 @@ fn mount_unreachable_host_fails_before_mounting() {
 
 #[test]
 fn mount_daemon_reports_child_failure_in_parent() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Port 1 is never a test server's, so this cannot reach mount(2) on the host.
     let dir = tempfile::tempdir().unwrap();
-    let ep = format!("tcp:127.0.0.1:{port}");
+    let ep = "tcp:127.0.0.1:1".to_string();
     let mnt = dir.path().to_str().unwrap();
     let out = run_shim(&["mount", "--daemon", "--connect", &ep, "--aname", "/x", mnt]);
     assert_eq!(out.status.code(), Some(1));
