@@ -342,9 +342,9 @@ fn wait_timeout_on_stalled_request_then_late_reply_frees_tag() {
     );
     // Other requests still go through while it is stalled.
     assert!(c.statfs(Fid(0)).is_ok());
+    assert_eq!(c.outstanding(), 1);
     let writer = open_writer_later(fifo, Duration::ZERO);
     // The late Rlopen frees the tag without counting as stray.
-    assert_eq!(c.outstanding(), 1);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while c.outstanding() > 0 {
         assert!(
