@@ -10,7 +10,8 @@
 //! | newfid already in use | `EBADF` | the argument names a handle that is not free |
 //! | too many fids on the connection | `EMFILE` | the per-connection handle table is full |
 //! | fid in the wrong state (walk from an open fid, I/O on an unopened fid) | `EBADF` | as Linux for a descriptor opened the wrong way |
-//! | unsupported operation or xattr namespace | `EOPNOTSUPP` | |
+//! | unsupported operation or unknown xattr namespace | `EOPNOTSUPP` | |
+//! | xattr name over 255 bytes / value over 64 KiB | `ERANGE` / `E2BIG` | as Linux `setxattr` |
 //! | rename/link between fids of different attaches | `EXDEV` | each attach is a mount; no escape into another image |
 //! | store errors | the store's own classification ([`envoy_storage::StoreError::errno`]) | |
 
@@ -38,6 +39,8 @@ pub fn errno(e: &FsError) -> u32 {
         FsError::ReadOnly => libc::EROFS,
         FsError::Interrupted => libc::EINTR,
         FsError::CrossDevice => libc::EXDEV,
+        FsError::Range => libc::ERANGE,
+        FsError::XattrTooBig => libc::E2BIG,
         FsError::Store(s) => s.errno(),
         FsError::Corrupt(_) => libc::EUCLEAN,
     };

@@ -65,6 +65,12 @@ pub enum FsError {
     /// The tree is read-only (a snapshot).
     #[error("read-only file system")]
     ReadOnly,
+    /// An xattr name too long.
+    #[error("attribute name too long")]
+    Range,
+    /// An xattr value too large.
+    #[error("attribute value too large")]
+    XattrTooBig,
     /// Source and target are in different attaches (mounts).
     #[error("cross-device link or rename")]
     CrossDevice,

@@ -100,6 +100,11 @@ fn freeze_open_fid_write_thaws_and_fid_follows() {
     c.walk(ROOT, f, &["f"]).unwrap();
     c.lopen(f, O_RDWR).unwrap();
     let before = c.getattr(f, getattr::BASIC).unwrap().qid.path;
+    let x = c.alloc_fid();
+    c.walk(ROOT, x, &["f"]).unwrap();
+    c.xattrcreate(x, "user.tag", 4, 0).unwrap();
+    c.write_all(x, 0, b"kept").unwrap();
+    c.clunk(x).unwrap();
     let claim = lookup(&env, "f");
     env.server().fs().freeze(claim.node()).unwrap();
     drop(claim);
@@ -107,6 +112,12 @@ fn freeze_open_fid_write_thaws_and_fid_follows() {
     assert_eq!(c.read(f, 0, 10).unwrap(), &b"Xbc"[..]);
     assert_ne!(c.getattr(f, getattr::BASIC).unwrap().qid.path, before);
     assert_eq!(read_file(&c, ROOT, "f").unwrap(), b"Xbc");
+    assert_eq!(
+        c.xattrwalk(f, Fid(77), "user.tag").unwrap(),
+        4,
+        "xattrs follow a thaw"
+    );
+    assert_eq!(c.read(Fid(77), 0, 10).unwrap(), &b"kept"[..]);
     // truncation and chmod of a frozen file thaw too
     let claim = lookup(&env, "f");
     env.server().fs().freeze(claim.node()).unwrap();

@@ -458,14 +458,64 @@ fn statfs_xattr_locks() {
     assert!(sf.blocks > 0);
     create_file(&c, ROOT, "f", b"data");
     let f = walk(&c, "f");
+    // xattrs: none yet
     assert_eq!(c.xattrwalk(f, Fid(200), "").unwrap(), 0);
     assert_eq!(c.read(Fid(200), 0, 100).unwrap().len(), 0);
     assert_eq!(errno(c.xattrwalk(f, Fid(201), "user.x")), E(libc::ENODATA));
-    assert_eq!(errno(c.xattrcreate(f, "user.x", 4, 0)), E(libc::EOPNOTSUPP));
     assert_eq!(
         errno(c.xattrcreate(f, "user.x", 1 << 40, 0)),
-        E(libc::EFBIG)
+        E(libc::E2BIG)
     );
+    assert_eq!(
+        errno(c.xattrcreate(f, &"n".repeat(256), 1, 0)),
+        E(libc::ERANGE)
+    );
+    // set user.x through an xattr fid: create, write, clunk
+    let set = |name: &str, value: &[u8], flags: u32| -> Result<(), ClientError> {
+        let x = c.alloc_fid();
+        c.walk(f, x, &[]).unwrap();
+        c.xattrcreate(x, name, value.len() as u64, flags)?;
+        if !value.is_empty() {
+            c.write_all(x, 0, value)?;
+        }
+        c.clunk(x)
+    };
+    set("user.x", b"hello", 0).unwrap();
+    set("security.selinux", b"system_u:object_r:etc_t:s0\0", 0).unwrap();
+    assert_eq!(c.xattrwalk(f, Fid(202), "user.x").unwrap(), 5);
+    assert_eq!(c.read(Fid(202), 0, 100).unwrap(), &b"hello"[..]);
+    let n = c.xattrwalk(f, Fid(203), "").unwrap();
+    let list = c.read(Fid(203), 0, n as u32).unwrap();
+    let mut names: Vec<&[u8]> = list.split(|&b| b == 0).filter(|n| !n.is_empty()).collect();
+    names.sort();
+    assert_eq!(names, vec![&b"security.selinux"[..], &b"user.x"[..]]);
+    assert_eq!(
+        errno(set("user.x", b"again", envoy_proto::xattr::CREATE)),
+        E(libc::EEXIST)
+    );
+    assert_eq!(
+        errno(set("user.y", b"y", envoy_proto::xattr::REPLACE)),
+        E(libc::ENODATA)
+    );
+    // a value shorter than declared is refused at clunk; longer at write
+    let x = c.alloc_fid();
+    c.walk(f, x, &[]).unwrap();
+    c.xattrcreate(x, "user.short", 10, 0).unwrap();
+    c.write_all(x, 0, b"abc").unwrap();
+    assert_eq!(errno(c.write(x, 8, &b"toolong"[..])), E(libc::EINVAL));
+    assert_eq!(errno(c.clunk(x)), E(libc::EINVAL));
+    assert_eq!(
+        errno(c.xattrwalk(f, Fid(204), "user.short")),
+        E(libc::ENODATA)
+    );
+    // removal is a zero-length create
+    set("user.x", b"", envoy_proto::xattr::REPLACE).unwrap();
+    assert_eq!(errno(c.xattrwalk(f, Fid(205), "user.x")), E(libc::ENODATA));
+    // non-root: security.* refused, user.* needs write permission
+    let u = env.attach(1000);
+    let uf = walk(&u, "f");
+    assert_eq!(errno(u.xattrcreate(uf, "security.x", 1, 0)), E(libc::EPERM));
+    assert_eq!(errno(u.xattrcreate(uf, "user.x", 1, 0)), E(libc::EACCES));
     // locks
     c.lopen(f, O_RDWR).unwrap();
     let lockreq = |ty, start, length, proc_id: u32| Tlock {

@@ -20,6 +20,20 @@ use super::Fs;
 use crate::error::{FsError, FsResult};
 
 impl Fs {
+    /// Copies the extended attributes of a thawed object onto its clone (nothing to do on a
+    /// host without xattr support).
+    fn copy_xattrs(
+        &self,
+        from: envoy_storage::ObjectId,
+        to: envoy_storage::ObjectId,
+    ) -> FsResult<()> {
+        match self.store.xattr_copy(from, to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.errno() == libc::EOPNOTSUPP => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Sets the CoW flag on `node`'s link (its object becomes shared/read-only). The parent
     /// directory is thawed first so the flag can be recorded.
     pub fn freeze(&self, node: &Arc<Node>) -> FsResult<()> {
@@ -75,6 +89,7 @@ impl Fs {
                     return Ok(());
                 }
                 self.store.clone_object(s.id, new_id)?;
+                self.copy_xattrs(s.id, new_id)?;
                 s.id = new_id;
                 s.cow = false;
                 return Ok(());
@@ -95,6 +110,10 @@ impl Fs {
             let old = s.id;
             // Order: clone (an unreferenced copy if we crash now), then repoint the link.
             self.store.clone_object(old, new_id)?;
+            if let Err(e) = self.copy_xattrs(old, new_id) {
+                let _ = self.store.delete(new_id);
+                return Err(e);
+            }
             let mut data = (*self.dir_data(parent.id())?).clone();
             let block = data.set(&s.name, new_id, false).ok_or(FsError::NotFound)?;
             if let Err(e) = self.commit_dir(parent.id(), data, &[block]) {

@@ -40,6 +40,7 @@ pub mod node;
 pub mod perm;
 pub mod special;
 pub mod update;
+pub mod xattr;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -65,9 +65,11 @@ pub fn walk(c: &Arc<Conn>, m: Twalk) -> FsResult<Message> {
     Ok(Rwalk { wqids }.into())
 }
 
-/// Tclunk: forgets the fid. A 9P2000 `ORCLOSE` open removes the file now.
+/// Tclunk: forgets the fid. An xattr write fid sets its attribute now; a 9P2000 `ORCLOSE`
+/// open removes the file now.
 pub fn clunk(c: &Arc<Conn>, m: Tclunk) -> FsResult<Message> {
     let e = c.fids.remove(m.fid)?;
+    crate::ops::xattr::commit(&e)?;
     let rclose = matches!(e.open_state(), OpenState::Open { flags } if flags & crate::ops::file::RCLOSE_FLAG != 0);
     if rclose {
         if let Err(err) = crate::ops::file::remove_entry(&e) {

@@ -1,23 +1,40 @@
-//! Extended attributes: Txattrwalk, Txattrcreate.
+//! Extended attributes: Txattrwalk, Txattrcreate (and the Twrite/Tclunk of an xattr fid).
 //!
-//! envoyd stores no extended attributes yet. The behaviour is the clean one of a file system
-//! without xattr support: listing (`name = ""`) yields an empty list, reading any named
-//! attribute fails with `ENODATA`, and setting one (`Txattrcreate`) fails with `EOPNOTSUPP`,
-//! which `cp -a`, `tar` and `rsync` treat as "this file system has no xattrs". Because the fid
-//! is never turned into a write handle, oversized or partial values cannot occur; the write
-//! path below still checks sizes for when storage gains xattrs.
+//! Stored per object (see [`crate::namespace::xattr`]), any namespace the guest uses
+//! (`user.`, `security.`, `trusted.`, `system.posix_acl_*`). Checks, as Linux applies them:
+//! reading `user.*` needs read permission, writing it write permission (and a regular file or
+//! directory: `EPERM` otherwise); `trusted.*` and `security.*` changes need root; `system.*`
+//! changes need ownership. Names over 255 bytes are `ERANGE`, values over 64 KiB `E2BIG`.
+//!
+//! * `Txattrwalk(name="")` returns the NUL-separated list, otherwise the value (`ENODATA` if
+//!   unset); newfid then reads it with Tread.
+//! * `Txattrcreate` turns the fid into a write handle for a value of exactly `attr_size`
+//!   bytes; Twrites must be sequential and stay inside that size (`EINVAL`), and the
+//!   attribute is set at Tclunk (`EINVAL` there if fewer bytes arrived). Size 0 removes it.
 
 use std::sync::Arc;
 
-use envoy_proto::{Message, Rwrite, Rxattrwalk, Txattrcreate, Txattrwalk};
+use envoy_proto::{
+    xattr as xflags, Message, Rwrite, Rxattrcreate, Rxattrwalk, Txattrcreate, Txattrwalk,
+};
+use envoy_storage::ObjectKind;
 
 use crate::error::{FsError, FsResult};
 use crate::namespace::node::lock;
+use crate::namespace::perm;
+use crate::namespace::xattr::{XATTR_NAME_MAX, XATTR_SIZE_MAX};
 use crate::session::fids::{FidEntry, OpenState};
 use crate::session::Conn;
 
-/// Largest attribute value accepted (Linux `XATTR_SIZE_MAX`).
-pub const XATTR_SIZE_MAX: u64 = 65536;
+fn check_name(name: &str) -> FsResult<()> {
+    if name.len() > XATTR_NAME_MAX {
+        return Err(FsError::Range);
+    }
+    if name.is_empty() {
+        return Err(FsError::Inval("empty attribute name"));
+    }
+    Ok(())
+}
 
 /// Txattrwalk.
 pub fn xattrwalk(c: &Arc<Conn>, m: Txattrwalk) -> FsResult<Message> {
@@ -25,26 +42,73 @@ pub fn xattrwalk(c: &Arc<Conn>, m: Txattrwalk) -> FsResult<Message> {
     if m.newfid != m.fid {
         c.fids.check_free(m.newfid)?;
     }
-    if !m.name.is_empty() {
-        return Err(FsError::NoData);
-    }
+    let fs = e.claim.fs();
+    let value = if m.name.is_empty() {
+        fs.xattr_list(e.node())?
+    } else {
+        check_name(&m.name)?;
+        if m.name.starts_with("user.") {
+            perm::check(&fs.stat(e.node())?.attr, &e.cred, perm::R)?;
+        } else if m.name.starts_with("trusted.") && !e.cred.is_root() {
+            return Err(FsError::NoData);
+        }
+        fs.xattr_get(e.node(), &m.name)?
+    };
+    let size = value.len() as u64;
     let ne = FidEntry::new(e.claim.dup(), Arc::clone(&e.root), e.cred, e.territory);
-    lock(&ne.state).open = OpenState::XattrRead { value: Vec::new() };
+    lock(&ne.state).open = OpenState::XattrRead { value };
     if m.newfid == m.fid {
         c.fids.replace(m.fid, ne);
     } else {
         c.fids.insert(m.newfid, ne)?;
     }
-    Ok(Rxattrwalk { size: 0 }.into())
+    Ok(Rxattrwalk { size }.into())
 }
 
 /// Txattrcreate.
 pub fn xattrcreate(c: &Arc<Conn>, m: Txattrcreate) -> FsResult<Message> {
-    let _e = c.fids.get(m.fid)?;
-    if m.attr_size > XATTR_SIZE_MAX {
-        return Err(FsError::TooBig("xattr value"));
+    let e = c.fids.get(m.fid)?;
+    if e.is_open() {
+        return Err(FsError::FidState("fid already open"));
     }
-    Err(FsError::NotSupported("extended attributes are not stored"))
+    check_name(&m.name)?;
+    if m.attr_size > XATTR_SIZE_MAX {
+        return Err(FsError::XattrTooBig);
+    }
+    if m.flags & !(xflags::CREATE | xflags::REPLACE) != 0
+        || m.flags == xflags::CREATE | xflags::REPLACE
+    {
+        return Err(FsError::Inval("xattr flags"));
+    }
+    let attr = e.claim.fs().stat(e.node())?.attr;
+    let cred = e.cred;
+    if m.name.starts_with("user.") {
+        if !matches!(attr.kind, ObjectKind::Regular | ObjectKind::Directory) {
+            return Err(FsError::Perm);
+        }
+        perm::check(&attr, &cred, perm::W)?;
+    } else if m.name.starts_with("trusted.") || m.name.starts_with("security.") {
+        if !cred.is_root() {
+            return Err(FsError::Perm);
+        }
+    } else if m.name.starts_with("system.") {
+        if !cred.owns(&attr) {
+            return Err(FsError::Perm);
+        }
+    } else {
+        return Err(FsError::NotSupported("unknown xattr namespace"));
+    }
+    let mut st = lock(&e.state);
+    if !matches!(st.open, OpenState::Closed) {
+        return Err(FsError::FidState("fid already open"));
+    }
+    st.open = OpenState::XattrWrite {
+        name: m.name,
+        size: m.attr_size,
+        value: Vec::with_capacity(usize::try_from(m.attr_size).unwrap_or(0)),
+        flags: m.flags,
+    };
+    Ok(Rxattrcreate {}.into())
 }
 
 /// A Twrite to an xattr write fid: bytes must land inside the declared size, in order.
@@ -53,7 +117,7 @@ pub fn write_value(e: &FidEntry, offset: u64, data: &[u8]) -> FsResult<Message> 
     let OpenState::XattrWrite { size, value, .. } = &mut st.open else {
         return Err(FsError::FidState("not an xattr fid"));
     };
-    let end = offset
+    offset
         .checked_add(data.len() as u64)
         .filter(|&end| end <= *size)
         .ok_or(FsError::Inval("xattr write beyond the declared size"))?;
@@ -61,9 +125,25 @@ pub fn write_value(e: &FidEntry, offset: u64, data: &[u8]) -> FsResult<Message> 
         return Err(FsError::Inval("xattr writes must be sequential"));
     }
     value.extend_from_slice(data);
-    let _ = end;
     Ok(Rwrite {
-        count: data.len() as u32,
+        count: u32::try_from(data.len()).unwrap_or(u32::MAX),
     }
     .into())
+}
+
+/// At Tclunk of an xattr write fid: sets the attribute if the whole value arrived.
+pub fn commit(e: &FidEntry) -> FsResult<()> {
+    let OpenState::XattrWrite {
+        name,
+        size,
+        value,
+        flags,
+    } = e.open_state()
+    else {
+        return Ok(());
+    };
+    if value.len() as u64 != size {
+        return Err(FsError::Inval("xattr value shorter than declared"));
+    }
+    e.claim.fs().xattr_set(e.node(), &name, &value, flags)
 }
