@@ -307,6 +307,110 @@ fn clone_corrupt_directory_fails_and_leaves_nothing() {
     assert_eq!(temps, 0);
 }
 
+/// An engine that records the largest read it was asked for.
+#[derive(Debug, Default)]
+struct ReadRecorder {
+    reads: std::sync::atomic::AtomicUsize,
+    largest: std::sync::atomic::AtomicUsize,
+}
+
+impl IoEngine for ReadRecorder {
+    fn name(&self) -> &'static str {
+        "read-recorder"
+    }
+    fn run(&self, ops: Vec<IoOp>) -> Vec<io::Result<IoOutcome>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        for op in &ops {
+            if let IoOp::Read { len, .. } = op {
+                self.reads.fetch_add(1, SeqCst);
+                self.largest.fetch_max(*len, SeqCst);
+            }
+        }
+        SyncEngine.run(ops)
+    }
+}
+
+/// A directory object of `blocks` blocks, one entry each.
+fn dir_object(blocks: u64) -> Vec<u8> {
+    let mut data = Vec::new();
+    for i in 0..blocks {
+        let mut b = DirBlock::new();
+        b.insert(DirEntry {
+            cow: false,
+            id: ObjectId(1000 + i),
+            cookie: i + 1,
+            name: format!("e{i}").into_bytes(),
+        })
+        .unwrap();
+        data.extend(b.encode());
+    }
+    data
+}
+
+#[test]
+fn clone_large_directory_reads_through_engine_in_bounded_chunks() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Arc::new(ReadRecorder::default());
+    let o = StoreOptions {
+        engine: EngineChoice::Custom(Arc::clone(&rec) as Arc<dyn IoEngine>),
+        ..opts()
+    };
+    let s = ObjectStore::create(dir.path(), o).unwrap();
+    let dir_attr = Attributes {
+        kind: ObjectKind::Directory,
+        ..file_attr()
+    };
+    s.create_object(ObjectId(1), &dir_attr).unwrap();
+    // 8 MiB of directory: a hostile peer can make one this big (or sparse up to any size)
+    // and clone it from every worker at once, so clone must not hold it in memory.
+    let blocks = 2048u64;
+    s.write(ObjectId(1), 0, Bytes::from(dir_object(blocks)))
+        .unwrap();
+    rec.reads.store(0, SeqCst);
+    rec.largest.store(0, SeqCst);
+
+    s.clone_object(ObjectId(1), ObjectId(2)).unwrap();
+
+    assert!(
+        rec.reads.load(SeqCst) >= 8,
+        "directory data read via the engine"
+    );
+    assert!(
+        rec.largest.load(SeqCst) <= 1 << 20,
+        "reads bounded to 1 MiB"
+    );
+    let copy = s.read(ObjectId(2), 0, MAX_IO).unwrap();
+    assert_eq!(copy.len() as u64, blocks * 4096);
+    let entries: Vec<_> = dirfmt::entries(&copy).collect::<Result<_, _>>().unwrap();
+    assert_eq!(entries.len() as u64, blocks);
+    assert!(entries.iter().all(|e| e.cow));
+}
+
+#[test]
+fn clone_directory_corrupt_late_block_names_that_block_and_leaves_nothing() {
+    let (d, s) = new_store();
+    let dir_attr = Attributes {
+        kind: ObjectKind::Directory,
+        ..file_attr()
+    };
+    s.create_object(ObjectId(1), &dir_attr).unwrap();
+    let mut data = dir_object(400);
+    data[300 * 4096] = b'X';
+    s.write(ObjectId(1), 0, Bytes::from(data)).unwrap();
+    let e = s.clone_object(ObjectId(1), ObjectId(2)).unwrap_err();
+    let index = match &e {
+        StoreError::CorruptDirectory {
+            id: ObjectId(1),
+            source: dirfmt::DirFormatError::Block { index, .. },
+        } => Some(*index),
+        _ => None,
+    };
+    assert_eq!(index, Some(300), "{e}");
+    assert!(matches!(s.stat(ObjectId(2)), Err(StoreError::NotFound(_))));
+    assert!(walk(d.path()).iter().all(|p| !p.contains("/.clone")));
+}
+
 fn walk(p: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(p).unwrap() {

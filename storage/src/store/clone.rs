@@ -1,11 +1,16 @@
 //! `clone`: copy an object into a new ID through a temporary file.
 //!
 //! Steps (each followed by a crash point): raise the reserve mark past `dst`; create the leaf
-//! directory; create `.clone-<dst>` there; fill it (reflink via `FICLONE` where the host file
-//! system shares extents, else `copy_file_range`, else read+write; a directory object is read,
-//! validated and rewritten with every entry's copy-on-write flag set *before* anything touches
-//! the disk, so a corrupt one fails cleanly); fsync it; rename it to the final leaf name. A
-//! crash before the rename leaves only the temporary file, which recovery removes.
+//! directory; create `.clone-<dst>` there; fill it; fsync it; rename it to the final leaf name.
+//! A crash before the rename leaves only the temporary file, which recovery removes.
+//!
+//! Filling: a regular object is copied by reflink (`FICLONE`) where the host file system
+//! shares extents, else `copy_file_range`, else read+write. A directory object goes through
+//! the I/O engine in chunks of [`DIR_CLONE_CHUNK`] bytes: each chunk is read, validated and
+//! rewritten with every entry's copy-on-write flag set, then written to the temporary file. A
+//! corrupt block fails the clone and the temporary file is removed, so only the (harmless)
+//! raised reserve mark and leaf directory remain. Memory per clone stays at one chunk however
+//! large the directory object is (a peer can make one of any size with a sparse `wstat`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -14,17 +19,19 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
+use bytes::BytesMut;
+
 use super::{needs_cleanup, stat_from, ObjectStore};
 use crate::cache::dir::LeafEntry;
-use crate::dirfmt;
+use crate::dirfmt::{self, DirFormatError};
+use crate::engine::IoOp;
 use crate::error::StoreError;
 use crate::name;
 use crate::object::{ObjectId, ObjectKind, ObjectStat};
 use crate::sys;
 
-/// Largest directory object `clone` rewrites (1 GiB, about 25 million entries); it is
-/// processed in memory.
-pub const MAX_DIR_CLONE: usize = 1 << 30;
+/// Bytes of a directory object `clone` reads, rewrites and writes at a time (256 blocks).
+pub const DIR_CLONE_CHUNK: usize = 256 * dirfmt::BLOCK_SIZE;
 
 impl ObjectStore {
     /// Copies `src` to the new object `dst` (same attributes). A directory object's copy has
@@ -51,27 +58,14 @@ impl ObjectStore {
             return Err(StoreError::AlreadyExists(dst));
         }
         let src_file = self.file_locked(src)?;
-        // A directory is read and rewritten before anything touches the disk, so a corrupt one
-        // fails cleanly.
-        let dir_copy = if src_entry.attr.kind == ObjectKind::Directory {
-            let len = src_file
-                .metadata()
-                .map_err(|e| StoreError::io(format!("fstat of object {src}"), e))?
-                .len();
-            let mut data = self.read_all(&src_file, len, src)?;
-            dirfmt::set_cow_object(&mut data)
-                .map_err(|source| StoreError::CorruptDirectory { id: src, source })?;
-            Some(data)
-        } else {
-            None
-        };
+        let is_dir = src_entry.attr.kind == ObjectKind::Directory;
         let leaf = self.leaf_name(dst, &src_entry.attr)?;
         self.cover_id(dst)?;
         self.crash_point("clone:begin")?;
         let d = self.make_leaf_dir(dst)?;
         self.crash_point("clone:dirs")?;
         let tmp = d.join(name::clone_temp(dst.0));
-        let r = self.clone_steps(&src_file, &tmp, &d.join(&leaf), dir_copy, dst);
+        let r = self.clone_steps(&src_file, src, &tmp, &d.join(&leaf), is_dir, dst);
         if needs_cleanup(&r) {
             let _ = fs::remove_file(&tmp);
         }
@@ -92,28 +86,71 @@ impl ObjectStore {
         Ok(stat_from(dst, src_entry.attr, &md))
     }
 
-    /// Reads a whole directory object into memory (at most [`MAX_DIR_CLONE`] bytes).
-    fn read_all(&self, f: &Arc<File>, len: u64, id: ObjectId) -> Result<Vec<u8>, StoreError> {
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&l| l <= MAX_DIR_CLONE)
-            .ok_or_else(|| {
-                StoreError::InvalidArgument(format!(
-                    "directory object {id} is {len} bytes; clone handles at most {MAX_DIR_CLONE}"
-                ))
+    /// Copies directory object `src` into `out` (the temporary file of `dst`) chunk by chunk
+    /// through the engine, setting the copy-on-write flag of every entry; fails on the first
+    /// corrupt block.
+    fn copy_directory(
+        &self,
+        src: &Arc<File>,
+        src_id: ObjectId,
+        out: &Arc<File>,
+        dst: ObjectId,
+    ) -> Result<(), StoreError> {
+        let len = src
+            .metadata()
+            .map_err(|e| StoreError::io(format!("fstat of object {src_id}"), e))?
+            .len();
+        let corrupt = |source| StoreError::CorruptDirectory { id: src_id, source };
+        if len % dirfmt::BLOCK_SIZE as u64 != 0 {
+            return Err(corrupt(DirFormatError::PartialBlock(len)));
+        }
+        let mut offset = 0u64;
+        while offset < len {
+            let want = usize::try_from(len - offset)
+                .map_or(DIR_CLONE_CHUNK, |left| left.min(DIR_CLONE_CHUNK));
+            let read = self.engine.run_one(IoOp::Read {
+                file: Arc::clone(src),
+                offset,
+                len: want,
+            });
+            let data = Self::read_result(src_id, read)?;
+            if data.len() != want {
+                return Err(StoreError::io(
+                    format!("reading directory object {src_id}"),
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "object shrank during clone"),
+                ));
+            }
+            let mut chunk = BytesMut::from(&data[..]);
+            drop(data);
+            let first_block =
+                usize::try_from(offset / dirfmt::BLOCK_SIZE as u64).unwrap_or(usize::MAX);
+            dirfmt::set_cow_object(&mut chunk).map_err(|e| {
+                corrupt(match e {
+                    DirFormatError::Block { index, source } => DirFormatError::Block {
+                        index: first_block.saturating_add(index),
+                        source,
+                    },
+                    other => other,
+                })
             })?;
-        let mut data = vec![0u8; len];
-        f.read_exact_at(&mut data, 0)
-            .map_err(|e| StoreError::io(format!("reading object {id}"), e))?;
-        Ok(data)
+            let written = self.engine.run_one(IoOp::Write {
+                file: Arc::clone(out),
+                offset,
+                data: chunk.freeze(),
+            });
+            Self::write_result(dst, written)?;
+            offset += want as u64;
+        }
+        Ok(())
     }
 
     fn clone_steps(
         &self,
         src: &Arc<File>,
+        src_id: ObjectId,
         tmp: &Path,
         fin: &Path,
-        dir_copy: Option<Vec<u8>>,
+        is_dir: bool,
         dst: ObjectId,
     ) -> Result<Arc<File>, StoreError> {
         let ctx = |what: &str| format!("{what} while cloning into {dst}");
@@ -125,14 +162,13 @@ impl ObjectStore {
             .mode(0o600)
             .open(tmp)
             .map_err(|e| StoreError::io(ctx("creating temp file"), e))?;
+        let out = Arc::new(out);
         self.crash_point("clone:temp-created")?;
-        match dir_copy {
-            Some(data) => out
-                .write_all_at(&data, 0)
-                .map_err(|e| StoreError::io(ctx("writing"), e))?,
-            None => self
-                .copy_data(src, &out)
-                .map_err(|e| StoreError::io(ctx("copying"), e))?,
+        if is_dir {
+            self.copy_directory(src, src_id, &out, dst)?;
+        } else {
+            self.copy_data(src, &out)
+                .map_err(|e| StoreError::io(ctx("copying"), e))?;
         }
         self.crash_point("clone:temp-written")?;
         out.sync_all()
@@ -140,7 +176,7 @@ impl ObjectStore {
         self.crash_point("clone:temp-synced")?;
         fs::rename(tmp, fin).map_err(|e| StoreError::io(ctx("renaming temp file"), e))?;
         self.crash_point("clone:renamed")?;
-        Ok(Arc::new(out))
+        Ok(out)
     }
 
     fn copy_data(&self, src: &File, dst: &File) -> io::Result<()> {
