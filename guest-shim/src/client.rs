@@ -1240,11 +1240,3 @@ pub fn setattr_request(fid: Fid, valid: u32) -> Tsetattr {
         mtime_nsec: 0,
     }
 }
-
-/// Frame-level helper for tests: the errno of an encoded `Rlerror` frame, if it is one.
-pub fn rlerror_errno(frame: &[u8]) -> Option<u32> {
-    match frame {
-        [_, _, _, _, 7, _, _, a, b, c, d] => Some(u32::from_le_bytes([*a, *b, *c, *d])),
-        _ => None,
-    }
-}
