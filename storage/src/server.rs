@@ -20,6 +20,10 @@
 //! * Store errors (unknown ID, offset overflow, ID out of range, …): `Rlerror` with the errno
 //!   from [`StoreError::errno`], the one place errors become numbers.
 //!
+//! * A client that stops reading replies: a reply that cannot be sent (error, or no progress
+//!   for [`SEND_TIMEOUT`]) closes the connection, so a peer cannot park a connection's worker
+//!   threads in `write` forever.
+//!
 //! A request runs to completion even when its client has gone, so the store is never left
 //! half-way by a disconnect (each store operation is atomic anyway).
 //!
@@ -27,7 +31,9 @@
 //!
 //! At most [`MAX_CONNECTIONS`] connections; per connection at most
 //! `QUEUE_PER_CONN + WORKERS_PER_CONN + 1` (21) frames of the negotiated msize in memory (msize
-//! is capped at [`MAX_MSIZE`], and a `Tversion` below 4096 is refused).
+//! is capped at [`MAX_MSIZE`], and a `Tversion` below 4096 is refused). An idle connection
+//! keeps its slot indefinitely: without authentication the server cannot tell an idle envoy
+//! from a peer hoarding slots.
 
 use std::io::{self, Read};
 use std::net::TcpListener;
@@ -57,6 +63,8 @@ const WORKERS_PER_CONN: usize = 4;
 const QUEUE_PER_CONN: usize = 16;
 /// Connections served at once; further ones are closed at accept.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// How long one reply may wait for the peer to make room before the connection is dropped.
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +252,7 @@ enum ConnError {
 
 impl Connection {
     fn run(stream: Stream, store: Arc<ObjectStore>) -> Result<(), ConnError> {
+        stream.set_write_timeout(Some(SEND_TIMEOUT))?;
         let mut reader = stream.try_clone()?;
         let conn = Arc::new(Connection {
             writer: Mutex::new(stream),
@@ -259,9 +268,12 @@ impl Connection {
                 std::thread::spawn(move || {
                     for (tag, msg) in rx {
                         let reply = conn.handle(msg);
-                        if conn.send(tag, &reply).is_err() {
-                            // The client is gone; keep draining so the reader never blocks.
-                            continue;
+                        if let Err(e) = conn.send(tag, &reply) {
+                            // The reply cannot be delivered (peer gone, not reading, or a
+                            // frame cut off by the send timeout): end the connection, which
+                            // wakes the reader. Keep draining so the reader never blocks.
+                            tracing::debug!(error = %e, "reply not delivered; closing connection");
+                            conn.lock_writer().shutdown();
                         }
                     }
                 })

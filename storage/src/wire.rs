@@ -192,6 +192,14 @@ impl Stream {
         })
     }
 
+    /// Bounds how long a write may block (`None`: forever).
+    pub fn set_write_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(timeout),
+            Stream::Unix(s) => s.set_write_timeout(timeout),
+        }
+    }
+
     /// Shuts both directions down (wakes a blocked reader).
     pub fn shutdown(&self) {
         let _ = match self {

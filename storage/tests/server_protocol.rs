@@ -297,6 +297,42 @@ fn expect_closed(s: &mut Stream) {
     );
 }
 
+#[test]
+fn client_that_stops_reading_replies_is_disconnected() {
+    let fx = Fixture::new();
+    let mut s = versioned(&fx.unix);
+    let Stream::Unix(u) = &s else {
+        panic!("Unix endpoint gave a TCP stream");
+    };
+    // From now on no reply can be delivered (the server's writes fail with EPIPE). The server
+    // must drop the connection rather than keep executing requests for a peer that never
+    // reads them.
+    u.shutdown(std::net::Shutdown::Read).unwrap();
+    let mut out = BytesMut::new();
+    encode(
+        Tag(1),
+        &Tsstat { id: 1 }.into(),
+        Dialect::Storage,
+        8192,
+        &mut out,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut refused = false;
+    while std::time::Instant::now() < deadline {
+        if s.write_all(&out).is_err() {
+            refused = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        refused,
+        "server kept the connection of a peer that reads nothing"
+    );
+    fx.finish();
+}
+
 fn hdr(size: u32, ty: u8, tag: u16) -> Vec<u8> {
     let mut v = size.to_le_bytes().to_vec();
     v.push(ty);
