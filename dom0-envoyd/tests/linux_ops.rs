@@ -643,3 +643,18 @@ fn setgid_directory_inherits_group() {
     t.mtime_sec = 5;
     assert_eq!(errno(u.setattr(t)), E(libc::EPERM));
 }
+
+#[test]
+fn stats_count_connections_cache_and_writes() {
+    let env = Env::new();
+    let c = env.attach(0);
+    create_file(&c, ROOT, "s", b"1234");
+    for _ in 0..5 {
+        assert_eq!(list(&c, ROOT, ""), vec!["s"]);
+    }
+    let st = env.server().stats();
+    assert_eq!(st.connections, 1);
+    assert!(st.writes >= 1);
+    assert!(st.cache.hits > 5, "{st:?}");
+    assert!(st.cache.entries >= 2 && st.cache.bytes > 0, "{st:?}");
+}
