@@ -21,7 +21,8 @@
 //! * Tversion: msize = min(client's, `--max-msize`); a client msize below 4096 is refused
 //!   with version `"unknown"`. `9P2000.L` and `9P2000.u` (and `9P2000.u…` variants) are
 //!   served as such, plain `9P2000` (and other `9P2000.x`) as 9P2000; anything else gets
-//!   `"unknown"`. Tversion resets the session: every fid is clunked.
+//!   `"unknown"`. Tversion resets the session: every fid is clunked and the connection's
+//!   byte-range locks are released (requests already in flight still get their replies).
 //! * A second request with a tag that is still in flight is answered with `EINVAL` (and the
 //!   first one is unaffected). `NOTAG` on anything but Tversion → `EINVAL`.
 //! * Tflush of an unknown or finished tag → immediate Rflush.
@@ -38,7 +39,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::BytesMut;
 use crossbeam_channel::Sender;
-use envoy_proto::{decode, Dialect, FrameSplitter, Message, MsgType, Rflush, Rversion, Tag};
+use envoy_proto::{decode, Dialect, FrameSplitter, Message, Rflush, Rversion, Tag};
 
 use crate::config::MIN_MSIZE;
 use crate::namespace::node::lock;
@@ -297,6 +298,7 @@ fn handle_frame(
     if let Message::Tversion(v) = &f.msg {
         let (reply, newp) = negotiate(v.msize, &v.version, max_msize);
         let n = c.fids.clear();
+        c.shared.locks.drop_conn(c.id);
         if n > 0 {
             tracing::debug!(fids = n, "Tversion reset the session");
         }
@@ -340,9 +342,6 @@ fn handle_frame(
             return None;
         }
         tags.insert(tag, TagEntry::default());
-    }
-    if mt == MsgType::Tversion {
-        return None;
     }
     let job = Job {
         conn: Arc::clone(c),
