@@ -7,10 +7,12 @@
 #   envoy.via=shim|tcp       shim: envoy-shim relays the virtio-serial port "envoy" (trans=fd);
 #                            tcp: the kernel's trans=tcp to 10.0.2.2:envoy.port (QEMU user net)
 #   envoy.version=9p2000.L|9p2000.u   envoy.aname=/default   envoy.port=P (tcp only)
+#   envoy.opts=a,b           extra 9p mount options (e.g. cache=loose)
 ENVOY_VIA="$(arg via)"
 ENVOY_VERSION="$(arg version)"
 ENVOY_ANAME="$(arg aname)"
 ENVOY_PORT="$(arg port)"
+ENVOY_OPTS="$(arg opts)"
 : "${ENVOY_VIA:=shim}" "${ENVOY_VERSION:=9p2000.L}" "${ENVOY_ANAME:=/default}"
 
 envoy_mount() {
@@ -19,14 +21,14 @@ envoy_mount() {
     _t0="$(cut -d' ' -f1 /proc/uptime)"
     case "$ENVOY_VIA" in
     tcp)
-        _opts="trans=tcp,port=$ENVOY_PORT,version=$ENVOY_VERSION,aname=$ENVOY_ANAME,uname=root,access=user"
+        _opts="trans=tcp,port=$ENVOY_PORT,version=$ENVOY_VERSION,aname=$ENVOY_ANAME,uname=root,access=user${ENVOY_OPTS:+,$ENVOY_OPTS}"
         _out="$(mount -t 9p -o "$_opts" 10.0.2.2 "$_m" 2>&1)"
         ;;
     shim)
-        _opts="envoy-shim serial-name:envoy version=$ENVOY_VERSION aname=$ENVOY_ANAME uname=root,access=user"
+        _opts="envoy-shim serial-name:envoy version=$ENVOY_VERSION aname=$ENVOY_ANAME uname=root,access=user${ENVOY_OPTS:+,$ENVOY_OPTS}"
         # Not in $(...): the daemon keeps its stdout/stderr open, so send them to a file.
         envoy-shim mount --connect serial-name:envoy --aname "$ENVOY_ANAME" \
-            --version "$ENVOY_VERSION" --opt uname=root,access=user "$_m" --daemon >/tmp/envoy-shim.log 2>&1
+            --version "$ENVOY_VERSION" --opt "uname=root,access=user${ENVOY_OPTS:+,$ENVOY_OPTS}" "$_m" --daemon >/tmp/envoy-shim.log 2>&1
         _rc=$?
         _out="$(cat /tmp/envoy-shim.log)"
         (exit $_rc)
