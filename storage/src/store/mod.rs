@@ -571,28 +571,46 @@ impl ObjectStore {
 
     /// Runs many reads as one engine batch; one result per request, in order.
     pub fn read_batch(&self, reqs: &[ReadRequest]) -> Vec<Result<Bytes, StoreError>> {
-        let mut out: Vec<Option<Result<Bytes, StoreError>>> = Vec::with_capacity(reqs.len());
+        self.run_batch(
+            reqs.iter(),
+            |r| Ok((r.id, self.read_op(r)?)),
+            Self::read_result,
+        )
+    }
+
+    /// Prepares every item with `prepare`, runs the prepared operations as one engine batch
+    /// and turns each outcome into a result with `finish`. One result per item, in order; an
+    /// item that fails to prepare keeps its error in place.
+    fn run_batch<T, R>(
+        &self,
+        items: impl Iterator<Item = T>,
+        prepare: impl Fn(T) -> Result<(ObjectId, IoOp), StoreError>,
+        finish: fn(ObjectId, io::Result<IoOutcome>) -> Result<R, StoreError>,
+    ) -> Vec<Result<R, StoreError>> {
+        let mut out: Vec<Option<Result<R, StoreError>>> = Vec::new();
         let mut ops = Vec::new();
-        let mut slots = Vec::new();
-        for (i, r) in reqs.iter().enumerate() {
-            match self.read_op(r) {
-                Ok(op) => {
+        let mut pending = Vec::new();
+        for (slot, item) in items.enumerate() {
+            match prepare(item) {
+                Ok((id, op)) => {
                     ops.push(op);
-                    slots.push(i);
+                    pending.push((slot, id));
                     out.push(None);
                 }
                 Err(e) => out.push(Some(Err(e))),
             }
         }
         let results = self.engine.run(ops);
-        for (slot, res) in slots.into_iter().zip(results) {
-            out[slot] = Some(Self::read_result(reqs[slot].id, res));
+        for ((slot, id), res) in pending.into_iter().zip(results) {
+            if let Some(o) = out.get_mut(slot) {
+                *o = Some(finish(id, res));
+            }
         }
         out.into_iter()
             .map(|o| {
                 o.unwrap_or_else(|| {
                     Err(StoreError::io(
-                        "read batch",
+                        "batch",
                         io::Error::other("engine lost a result"),
                     ))
                 })
@@ -638,34 +656,11 @@ impl ObjectStore {
 
     /// Runs many writes as one engine batch; one result per request, in order.
     pub fn write_batch(&self, reqs: Vec<WriteRequest>) -> Vec<Result<usize, StoreError>> {
-        let mut out: Vec<Option<Result<usize, StoreError>>> = Vec::with_capacity(reqs.len());
-        let mut ops = Vec::new();
-        let mut slots = Vec::new();
-        let ids: Vec<ObjectId> = reqs.iter().map(|r| r.id).collect();
-        for (i, r) in reqs.into_iter().enumerate() {
-            match self.write_op(r.id, r.offset, r.data) {
-                Ok(op) => {
-                    ops.push(op);
-                    slots.push(i);
-                    out.push(None);
-                }
-                Err(e) => out.push(Some(Err(e))),
-            }
-        }
-        let results = self.engine.run(ops);
-        for (slot, res) in slots.into_iter().zip(results) {
-            out[slot] = Some(Self::write_result(ids[slot], res));
-        }
-        out.into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| {
-                    Err(StoreError::io(
-                        "write batch",
-                        io::Error::other("engine lost a result"),
-                    ))
-                })
-            })
-            .collect()
+        self.run_batch(
+            reqs.into_iter(),
+            |r| Ok((r.id, self.write_op(r.id, r.offset, r.data)?)),
+            Self::write_result,
+        )
     }
 
     /// The object's attributes, size, ctime and allocation.
