@@ -266,22 +266,28 @@ impl StatIter {
 impl Iterator for StatIter {
     type Item = Result<Stat, DecodeErrorKind>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.data.is_empty() {
-            return None;
-        }
-        let mut r = Reader::new(self.data.clone(), self.dialect, u32::MAX);
-        match Stat::get(&mut r) {
-            Ok(st) => {
-                let used = self.data.len() - r.remaining();
-                self.data = self.data.slice(used..);
-                Some(Ok(st))
-            }
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
-        }
+        next_record(&mut self.data, &mut self.failed, self.dialect, Stat::get)
     }
+}
+
+/// Decodes the next record of a packed record sequence with `get` and advances `data` past
+/// it; after an error, sets `failed` so the iterator stops.
+fn next_record<T>(
+    data: &mut Bytes,
+    failed: &mut bool,
+    dialect: Dialect,
+    get: impl FnOnce(&mut Reader) -> Result<T, DecodeErrorKind>,
+) -> Option<Result<T, DecodeErrorKind>> {
+    if *failed || data.is_empty() {
+        return None;
+    }
+    let mut r = Reader::new(data.clone(), dialect, u32::MAX);
+    let res = get(&mut r);
+    match &res {
+        Ok(_) => *data = data.slice(data.len() - r.remaining()..),
+        Err(_) => *failed = true,
+    }
+    Some(res)
 }
 
 /// One 9P2000.L directory entry: `qid[13] offset[8] type[1] name[s]`.
@@ -345,29 +351,14 @@ impl DirEntries {
 impl Iterator for DirEntries {
     type Item = Result<DirEntry, DecodeErrorKind>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.data.is_empty() {
-            return None;
-        }
-        let mut r = Reader::new(self.data.clone(), Dialect::P2000L, u32::MAX);
-        let res = (|| {
+        next_record(&mut self.data, &mut self.failed, Dialect::P2000L, |r| {
             Ok(DirEntry {
-                qid: Qid::get(&mut r)?,
+                qid: Qid::get(r)?,
                 offset: r.u64("dirent.offset")?,
                 ty: r.u8("dirent.type")?,
                 name: r.string("dirent.name")?,
             })
-        })();
-        match res {
-            Ok(e) => {
-                let used = self.data.len() - r.remaining();
-                self.data = self.data.slice(used..);
-                Some(Ok(e))
-            }
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
-        }
+        })
     }
 }
 
