@@ -6,8 +6,9 @@
 //! * the superblock parses and its geometry is valid;
 //! * every path in `objects/` matches the geometry (fixed-width hex directory names of the
 //!   right level, directories above the leaf level, files at it);
-//! * every leaf name parses and the ID it names together with its path lies below the reserve
-//!   mark (so within `id_bits`), with no ID appearing twice;
+//! * every leaf is a regular file (a symlink is reported, never followed), its name parses,
+//!   and the ID it names together with its path lies below the reserve mark (so within
+//!   `id_bits`), with no ID appearing twice;
 //! * there are no temporary files (leftovers from a crash, removed on the next open);
 //! * every object of kind Directory parses in the [`crate::dirfmt`] format.
 
@@ -258,6 +259,15 @@ fn walk(
             });
             continue;
         }
+        // Never follow a symlink or read a FIFO/device planted in the tree: the first would
+        // check (and the store serve) a host file, the second could block forever.
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            r.problems.push(Problem::BadPath {
+                path,
+                reason: "not a regular file",
+            });
+            continue;
+        }
         let Some(leaf) = name::parse(g.leaf_bits, &n) else {
             r.problems.push(Problem::BadPath {
                 path,
@@ -277,7 +287,7 @@ fn walk(
             });
         }
         r.objects += 1;
-        match fs::metadata(&path) {
+        match e.metadata() {
             Ok(md) => r.bytes += md.len(),
             Err(e) => r.problems.push(Problem::Unreadable {
                 path: path.clone(),

@@ -145,6 +145,39 @@ fn check_corrupt_directory_object_reported() {
 }
 
 #[test]
+fn check_leaf_replaced_by_symlink_reported_and_store_never_follows_it() {
+    let (d, leaf) = populated();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let outside = elsewhere.path().join("host-file");
+    std::fs::write(&outside, b"host secret").unwrap();
+    std::fs::remove_file(&leaf).unwrap();
+    std::os::unix::fs::symlink(&outside, &leaf).unwrap();
+
+    let r = check(d.path());
+    assert!(
+        r.problems.iter().any(
+            |p| matches!(p, Problem::BadPath { reason, .. } if reason.contains("regular file"))
+        ),
+        "{r}"
+    );
+
+    let s = ObjectStore::open(
+        d.path(),
+        StoreOptions {
+            engine: EngineChoice::Sync,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    // The leaf holds low bits 1: object 1 or 33, whichever `leaf_of` found.
+    let reads: Vec<_> = [1, 33].map(|id| s.read(ObjectId(id), 0, 100)).into();
+    assert_eq!(reads.iter().filter(|r| r.is_err()).count(), 1);
+    for data in reads.into_iter().flatten() {
+        assert_ne!(&data[..], b"host secret");
+    }
+}
+
+#[test]
 fn check_corrupt_superblock_reported_and_stops() {
     let (d, _) = populated();
     std::fs::write(

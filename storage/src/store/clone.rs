@@ -160,6 +160,7 @@ impl ObjectStore {
             .create(true)
             .truncate(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(tmp)
             .map_err(|e| StoreError::io(ctx("creating temp file"), e))?;
         let out = Arc::new(out);

@@ -392,9 +392,12 @@ impl ObjectStore {
         }
         let entry = self.entry_required(id)?;
         let path = self.leaf_dir(id).join(&entry.name);
+        // O_NOFOLLOW: a symlink planted under a leaf name must not make the store serve a
+        // host file.
         let f = OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => StoreError::NotFound(id),
