@@ -4,7 +4,7 @@
 //! (bytes read, bytes written, error kinds) and the final file contents must match. Batches
 //! hold operations whose order cannot matter (the engine contract lets a batch run in any
 //! order): either reads (plus fsyncs), or writes to non-overlapping ranges (plus fsyncs).
-//! The io_uring engine runs with and without its `RWF_NOWAIT` fast path, with every ring
+//! The io_uring engine runs with each `RWF_NOWAIT` fast-path policy, with every ring
 //! setup, and with its file's page cache either left warm or dropped before every batch, so
 //! both the inline and the ring path (and reads split between them) are compared.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use envoy_storage::engine::uring::{RingSetup, UringEngine};
+use envoy_storage::engine::uring::{FastPath, RingSetup, UringEngine};
 use envoy_storage::engine::{IoEngine, IoOp, IoOutcome, SyncEngine};
 use proptest::prelude::*;
 
@@ -153,7 +153,11 @@ proptest! {
     fn uring_random_batches_match_sync_engine(
         initial_len in 0usize..100_000,
         depth in prop_oneof![Just(4u32), Just(8), Just(64)],
-        nowait in any::<bool>(),
+        fast_path in prop_oneof![
+            Just(FastPath::Off),
+            Just(FastPath::LoneOps),
+            Just(FastPath::EveryOp),
+        ],
         setup in prop_oneof![
             Just(RingSetup::Plain),
             Just(RingSetup::CoopTaskrun),
@@ -163,7 +167,7 @@ proptest! {
         batches in batches(),
     ) {
         let Ok(uring) = UringEngine::new(depth).map(|e| {
-            e.with_nowait_fast_path(nowait).with_ring_setup(setup)
+            e.with_fast_path(fast_path).with_ring_setup(setup)
         }) else {
             // No io_uring here: the fallback must still be usable, and is what callers get.
             prop_assert_eq!(SyncEngine.name(), "sync");

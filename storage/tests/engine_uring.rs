@@ -8,14 +8,14 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use envoy_storage::engine::uring::{RingSetup, UringEngine};
+use envoy_storage::engine::uring::{FastPath, RingSetup, UringEngine};
 use envoy_storage::engine::{IoEngine, IoOp, IoOutcome, SyncEngine};
 
 /// The io_uring engine with every operation going through the ring (no inline `RWF_NOWAIT`
 /// fast path), or — where the kernel or a seccomp filter forbids io_uring — `None` after
 /// checking that the refusal is the documented, clear error.
 fn uring(depth: u32) -> Option<UringEngine> {
-    uring_default(depth).map(|e| e.with_nowait_fast_path(false))
+    uring_default(depth).map(|e| e.with_fast_path(FastPath::Off))
 }
 
 /// The io_uring engine with its default policy (page-cache hits copied inline), or `None`.
@@ -319,8 +319,8 @@ fn kinds(results: Vec<io::Result<IoOutcome>>) -> Vec<Result<IoOutcome, io::Error
 fn uring_fast_path_on_and_off_give_identical_results() {
     let Some(ring_only) = uring(8) else { return };
     let default = uring_default(8).unwrap();
-    assert!(default.nowait_fast_path());
-    assert!(!ring_only.nowait_fast_path());
+    assert_eq!(default.fast_path(), FastPath::LoneOps);
+    assert_eq!(ring_only.fast_path(), FastPath::Off);
     let dir = tempfile::tempdir().unwrap();
     let a = rw_file(&dir, "a", b"old contents here");
     let b = rw_file(&dir, "b", b"old contents here");
@@ -437,19 +437,27 @@ fn uring_cold_read_goes_to_ring_and_cached_read_is_inline() {
         assert_eq!(warm.reads_ring, cold.reads_ring, "{warm:?}");
     }
 
-    // A batch mixing both: only the cold read is submitted. (Two files, because a cold read
-    // makes the kernel read ahead into the rest of its file.)
+    // A batch goes to the ring whole by default, cached reads included (one enter is cheaper
+    // than a syscall per read); with `FastPath::EveryOp` only its cold read is submitted.
+    // (Two files, because a cold read makes the kernel read ahead into the rest of its file.)
     let (_dir2, other) = disk_file("g", &data);
-    drop_cache(&file);
-    drop_cache(&other);
-    engine.run_one(read(&file, 0, 4096)).unwrap();
-    let mixed = engine.stats();
-    let results = engine.run(vec![read(&file, 0, 4096), read(&other, 8192, 4096)]);
-    assert!(results.iter().all(|r| read_bytes(r) == &data[..4096]));
-    let after = engine.stats();
-    if !after.nowait_reads_refused {
-        assert_eq!(after.reads_inline - mixed.reads_inline, 1, "{after:?}");
-        assert_eq!(after.reads_ring - mixed.reads_ring, 1, "{after:?}");
+    let every_op = engine.clone().with_fast_path(FastPath::EveryOp);
+    for per_op in [false, true] {
+        let engine = if per_op { &every_op } else { &engine };
+        drop_cache(&file);
+        drop_cache(&other);
+        engine.run_one(read(&file, 0, 4096)).unwrap();
+        let mixed = engine.stats();
+        let results = engine.run(vec![read(&file, 0, 4096), read(&other, 8192, 4096)]);
+        assert!(results.iter().all(|r| read_bytes(r) == &data[..4096]));
+        let after = engine.stats();
+        let (inline, ring) = if per_op && !after.nowait_reads_refused {
+            (1, 1)
+        } else {
+            (0, 2)
+        };
+        assert_eq!(after.reads_inline - mixed.reads_inline, inline, "{after:?}");
+        assert_eq!(after.reads_ring - mixed.reads_ring, ring, "{after:?}");
     }
 }
 
@@ -516,7 +524,8 @@ fn uring_nowait_write_refusal_is_cached_and_shared_by_clones() {
         engine.run_one(write(&file, i * 4096, &[1; 4096])).unwrap();
         written += 1;
     }
-    let clone = engine.clone();
+    // A clone (here one that also tries inline copies inside batches) shares the cache.
+    let clone = engine.clone().with_fast_path(FastPath::EveryOp);
     let batch = (4..36u64)
         .map(|i| write(&file, i * 4096, &[2; 4096]))
         .collect();

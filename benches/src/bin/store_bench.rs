@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use envoy_storage::engine::uring::{RingSetup, UringEngine};
+use envoy_storage::engine::uring::{FastPath, RingSetup, UringEngine};
 use envoy_storage::engine::{IoEngine, IoOp, IoOutcome, SyncEngine};
 use envoy_storage::{
     Attributes, EngineChoice, ObjectId, ObjectKind, ObjectStore, ReadRequest, StoreOptions,
@@ -778,10 +778,18 @@ fn main() -> BenchResult<()> {
         };
         let engine: Arc<dyn IoEngine> = match base {
             "store-sync" | "files-sync" | "std-fs" => Arc::clone(&sync),
-            "store-uring" | "files-uring" | "store-uring-ring" | "files-uring-ring" => {
+            "store-uring" | "files-uring" | "store-uring-ring" | "files-uring-ring"
+            | "store-uring-perop" | "files-uring-perop" => {
+                let fast_path = if base.ends_with("-ring") {
+                    FastPath::Off
+                } else if base.ends_with("-perop") {
+                    FastPath::EveryOp
+                } else {
+                    FastPath::default()
+                };
                 let engine = UringEngine::new(args.depth)?
                     .with_ring_setup(setup)
-                    .with_nowait_fast_path(!base.ends_with("-ring"));
+                    .with_fast_path(fast_path);
                 uring_stats.push((name.clone(), engine.clone()));
                 Arc::new(engine)
             }

@@ -3,25 +3,33 @@
 //! # Which operations go to the ring
 //!
 //! One rule: **every operation that has to wait for the device is submitted to io_uring;
-//! work that is a pure page-cache copy is done inline**, because a ring submission costs more
-//! than the copy. The engine cannot know in advance which is which, so it asks the kernel:
+//! a lone operation that is a pure page-cache copy is done inline**, because for one
+//! operation a ring submission is one syscall just like the copy, plus the ring's
+//! per-request work (measured: a cached 4 KiB read ~1.4 µs through the ring, ~0.9 µs
+//! inline). The engine cannot know in advance which operations would wait, so it asks the
+//! kernel:
 //!
-//! * a read first tries `preadv2(.., RWF_NOWAIT)` on the calling thread. The kernel completes
-//!   it only from the page cache (a memcpy) and answers `EAGAIN` instead of starting to wait
+//! * a lone read first tries `preadv2(.., RWF_NOWAIT)` on the calling thread. The kernel
+//!   completes it only from the page cache (a memcpy) and answers `EAGAIN` instead of waiting
 //!   for the disk. A read that comes back whole, or stops at end of file, is done; anything
 //!   that would block — the whole read, or the remainder after a partly cached prefix — is
 //!   submitted to the ring;
-//! * a write first tries `pwritev2(.., RWF_NOWAIT)`, which succeeds only if the file system
-//!   can copy into the page cache without blocking (no block allocation, no contended lock);
-//!   otherwise the write goes to the ring;
-//! * an fsync always goes to the ring: it always waits for the device.
+//! * a lone write first tries `pwritev2(.., RWF_NOWAIT)`, which succeeds only if the file
+//!   system can copy into the page cache without blocking (no block allocation, no contended
+//!   lock); otherwise the write goes to the ring;
+//! * an fsync always goes to the ring: it always waits for the device;
+//! * a batch (two or more operations needing I/O) goes to the ring whole, in one
+//!   `io_uring_enter` that waits for all of them. There one enter replaces a syscall per
+//!   operation, which is cheaper than inline copies even when everything is cached (32
+//!   cached 4 KiB reads per call: 1.07–1.10x the synchronous engine through the ring,
+//!   0.96–0.98x with a `RWF_NOWAIT` attempt per operation), and reads that miss the cache are
+//!   issued together: per-operation attempts make each miss start its own disk read from the
+//!   calling thread (the kernel's readahead), one request at a time, instead of as one
+//!   batch (32 cold reads per call: 7.0–7.6x sync through the ring, 4.9–5.5x with
+//!   per-operation attempts). [`FastPath::EveryOp`] selects per-operation attempts anyway.
 //!
-//! Batches apply this per operation: every operation tries its inline copy, then all the
-//! ones left are submitted together with one `io_uring_enter` that waits for all of them, so
-//! reads that miss the cache are in flight at the same time. Operations in a batch are
-//! unordered (see [`super`]), so finishing some inline first changes no contract.
-//! [`UringEngine::with_nowait_fast_path`]`(false)` skips the inline attempts and sends every
-//! operation through the ring.
+//! [`UringEngine::with_fast_path`]`(`[`FastPath::Off`]`)` skips the inline attempts and sends
+//! every operation through the ring.
 //!
 //! **Refusal cache.** Some file systems refuse `RWF_NOWAIT` outright with `EOPNOTSUPP`
 //! rather than per operation with `EAGAIN`: ext4 (as of Linux 6.18) for every buffered write,
@@ -32,9 +40,10 @@
 //! lifetime. `EAGAIN` (and any other error, whose authoritative answer the ring then gives)
 //! is not cached: it is about one operation. [`UringEngine::stats`] counts what went where.
 //!
-//! On this project's ext4 host (`benches/RESULTS.md`) this means: cached reads are copied
-//! inline, cold reads and every write and fsync go through io_uring — and ext4 hands each
-//! buffered ring write to an `io-wq` kernel thread, which costs a thread switch per write.
+//! On this project's ext4 host (`benches/RESULTS.md`) this means: lone cached reads are
+//! copied inline; cold reads, batches, every write and every fsync go through io_uring — and
+//! ext4 hands each buffered ring write to an `io-wq` kernel thread, which costs thread
+//! switches (writes are the rows where this engine is slower than the synchronous one).
 //!
 //! # Buffer ownership (read this before the code)
 //!
@@ -67,12 +76,21 @@
 //!
 //! Each thread that calls `run` uses its own ring, created lazily and kept in a thread-local
 //! (keyed by queue depth and [`RingSetup`]), so threads never contend on a ring and never need
-//! a lock: the worker loop of the store scales by threads, one ring each. Because only that
-//! thread ever submits to or waits on the ring, it is by default set up with
-//! `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (completion work runs when the
-//! thread waits, not by interrupting it), falling back to a plain ring on kernels that reject
-//! the flags. A ring is idle between calls — nothing is in flight — so it can be reused by the
-//! next call on the same thread and is closed when the thread exits.
+//! a lock: the worker loop of the store scales by threads, one ring each. A ring is idle
+//! between calls — nothing is in flight — so it can be reused by the next call on the same
+//! thread and is closed when the thread exits.
+//!
+//! Rings are plain by default ([`RingSetup::Plain`]). Each has a single user, so
+//! `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` looked like a free win, and it
+//! does make a lone cached read through the ring 3–9 % cheaper; but measured with the policy
+//! above on ext4 it changed nothing on the rows that use the ring for reads, and made 32
+//! buffered writes per call ~12 % slower (five runs): with deferred task work, the
+//! completion work of every `io-wq` write runs on the one waiting thread instead of on the
+//! workers. `COOP_TASKRUN` was slower still for those writes. Both stay selectable
+//! ([`UringEngine::with_ring_setup`]). Not tried: registering the ring fd (saves one
+//! `fdget` per `io_uring_enter`, nanoseconds against the ~1 µs an enter costs, below this
+//! host's noise) and registered files (would need a per-ring table kept in step with the
+//! store's descriptor cache).
 //!
 //! # One call
 //!
@@ -122,16 +140,29 @@ const MAX_ENTER_FAILURES: u32 = 16;
 /// kernels that reject its flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RingSetup {
-    /// No setup flags: completion work may interrupt the thread (an IPI) at any time.
+    /// No setup flags (the default, see the module docs).
+    #[default]
     Plain,
     /// `IORING_SETUP_COOP_TASKRUN`: completion work waits for the thread's next kernel entry
     /// instead of interrupting it.
     CoopTaskrun,
     /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`: the kernel may assume one
     /// submitting thread, and completion work runs only when that thread waits for
-    /// completions (the default; each ring here has exactly one user).
-    #[default]
+    /// completions.
     SingleIssuerDeferTaskrun,
+}
+
+/// Which operations try an inline `RWF_NOWAIT` copy before the ring (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FastPath {
+    /// None: every operation goes through the ring.
+    Off,
+    /// A call's only operation (the default): one syscall either way, and the ring's
+    /// per-request work would come on top. A batch goes to the ring whole.
+    #[default]
+    LoneOps,
+    /// Every read and write, in batches too; only the misses are submitted.
+    EveryOp,
 }
 
 /// Where an engine's operations went, counted since it was created (shared by its clones).
@@ -193,7 +224,7 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct UringEngine {
     depth: u32,
-    nowait: bool,
+    fast_path: FastPath,
     setup: RingSetup,
     shared: Arc<Shared>,
 }
@@ -247,7 +278,7 @@ impl UringEngine {
         });
         Ok(Self {
             depth: queue_depth,
-            nowait: true,
+            fast_path: FastPath::default(),
             setup,
             shared: Arc::default(),
         })
@@ -258,10 +289,10 @@ impl UringEngine {
         Self::new(DEFAULT_QUEUE_DEPTH)
     }
 
-    /// Whether reads and writes first try an inline `RWF_NOWAIT` copy (the default, see the
-    /// module docs) or every operation goes through the ring (`false`).
-    pub fn with_nowait_fast_path(self, nowait: bool) -> Self {
-        Self { nowait, ..self }
+    /// Which operations first try an inline `RWF_NOWAIT` copy (see the module docs);
+    /// [`FastPath::Off`] sends every operation through the ring.
+    pub fn with_fast_path(self, fast_path: FastPath) -> Self {
+        Self { fast_path, ..self }
     }
 
     /// Sets up this engine's rings with `setup` instead of the default.
@@ -269,9 +300,9 @@ impl UringEngine {
         Self { setup, ..self }
     }
 
-    /// See [`UringEngine::with_nowait_fast_path`].
-    pub fn nowait_fast_path(&self) -> bool {
-        self.nowait
+    /// See [`UringEngine::with_fast_path`].
+    pub fn fast_path(&self) -> FastPath {
+        self.fast_path
     }
 
     /// The configured submission queue depth.
@@ -318,7 +349,12 @@ impl UringEngine {
     /// Runs the fast path (if enabled) and then the ring on `slots`, and records the counts.
     fn execute(&self, slots: &mut [Slot]) {
         let mut tally = UringStats::default();
-        if self.nowait {
+        let inline = match self.fast_path {
+            FastPath::Off => false,
+            FastPath::LoneOps => slots.iter().filter(|s| s.is_active()).count() == 1,
+            FastPath::EveryOp => true,
+        };
+        if inline {
             for slot in slots.iter_mut() {
                 self.try_inline(slot, &mut tally);
             }
