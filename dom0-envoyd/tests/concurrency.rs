@@ -318,3 +318,93 @@ fn many_writers_one_file() {
         assert!(block.iter().all(|&b| b == w), "block {i}");
     }
 }
+
+/// Throughput figures (not a pass/fail benchmark): run with
+/// `cargo test --release -p dom0-envoyd --test concurrency -- --ignored --nocapture`.
+#[test]
+#[ignore = "prints throughput figures; run in release"]
+fn throughput_report() {
+    let env = Env::new();
+    let c = env.client("9P2000.L");
+    let n = c.handshake(256 * 1024, "9P2000.L").unwrap();
+    c.attach(ROOT, Fid::NOFID, "", "/default", 0).unwrap();
+    let chunk = (n.msize - 24) as usize;
+    let total = 256usize << 20;
+    let data = bytes::Bytes::from(vec![0xa5u8; chunk]);
+    let f = Fid(2);
+    c.walk(ROOT, f, &[]).unwrap();
+    c.lcreate(f, "big", O_RDWR, 0o644, 0).unwrap();
+    let t = Instant::now();
+    let mut off = 0u64;
+    while (off as usize) < total {
+        let tags: Vec<_> = (0..8)
+            .map(|i| {
+                c.send(
+                    Twrite {
+                        fid: f,
+                        offset: off + (i * chunk) as u64,
+                        data: data.clone(),
+                    }
+                    .into(),
+                )
+                .unwrap()
+            })
+            .collect();
+        for t in tags {
+            assert!(matches!(c.wait(t), Ok(Message::Rwrite(_))));
+        }
+        off += (8 * chunk) as u64;
+    }
+    let w = t.elapsed();
+    c.fsync(f, false).unwrap();
+    let t = Instant::now();
+    let mut off = 0u64;
+    while (off as usize) < total {
+        let tags: Vec<_> = (0..8)
+            .map(|i| {
+                c.send(
+                    Tread {
+                        fid: f,
+                        offset: off + (i * chunk) as u64,
+                        count: chunk as u32,
+                    }
+                    .into(),
+                )
+                .unwrap()
+            })
+            .collect();
+        for t in tags {
+            assert!(matches!(c.wait(t), Ok(Message::Rread(_))));
+        }
+        off += (8 * chunk) as u64;
+    }
+    let r = t.elapsed();
+    let t = Instant::now();
+    let ops = 20000;
+    for _ in 0..ops / 16 {
+        let tags: Vec<_> = (0..16)
+            .map(|_| {
+                c.send(
+                    Tgetattr {
+                        fid: f,
+                        request_mask: getattr::ALL,
+                    }
+                    .into(),
+                )
+                .unwrap()
+            })
+            .collect();
+        for t in tags {
+            assert!(matches!(c.wait(t), Ok(Message::Rgetattr(_))));
+        }
+    }
+    let g = t.elapsed();
+    let mb = (total >> 20) as f64;
+    println!(
+        "envoyd over TCP loopback, msize {}: write {:.0} MB/s, read {:.0} MB/s, getattr {:.0} ops/s (16 in flight)",
+        n.msize,
+        mb / w.as_secs_f64(),
+        mb / r.as_secs_f64(),
+        f64::from(ops) / g.as_secs_f64()
+    );
+}
