@@ -84,7 +84,11 @@ impl StorageClient {
                 c.msize = v.msize;
                 Ok(c)
             }
-            other => Err(ClientError::Protocol(format!("version refused: {other:?}"))),
+            Message::Rversion(v) => Err(ClientError::Protocol(format!(
+                "version refused: server answered {} with msize {} (asked {msize})",
+                v.version, v.msize
+            ))),
+            other => Err(Self::unexpected(other)),
         }
     }
 
@@ -125,7 +129,7 @@ impl StorageClient {
                 let f = decode(frame, Dialect::Storage, self.msize)?;
                 if f.tag != tag {
                     return Err(ClientError::Protocol(format!(
-                        "reply tag {:?} for request tag {tag:?}",
+                        "reply tag {} for request tag {tag}",
                         f.tag
                     )));
                 }

@@ -73,6 +73,18 @@ pub enum IoOutcome {
     Fsync,
 }
 
+impl IoOutcome {
+    /// What kind of operation produced this (`"read"`, `"write"`, `"fsync"`), for messages
+    /// that must not dump a payload.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IoOutcome::Read(_) => "read",
+            IoOutcome::Write(_) => "write",
+            IoOutcome::Fsync => "fsync",
+        }
+    }
+}
+
 /// A way of executing batches of data operations.
 pub trait IoEngine: Send + Sync + std::fmt::Debug + 'static {
     /// A short name for logs and benchmarks (`"io_uring"`, `"sync"`).

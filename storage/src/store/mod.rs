@@ -14,17 +14,22 @@
 //!
 //! # Crash safety (process crash; power loss needs [`ObjectStore::sync`])
 //!
-//! Every operation is old-state-or-new-state after a `kill -9` at any point:
+//! Every operation is old-state-or-new-state after a `kill -9` at any point, with one
+//! exception spelled out under wstat:
 //!
 //! * **create**: check the listing, then one `open(O_CREAT|O_EXCL)` of the final leaf name —
 //!   the name carries the attributes, so the object appears complete or not at all.
-//! * **wstat**: `ftruncate` first if the size changes, then ONE `rename(old name → new name)`
-//!   in the same directory. The size is data, like a write: a crash between the two leaves the
-//!   new size with the old attributes.
+//! * **wstat**: the attribute change is atomic (ONE `rename(old name → new name)` in the same
+//!   directory); a size change is not atomic with it. `ftruncate` runs first, so a size the
+//!   host refuses fails the whole wstat with nothing changed, but a crash (or a failed
+//!   rename) after the truncate leaves the new size with the old attributes. The size is data,
+//!   like a write; callers that need both or neither must not combine them.
 //! * **clone**: build `.clone-<dst>` in the destination's leaf directory (reflink, else
 //!   `copy_file_range`, else read+write; a directory object is copied with every entry's
 //!   copy-on-write flag set), fsync it, rename it to the final name.
-//! * **delete**: unlink. **reserve**: superblock rewrite (temp + fsync + rename + fsync dir).
+//! * **delete**: unlink (not durable until a later fsync of its leaf directory: there is no
+//!   object left to [`ObjectStore::sync`], so after power loss a deleted object may be back).
+//!   **reserve**: superblock rewrite (temp + fsync + rename + fsync dir), durable on return.
 //! * **create/clone** first raise the superblock's reserve mark past the new ID (rounded up to a
 //!   multiple of 4096) so that every object lies below the mark.
 //!
@@ -560,7 +565,10 @@ impl ObjectStore {
             Ok(IoOutcome::Read(b)) => Ok(b),
             Ok(other) => Err(StoreError::io(
                 format!("read of object {id}"),
-                io::Error::other(format!("engine returned {other:?} for a read")),
+                io::Error::other(format!(
+                    "engine returned a {} result for a read",
+                    other.kind()
+                )),
             )),
             Err(e) => Err(Self::io_err(id, "read", e)),
         }
@@ -642,7 +650,10 @@ impl ObjectStore {
             Ok(IoOutcome::Write(n)) => Ok(n),
             Ok(other) => Err(StoreError::io(
                 format!("write of object {id}"),
-                io::Error::other(format!("engine returned {other:?} for a write")),
+                io::Error::other(format!(
+                    "engine returned a {} result for a write",
+                    other.kind()
+                )),
             )),
             Err(e) => Err(Self::io_err(id, "write", e)),
         }
