@@ -187,6 +187,43 @@ fn delete_missing_not_found_and_delete_twice() {
 }
 
 #[test]
+fn delete_then_recreate_never_reads_old_file_through_cached_descriptor() {
+    let (_d, s) = new_store();
+    let id = ObjectId(9);
+    s.create_object(id, &file_attr()).unwrap();
+    s.write(id, 0, Bytes::from_static(b"old data")).unwrap();
+    assert_eq!(&s.read(id, 0, 100).unwrap()[..], b"old data");
+    s.delete(id).unwrap();
+    assert!(matches!(s.read(id, 0, 100), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.write(id, 0, Bytes::from_static(b"x")),
+        Err(StoreError::NotFound(_))
+    ));
+    s.create_object(id, &file_attr()).unwrap();
+    assert!(s.read(id, 0, 100).unwrap().is_empty());
+    s.write(id, 0, Bytes::from_static(b"new")).unwrap();
+    assert_eq!(&s.read(id, 0, 100).unwrap()[..], b"new");
+
+    // Recreated by clone, after a rename by wstat.
+    s.create_object(ObjectId(10), &file_attr()).unwrap();
+    s.write(ObjectId(10), 0, Bytes::from_static(b"cloned"))
+        .unwrap();
+    s.wstat(
+        id,
+        &AttrChange {
+            mode: Some(0o600),
+            ..AttrChange::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(&s.read(id, 0, 100).unwrap()[..], b"new");
+    s.delete(id).unwrap();
+    s.clone_object(ObjectId(10), id).unwrap();
+    assert_eq!(&s.read(id, 0, 100).unwrap()[..], b"cloned");
+    assert_eq!(s.stat(id).unwrap().size, 6);
+}
+
+#[test]
 fn wstat_changes_attributes_and_size_persist_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let id = ObjectId(42);
