@@ -136,12 +136,13 @@ impl Geometry {
         v
     }
 
-    /// True if `id` fits in `id_bits`.
+    /// True if `id` is below [`Self::id_limit`]: it fits in `id_bits` and, in a 64-bit store,
+    /// is not `u64::MAX` (the exclusive reserve mark, a `u64`, could never cover it).
     pub fn contains(&self, id: ObjectId) -> bool {
-        self.id_bits >= 64 || id.0 >> self.id_bits == 0
+        id.0 < self.id_limit()
     }
 
-    /// Exclusive upper bound of IDs (saturating at `u64::MAX` for 64-bit IDs).
+    /// Exclusive upper bound of IDs (`u64::MAX` for 64-bit IDs, so that ID is never valid).
     pub fn id_limit(&self) -> u64 {
         if self.id_bits >= 64 {
             u64::MAX
@@ -269,6 +270,7 @@ mod tests {
         assert!(g.contains(ObjectId((1 << 48) - 1)));
         assert!(!g.contains(ObjectId(1 << 48)));
         let g64 = Geometry::compute(4096, 64).unwrap();
-        assert!(g64.contains(ObjectId(u64::MAX)));
+        assert!(g64.contains(ObjectId(u64::MAX - 1)));
+        assert!(!g64.contains(ObjectId(u64::MAX)), "no mark can cover it");
     }
 }

@@ -104,6 +104,31 @@ fn id_beyond_id_bits_rejected() {
 }
 
 #[test]
+fn id_all_ones_in_64_bit_store_rejected_so_every_object_stays_below_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ObjectStore::create(
+        dir.path(),
+        StoreOptions {
+            id_bits: 64,
+            ..opts()
+        },
+    )
+    .unwrap();
+    // The reserve mark is exclusive and a u64: it can never cover u64::MAX.
+    assert!(matches!(
+        s.create_object(ObjectId(u64::MAX), &file_attr()),
+        Err(StoreError::IdOutOfRange { .. })
+    ));
+    s.create_object(ObjectId(u64::MAX - 1), &file_attr())
+        .unwrap();
+    s.clone_object(ObjectId(u64::MAX - 1), ObjectId(u64::MAX))
+        .unwrap_err();
+    drop(s);
+    let r = envoy_storage::check::check(dir.path());
+    assert!(r.is_clean(), "{r}");
+}
+
+#[test]
 fn offset_overflow_and_size_limits_rejected() {
     let (_d, s) = new_store();
     let id = ObjectId(1);
