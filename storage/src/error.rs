@@ -111,9 +111,35 @@ impl StoreError {
     }
 }
 
+/// An error followed by its whole `source()` chain (`"fsync of object 0x5: No space left on
+/// device (os error 28)"`), for logs and command-line reports: the `Display` of a wrapping
+/// error names only its own layer, so logging `%e` alone would drop the cause.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chain_io_error_names_context_and_os_cause() {
+        let e = StoreError::io(
+            "fsync of object 0x5",
+            io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        assert_eq!(e.to_string(), "fsync of object 0x5");
+        let c = chain(&e);
+        assert!(c.starts_with("fsync of object 0x5: "), "{c}");
+        assert!(c.contains("os error 28"), "{c}");
+    }
 
     #[test]
     fn errno_io_error_keeps_os_code() {

@@ -49,7 +49,7 @@ use envoy_proto::{
     VERSION_UNKNOWN,
 };
 
-use crate::error::StoreError;
+use crate::error::{chain, StoreError};
 use crate::object::ObjectId;
 use crate::store::{ObjectStore, MAX_IO};
 use crate::wire::{self, Endpoint, Stream};
@@ -216,7 +216,7 @@ fn accept_loop(
                     tracing::debug!(%peer, "connection opened");
                     match Connection::run(s, store) {
                         Ok(()) => tracing::debug!(%peer, "connection closed"),
-                        Err(e) => tracing::info!(%peer, error = %e, "connection dropped"),
+                        Err(e) => tracing::info!(%peer, error = %chain(&e), "connection dropped"),
                     }
                 });
             }
@@ -272,7 +272,7 @@ impl Connection {
                             // The reply cannot be delivered (peer gone, not reading, or a
                             // frame cut off by the send timeout): end the connection, which
                             // wakes the reader. Keep draining so the reader never blocks.
-                            tracing::debug!(error = %e, "reply not delivered; closing connection");
+                            tracing::debug!(error = %chain(&e), "reply not delivered; closing connection");
                             conn.lock_writer().shutdown();
                         }
                     }
@@ -330,7 +330,7 @@ impl Connection {
             Ok(f) => f,
             Err(e) if e.is_fatal() => return Err(e.into()),
             Err(e) => {
-                tracing::debug!(error = %e, cause = %e.kind, "undecodable request");
+                tracing::debug!(error = %chain(&e), "undecodable request");
                 let tag = e.tag.unwrap_or(Tag::NOTAG);
                 self.send_error(tag, libc::EBADMSG)?;
                 return Ok(());
@@ -385,7 +385,7 @@ impl Connection {
         let parts = match encode_parts(tag, msg, Dialect::Storage, msize, &mut head) {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot encode reply; sending EIO");
+                tracing::warn!(error = %chain(&e), "cannot encode reply; sending EIO");
                 head.clear();
                 let err: Message = Rlerror {
                     ecode: libc::EIO as u32,
@@ -405,7 +405,7 @@ impl Connection {
         match self.execute(msg) {
             Ok(m) => m,
             Err(e) => {
-                tracing::debug!(request = name, error = %e, "request failed");
+                tracing::debug!(request = name, error = %chain(&e), "request failed");
                 Rlerror {
                     ecode: e.errno() as u32,
                 }

@@ -84,14 +84,7 @@ fn options(engine: Engine, fd_cache: usize, dir_cache: usize) -> StoreOptions {
 
 /// Prints an error with its chain of causes.
 fn report(e: &dyn std::error::Error) {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    eprintln!("envoy-storaged: {msg}");
+    eprintln!("envoy-storaged: {}", envoy_storage::error::chain(e));
 }
 
 fn demo(dir: &std::path::Path) -> Result<(), StoreError> {

@@ -336,7 +336,10 @@ impl ObjectStore {
     }
 
     fn poison(&self, e: StoreError) -> StoreError {
-        tracing::error!(error = %e, "fsync failed; store refuses writes until reopened");
+        tracing::error!(
+            error = %crate::error::chain(&e),
+            "fsync failed; store refuses writes until reopened"
+        );
         self.poisoned.store(true, Ordering::SeqCst);
         e
     }
