@@ -4,6 +4,8 @@
 //!   do not infer subdirectory counts; hard links in Envoy are frozen copies, not shared
 //!   inodes).
 //! * Special files report size 0; `rdev` comes from the device node's contents.
+//! * Reads never update atime (as `noatime`); writes set mtime; ctime is the host inode's
+//!   change time of the object file (a thaw gives a file a fresh ctime).
 //! * chmod needs ownership (or root); chown of the owner needs root; a non-root owner may
 //!   only set the group to its own group. Explicit times need ownership; "now" needs
 //!   ownership or write permission. Truncation needs write permission.
