@@ -120,8 +120,10 @@ impl ObjectStore {
                     io::Error::new(io::ErrorKind::UnexpectedEof, "object shrank during clone"),
                 ));
             }
-            let mut chunk = BytesMut::from(&data[..]);
-            drop(data);
+            // The engine's buffer is normally unique, so this rarely copies.
+            let mut chunk = data
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
             let first_block =
                 usize::try_from(offset / dirfmt::BLOCK_SIZE as u64).unwrap_or(usize::MAX);
             dirfmt::set_cow_object(&mut chunk).map_err(|e| {
