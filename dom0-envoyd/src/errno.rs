@@ -12,6 +12,7 @@
 //! | fid in the wrong state (walk from an open fid, I/O on an unopened fid) | `EBADF` | as Linux for a descriptor opened the wrong way |
 //! | unsupported operation or unknown xattr namespace | `EOPNOTSUPP` | |
 //! | xattr name over 255 bytes / value over 64 KiB | `ERANGE` / `E2BIG` | as Linux `setxattr` |
+//! | over 4 MiB of xattr values pending on one connection | `ENOSPC` | bounded memory per client |
 //! | rename/link between fids of different attaches | `EXDEV` | each attach is a mount; no escape into another image |
 //! | store errors | the store's own classification ([`envoy_storage::StoreError::errno`]) | |
 
@@ -40,6 +41,7 @@ pub fn errno(e: &FsError) -> u32 {
         FsError::Interrupted => libc::EINTR,
         FsError::CrossDevice => libc::EXDEV,
         FsError::Range => libc::ERANGE,
+        FsError::NoSpace => libc::ENOSPC,
         FsError::XattrTooBig => libc::E2BIG,
         FsError::Store(s) => s.errno(),
         FsError::Corrupt(_) => libc::EUCLEAN,

@@ -65,6 +65,9 @@ pub enum FsError {
     /// The tree is read-only (a snapshot).
     #[error("read-only file system")]
     ReadOnly,
+    /// A per-connection buffer budget is exhausted.
+    #[error("no space left for pending attribute values")]
+    NoSpace,
     /// An xattr name too long.
     #[error("attribute name too long")]
     Range,

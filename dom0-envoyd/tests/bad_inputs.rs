@@ -530,3 +530,49 @@ fn tags_reused_immediately_after_reply_accepted() {
         assert!(matches!(m, Message::Rgetattr(_)), "{m:?}");
     }
 }
+
+#[test]
+fn xattr_fids_bounded_declared_bytes_and_read_before_write() {
+    let env = Env::new();
+    let c = env.attach(0);
+    create_file(&c, ROOT, "f", b"");
+    let mut made = 0;
+    let mut last = 0;
+    for i in 0..100u32 {
+        let x = Fid(500 + i);
+        c.walk(ROOT, x, &["f"]).unwrap();
+        match c.xattrcreate(x, &format!("user.a{i}"), 65536, 0) {
+            Ok(()) => made += 1,
+            Err(e) => {
+                last = e.errno().unwrap();
+                break;
+            }
+        }
+    }
+    assert_eq!(made, 64, "4 MiB of pending values per connection");
+    assert_eq!(last, E(libc::ENOSPC));
+    // an xattr write fid cannot be read, and writes past the declared size fail
+    assert_eq!(errno(c.read(Fid(500), 0, 10)), E(libc::EBADF));
+    assert_eq!(
+        errno(c.write(Fid(500), 65530, &b"0123456789"[..])),
+        E(libc::EINVAL)
+    );
+    assert_eq!(
+        errno(c.write(Fid(500), 5, &b"x"[..])),
+        E(libc::EINVAL),
+        "not sequential"
+    );
+    // clunking them (incomplete) frees the budget
+    for i in 0..64u32 {
+        assert_eq!(errno(c.clunk(Fid(500 + i))), E(libc::EINVAL));
+    }
+    c.walk(ROOT, Fid(700), &["f"]).unwrap();
+    c.xattrcreate(Fid(700), "user.ok", 2, 0).unwrap();
+    c.write_all(Fid(700), 0, b"ok").unwrap();
+    c.clunk(Fid(700)).unwrap();
+    assert_eq!(
+        c.xattrwalk(ROOT, Fid(701), "").unwrap(),
+        0,
+        "the root has none"
+    );
+}

@@ -26,6 +26,10 @@ use crate::namespace::xattr::{XATTR_NAME_MAX, XATTR_SIZE_MAX};
 use crate::session::fids::{FidEntry, OpenState};
 use crate::session::Conn;
 
+/// Bytes of xattr values one connection may have declared but not yet committed (each is
+/// buffered until its fid is clunked).
+pub const XATTR_PENDING_MAX: u64 = 4 << 20;
+
 fn check_name(name: &str) -> FsResult<()> {
     if name.len() > XATTR_NAME_MAX {
         return Err(FsError::Range);
@@ -75,6 +79,9 @@ pub fn xattrcreate(c: &Arc<Conn>, m: Txattrcreate) -> FsResult<Message> {
     if m.attr_size > XATTR_SIZE_MAX {
         return Err(FsError::XattrTooBig);
     }
+    if c.fids.pending_xattr_bytes().saturating_add(m.attr_size) > XATTR_PENDING_MAX {
+        return Err(FsError::NoSpace);
+    }
     if m.flags & !(xflags::CREATE | xflags::REPLACE) != 0
         || m.flags == xflags::CREATE | xflags::REPLACE
     {
@@ -105,7 +112,7 @@ pub fn xattrcreate(c: &Arc<Conn>, m: Txattrcreate) -> FsResult<Message> {
     st.open = OpenState::XattrWrite {
         name: m.name,
         size: m.attr_size,
-        value: Vec::with_capacity(usize::try_from(m.attr_size).unwrap_or(0)),
+        value: Vec::new(),
         flags: m.flags,
     };
     Ok(Rxattrcreate {}.into())

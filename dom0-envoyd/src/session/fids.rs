@@ -170,6 +170,19 @@ impl FidTable {
         old.len()
     }
 
+    /// Bytes declared by the xattr write fids of this table (their values are buffered
+    /// until clunk); bounded per connection by the xattr handler.
+    pub fn pending_xattr_bytes(&self) -> u64 {
+        let entries: Vec<Arc<FidEntry>> = lock(&self.map).values().cloned().collect();
+        entries
+            .iter()
+            .map(|e| match &lock(&e.state).open {
+                OpenState::XattrWrite { size, .. } => *size,
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Number of fids.
     pub fn len(&self) -> usize {
         lock(&self.map).len()
