@@ -67,13 +67,14 @@ struct Args {
     /// io_uring submission queue depth.
     #[arg(long, default_value_t = 256)]
     depth: u32,
-    /// Backends to measure, in table order: store-uring (io_uring engine, default policy:
-    /// page-cache hits copied inline with RWF_NOWAIT, everything that waits for the device
-    /// through the ring), store-uring-ring (every operation through the ring), store-sync,
-    /// std-fs, and the same engines without the store (files kept open): files-uring,
-    /// files-uring-ring, files-sync. An io_uring backend may end in +plain, +coop or +defer to
-    /// pick its ring setup (default: +defer). Each *-uring* column gets a ratio against the
-    /// *-sync* of its family.
+    /// Backends to measure, in table order: store-uring (io_uring engine, default policy: a
+    /// lone operation tries an inline RWF_NOWAIT page-cache copy, batches and whatever would
+    /// wait for the device go through the ring), store-uring-perop (the inline attempt for
+    /// every operation, batches too), store-uring-ring (every operation through the ring),
+    /// store-sync, std-fs, and the same engines without the store (files kept open):
+    /// files-uring, files-uring-perop, files-uring-ring, files-sync. An io_uring backend may
+    /// end in +plain, +coop or +defer to pick its ring setup (default: plain). Each *-uring*
+    /// column gets a ratio against the *-sync* of its family.
     #[arg(
         long,
         value_delimiter = ',',
