@@ -5,11 +5,14 @@
 //! blocks, a name → block index and a cookie → name order. Every update changes exactly one
 //! block (an insert goes to the first block with room, or a new block at the end), and the
 //! caller writes just that block back at `index * 4096`: one page-aligned `pwrite`, so a crash
-//! leaves the old block or the new one.
+//! leaves the old block or the new one. Blocks are never freed: an emptied block stays and
+//! takes later inserts, so a directory object only grows.
 //!
 //! Cookies give readdir stable offsets: each insert takes a cookie above every cookie ever
 //! seen in this directory since it was loaded (`next_cookie`), so entries never move and
-//! removals never shift later entries.
+//! removals never shift later entries. (After the parsed directory is evicted from the cache
+//! and reloaded, the cookie of a removed last entry can be handed out again; a listing in
+//! progress may then miss the new entry, which POSIX allows for entries added meanwhile.)
 
 use std::collections::{BTreeMap, HashMap};
 
