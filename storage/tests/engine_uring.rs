@@ -508,6 +508,39 @@ fn uring_cold_read_goes_to_ring_and_cached_read_is_inline() {
 }
 
 #[test]
+fn uring_partly_cached_read_copies_prefix_inline_and_rings_the_rest() {
+    let Some(engine) = uring_default(8) else {
+        return;
+    };
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let (_dir, file) = disk_file("f", &data);
+    if !drop_cache_verified(&file, data.len()) {
+        eprintln!("page cache would not drop this file's pages; skipping");
+        return;
+    }
+    // Cache a prefix (plus whatever the kernel reads ahead), leaving the tail cold.
+    assert_eq!(
+        read_bytes(&engine.run_one(read(&file, 0, 64 << 10))),
+        &data[..64 << 10]
+    );
+    let resident = resident_pages(&file, data.len());
+    if resident == 0 || resident * 4096 >= data.len() {
+        eprintln!("not partly cached ({resident} pages); skipping");
+        return;
+    }
+    let before = engine.stats();
+    assert_eq!(
+        read_bytes(&engine.run_one(read(&file, 0, data.len()))),
+        &data[..]
+    );
+    let after = engine.stats();
+    // One read: its cached prefix copied inline, the rest waited for in the ring.
+    assert_eq!(after.reads_ring - before.reads_ring, 1, "{after:?}");
+    assert_eq!(after.reads_inline, before.reads_inline, "{after:?}");
+    assert_eq!(after.nowait_misses - before.nowait_misses, 1, "{after:?}");
+}
+
+#[test]
 fn uring_ring_only_engine_submits_every_op_and_never_tries_inline() {
     let Some(engine) = uring(8) else { return };
     let dir = tempfile::tempdir().unwrap();

@@ -978,6 +978,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use std::mem::MaybeUninit;
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
 
     use super::*;
@@ -1259,6 +1260,43 @@ mod tests {
             // The file system does not do RWF_NOWAIT reads (e.g. tmpfs): left for the ring.
             Nowait::Refused => assert!(slot.is_active()),
             Nowait::WouldBlock => panic!("a just-written page must be cached"),
+        }
+    }
+
+    #[test]
+    fn try_nowait_partly_cached_read_keeps_prefix_and_leaves_rest_for_ring() {
+        let len = 4usize << 20;
+        let file = temp_file();
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        file.write_all_at(&data, 0).unwrap();
+        file.sync_data().unwrap();
+        // SAFETY: `posix_fadvise` only reads its integer arguments; the file is open.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+        let mut prefix = vec![0u8; 64 << 10];
+        file.read_exact_at(&mut prefix, 0).unwrap();
+        let mut slot = Slot::new(
+            IoOp::Read {
+                file,
+                offset: 0,
+                len,
+            },
+            &mut BytesMut::new(),
+        );
+        match slot.try_nowait() {
+            Nowait::WouldBlock => {
+                let Slot::Read { buf, .. } = &slot else {
+                    panic!("a read that would block must stay pending");
+                };
+                // The just-read prefix is cached, so it was copied before the miss.
+                assert!(buf.len() >= prefix.len(), "copied {} bytes", buf.len());
+                assert!(buf.len() < len);
+                assert_eq!(&buf[..], &data[..buf.len()]);
+            }
+            // The page cache kept the whole file (eviction is best effort): nothing to check.
+            Nowait::Finished => {}
+            // A file system without RWF_NOWAIT reads (tmpfs): the ring does it all.
+            Nowait::Refused => assert!(slot.is_active()),
         }
     }
 
