@@ -29,11 +29,13 @@
 //!
 //! # Resource bounds
 //!
-//! At most [`MAX_CONNECTIONS`] connections; per connection at most
-//! `QUEUE_PER_CONN + WORKERS_PER_CONN + 1` (21) frames of the negotiated msize in memory (msize
-//! is capped at [`MAX_MSIZE`], and a `Tversion` below 4096 is refused). An idle connection
-//! keeps its slot indefinitely: without authentication the server cannot tell an idle envoy
-//! from a peer hoarding slots.
+//! At most [`MAX_CONNECTIONS`] connections; per connection `WORKERS_PER_CONN + 1` (5)
+//! threads and at most `QUEUE_PER_CONN + WORKERS_PER_CONN + 1` (21) request frames plus
+//! `WORKERS_PER_CONN` (4) replies of the negotiated msize in memory (msize is capped at
+//! [`MAX_MSIZE`], and a `Tversion` below 4096 is refused), so about 25 × 16 MiB per connection
+//! at worst. There is no global memory budget across connections. An idle connection keeps
+//! its slot indefinitely: without authentication the server cannot tell an idle envoy from a
+//! peer hoarding slots.
 
 use std::io::{self, Read};
 use std::net::TcpListener;
