@@ -12,9 +12,11 @@ t0="$(uptime_s)"
 check tar-extract tar -xf /test/tree.tar -C $m/tree
 t1="$(uptime_s)"
 echo "tree: tar -x of $want files took $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s (guest clock)"
-check_out file-count "$want" sh -c "cd $m/tree && find . -type f | wc -l"
+# The names (files, directories, symlinks) must be the tar's; the checksum list below covers
+# the regular files' count and content.
 check_out tree-matches-tar "same" sh -c "cd $m/tree && find . | sed 's,^\./,,' | grep -v '^\.\$' | sort >/tmp/mounted.list; tar -tf /test/tree.tar | sed 's,/\$,,' | sort >/tmp/tar.list; cmp -s /tmp/mounted.list /tmp/tar.list && echo same || diff /tmp/tar.list /tmp/mounted.list | head -5"
 t2="$(uptime_s)"
+echo "tree: listing compared with the tar in $(awk -v a="$t1" -v b="$t2" 'BEGIN { printf "%.1f", b - a }') s"
 # No file of the tree has blanks in its name (install-deps builds the list the same way).
 (cd $m/tree && find ./* -type f | sed 's,^\./,,' | sort | xargs sha256sum) >/tmp/guest.sha256
 t3="$(uptime_s)"
