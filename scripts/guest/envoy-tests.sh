@@ -5,9 +5,11 @@
 # stops envoyd itself and kills everything it started on exit.
 #
 # Usage: scripts/guest/envoy-tests.sh [options]        (root; scripts/install-deps.sh first)
-#   --only LIST        comma-separated scenarios to run (default: posix-L,posix-u,tree,crash)
+#   --only LIST        comma-separated scenarios to run (default: posix-L,posix-u,multi,tree,crash)
 #                        posix-L  POSIX battery over 9P2000.L, then the diodls/diodcat check (d)
 #                        posix-u  the same battery over 9P2000.u
+#                        multi    two connections from one guest (the envoy.via mount and a
+#                                 trans=tcp one): coherence, renames, locks, unlink, two writers
 #                        tree     unpack a >= 5,000-file source tree, checksum, restart envoyd,
 #                                 verify from a second boot, delete, store back to baseline
 #                        crash    fsync'd writes, kill -9 envoyd mid-way, store check, restart,
@@ -30,7 +32,7 @@ repo="$(dirname "$scripts")"
 tests="$here/tests"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 
-only="posix-L,posix-u,tree,crash" server=envoyd via="" build=1 keep=0 verbose=()
+only="posix-L,posix-u,multi,tree,crash" server=envoyd via="" build=1 keep=0 verbose=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
     case "$1" in
@@ -216,6 +218,16 @@ scenario_posix() {
     store_check "$name" "$data"
 }
 
+# Two 9P sessions on one image from one guest (the second over trans=tcp via QEMU user net).
+scenario_multi() {
+    local data="$work/multi.data" version=9p2000.L extra=()
+    [[ "$via" == shim ]] && extra=(--netdev-user)
+    start_server multi "$data" || { fail "multi/server-start"; return 0; }
+    guest multi "$tests/multi.sh" 300 "${extra[@]}" || true
+    stop_server || fail "multi/server-exit" "non-zero exit after SIGTERM"
+    store_check multi "$data"
+}
+
 # (d) Debian's diodls/diodcat read what the guest left in keep/ over TCP.
 independent_client() {
     local name="$1" log="$work/$1.log" f want got
@@ -331,6 +343,7 @@ for s in "${wanted[@]}"; do
     case "$s" in
     posix-L) scenario_posix 9p2000.L ;;
     posix-u) scenario_posix 9p2000.u ;;
+    multi) scenario_multi ;;
     tree) scenario_tree ;;
     crash) scenario_crash ;;
     *) say "unknown scenario $s"; exit 2 ;;

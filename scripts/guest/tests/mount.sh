@@ -48,6 +48,19 @@ envoy_mount() {
     return 0
 }
 
+# envoy_mount_tcp MOUNTPOINT: a second, independent connection over the kernel's trans=tcp
+# (QEMU user networking to 10.0.2.2:envoy.port), whatever envoy.via says.
+envoy_mount_tcp() {
+    mkdir -p "$1"
+    _opts="trans=tcp,port=$ENVOY_PORT,version=$ENVOY_VERSION,aname=$ENVOY_ANAME,uname=root,access=user"
+    if _out="$(mount -t 9p -o "$_opts" 10.0.2.2 "$1" 2>&1)"; then
+        result mount-tcp PASS "$_opts"
+    else
+        result mount-tcp FAIL "$_opts: $(echo "$_out" | tr '\n' ' ' | cut -c1-200)"
+        return 1
+    fi
+}
+
 # expect_errno NAME ERRNO CMD...: CMD (an fsops call) must fail with "(errno ERRNO)".
 expect_errno() {
     _name="$1" _want="$2"
