@@ -24,5 +24,11 @@ echo "tree: sha256 of every file (read back) took $(awk -v a="$t2" -v b="$t3" 'B
 if cmp -s /tmp/guest.sha256 /test/tree.sha256; then result checksums-match-host PASS "$want files"; else
     result checksums-match-host FAIL "$(diff /test/tree.sha256 /tmp/guest.sha256 | grep -c '^[-+][0-9a-f]') differing lines: $(diff /test/tree.sha256 /tmp/guest.sha256 | grep '^[-+][0-9a-f]' | head -4 | tr '\n' ' ')"; fi
 check record-checksums cp /tmp/guest.sha256 $m/tree.sha256
+# Inode numbers come from qid.path: unique among the tree's objects, and recorded so that the
+# second boot can check they are stable across the server restart (BAD-INPUTS 9).
+(cd $m && ls -iR tree | awk '/:$/ { d = substr($0, 1, length($0) - 1); next } NF == 2 { print $1, d "/" $2 }' | sort -k2) >/tmp/inodes
+check_out inode-count "$(tar -tf /test/tree.tar | wc -l)" sh -c "wc -l </tmp/inodes"
+check_out inodes-unique "" sh -c "cut -d' ' -f1 /tmp/inodes | sort | uniq -d | head -3 | tr '\n' ' '"
+check record-inodes cp /tmp/inodes $m/tree.inodes
 check_out df-used "ok" sh -c "df $m >/dev/null && echo ok"
 check umount umount $m

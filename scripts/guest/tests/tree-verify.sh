@@ -17,8 +17,10 @@ fi
 t1="$(uptime_s)"
 echo "tree: verify of $want files took $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s (guest clock)"
 check_out file-count "$want" sh -c "cd $m/tree && find . -type f | wc -l"
+(cd $m && ls -iR tree | awk '/:$/ { d = substr($0, 1, length($0) - 1); next } NF == 2 { print $1, d "/" $2 }' | sort -k2) >/tmp/inodes
+check_out inodes-stable-across-restart "same" sh -c "cmp -s /tmp/inodes $m/tree.inodes && echo same || diff $m/tree.inodes /tmp/inodes | grep '^[-+][0-9]' | head -4 | tr '\n' ' '"
 t0="$(uptime_s)"
-check delete-tree rm -rf $m/tree $m/tree.sha256
+check delete-tree rm -rf $m/tree $m/tree.sha256 $m/tree.inodes
 t1="$(uptime_s)"
 echo "tree: rm -rf took $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s"
 check_out root-empty "" ls -A $m
