@@ -11,6 +11,7 @@
 //! | too many fids on the connection | `EMFILE` | the per-connection handle table is full |
 //! | fid in the wrong state (walk from an open fid, I/O on an unopened fid) | `EBADF` | as Linux for a descriptor opened the wrong way |
 //! | unsupported operation or unknown xattr namespace | `EOPNOTSUPP` | |
+//! | Tauth when no authentication is required | `ENOENT` | what diod answers and libnpclient (`diodls`, `diodcat`) accepts as "attach without auth"; the Linux client attaches with `afid = NOFID` after any error |
 //! | xattr name over 255 bytes / value over 64 KiB | `ERANGE` / `E2BIG` | as Linux `setxattr` |
 //! | over 4 MiB of xattr values pending on one connection | `ENOSPC` | bounded memory per client |
 //! | rename/link between fids of different attaches | `EXDEV` | each attach is a mount; no escape into another image |
@@ -33,6 +34,7 @@ pub fn errno(e: &FsError) -> u32 {
         FsError::BadFid(_) | FsError::FidInUse(_) | FsError::FidState(_) => libc::EBADF,
         FsError::TooManyFids(_) => libc::EMFILE,
         FsError::NotSupported(_) => libc::EOPNOTSUPP,
+        FsError::AuthNotRequired => libc::ENOENT,
         FsError::NoData => libc::ENODATA,
         FsError::TooBig(_) => libc::EFBIG,
         FsError::Again => libc::EAGAIN,

@@ -50,6 +50,9 @@ pub enum FsError {
     /// Not supported by this server.
     #[error("operation not supported: {0}")]
     NotSupported(&'static str),
+    /// Tauth on a server that needs no authentication.
+    #[error("authentication not required")]
+    AuthNotRequired,
     /// No such extended attribute.
     #[error("no such attribute")]
     NoData,

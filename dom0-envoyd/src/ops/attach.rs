@@ -24,7 +24,7 @@ pub const NOBODY: u32 = 65534;
 
 /// Tauth: refused, no authentication is required.
 pub fn auth(_c: &Arc<Conn>, _m: Tauth) -> FsResult<Message> {
-    Err(FsError::NotSupported("no authentication required"))
+    Err(FsError::AuthNotRequired)
 }
 
 /// The uid an attach names.
