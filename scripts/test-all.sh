@@ -18,3 +18,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test --workspace"
 cargo test --workspace --locked
+
+step "real-client tests: the Linux kernel's 9P client in QEMU guests, and diod's tools"
+scripts/guest/envoy-tests.sh
