@@ -2,7 +2,7 @@
 //!
 //! * Directories are objects in the [`envoy_storage::dirfmt`] format (entries: name, object
 //!   ID, copy-on-write flag, cookie), parsed into [`dir::DirData`] and cached in
-//!   [`crate::cache::DirCache`].
+//!   [`crate::cache::ObjectCache`].
 //! * Files, symlinks and device nodes are objects with attributes; see [`special`] for the
 //!   contents of special files.
 //! * The global root directory is the fixed object [`ROOT_ID`] (= 1), created on first start
@@ -52,7 +52,7 @@ use envoy_storage::{
     AttrChange, Attributes, ObjectId, ObjectKind, ObjectStat, ObjectStore, StoreError, Timestamp,
 };
 
-use crate::cache::{CacheStats, DirCache};
+use crate::cache::{CacheStats, ObjectCache};
 use crate::error::{FsError, FsResult};
 use dir::DirData;
 use node::{lock, read, Node};
@@ -78,7 +78,7 @@ struct IdAlloc {
 #[derive(Debug)]
 pub struct Fs {
     store: Arc<ObjectStore>,
-    cache: DirCache,
+    cache: ObjectCache,
     ids: IdAlloc,
     /// Serialises cross-directory renames (as Linux's `s_vfs_rename_mutex`) so that two
     /// renames can never build a cycle; nothing else takes it.
@@ -167,7 +167,7 @@ impl Fs {
         }
         let fs = Arc::new(Fs {
             store,
-            cache: DirCache::new(cache_bytes),
+            cache: ObjectCache::new(cache_bytes),
             ids: IdAlloc {
                 range: Mutex::new((0, 0)),
             },
