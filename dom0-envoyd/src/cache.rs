@@ -1,12 +1,33 @@
-//! The memory cache of parsed directories, bounded by `--cache-mb`.
+//! The memory cache of parsed directories and small hot file objects, bounded by
+//! `--cache-mb`.
 //!
-//! Why: the dissertation's envoy relied on the OS buffer cache alone. Here every directory
-//! object that a walk, readdir or update touches is parsed once into a [`DirData`] and kept in
-//! memory under its object ID, so walks and listings avoid the store and its syscalls.
+//! Why: the dissertation's envoy relied on the OS buffer cache alone, so every walk re-read
+//! and re-parsed directory blocks and every small-file read cost a trip through the store (a
+//! descriptor lookup and a `pread`). Here directories and small hot objects stay in memory,
+//! so walks and small-file reads avoid the store and its syscalls.
 //!
-//! Values are immutable `Arc` snapshots: an update builds a new snapshot under the directory's
-//! lock, writes the changed block to the store (write-through) and replaces the entry, so
-//! eviction only ever drops memory, never data.
+//! * **Directories**: every directory object that a walk, readdir or update touches is parsed
+//!   once into a [`DirData`] and kept under its object ID. Values are immutable `Arc`
+//!   snapshots: an update builds a new snapshot under the directory's lock, writes the changed
+//!   block to the store (write-through) and replaces the entry, so eviction only ever drops
+//!   memory, never data.
+//! * **File data**: the whole contents of a regular file of at most [`DATA_MAX`] bytes, as
+//!   one [`Bytes`] filled on the first read miss; reads are served as slices of it (no copy).
+//!   A larger file leaves a small marker instead, so later reads go straight to the store
+//!   without a `stat`. envoyd is the only writer of its territory's objects and every change
+//!   of an object's data passes through `Fs::write` or `Fs::setattr` (size), which
+//!   [invalidate](ObjectCache::invalidate) the entry after the store call; a thaw gives the
+//!   name a new, never cached object ID, and deletes remove the entry. Frozen (copy-on-write)
+//!   objects never change, so their entries stay valid and are shared by every image that
+//!   links them.
+//!
+//! A fill can race with a write (both hold the node's `io` lock shared): the reader looks the
+//! object up, misses, reads it from the store, and meanwhile a writer changes the object and
+//! invalidates. To keep the stale copy out, each shard has an *epoch* that every invalidation
+//! bumps; a miss hands out a [`FillTicket`] with the epoch seen under the shard lock, and
+//! [`ObjectCache::put_data`] drops the value if the epoch moved. (Conservative: an
+//! invalidation of another object in the same shard also drops the fill; the next read
+//! retries.)
 //!
 //! # Sharding
 //!
@@ -19,29 +40,42 @@
 //! one shard after another (a rotating cursor, so the pressure is spread evenly) until it is
 //! back under. The LRU order is therefore exact within a shard and approximate across shards.
 //! An entry larger than the whole budget is not kept. Hit, miss and eviction counters are
-//! atomics summed by [`ObjectCache::stats`].
-//!
-//! File data is not cached here: reads go to the store, whose descriptor and listing caches
-//! keep hot objects one `pread` away (the host page cache holds the bytes).
+//! atomics summed by [`ObjectCache::stats`]; directories and file data have separate hit and
+//! miss counters. Weights: [`DirData::weight`] for a directory, the object size plus
+//! [`DATA_OVERHEAD`] for file data (the buffer the store read into is exactly that size).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use bytes::Bytes;
 use envoy_storage::ObjectId;
 
 use crate::namespace::dir::DirData;
 
 /// Number of shards (a power of two).
 pub const SHARDS: usize = 16;
+/// Largest regular file whose contents are cached.
+pub const DATA_MAX: u64 = 64 * 1024;
+/// Accounted bookkeeping per data entry (map slot, LRU node, `Bytes` header).
+pub const DATA_OVERHEAD: usize = 96;
 
 /// Counters of the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CacheStats {
-    /// Lookups answered from memory.
+    /// Directory lookups answered from memory.
     pub hits: u64,
-    /// Lookups that had to read the store.
+    /// Directory lookups that had to read the store.
     pub misses: u64,
+    /// File reads answered from cached object data.
+    pub data_hits: u64,
+    /// File reads that found nothing cached (they read the store, and fill the cache if the
+    /// object is small).
+    pub data_misses: u64,
+    /// File reads of objects known to be too large to cache (straight to the store).
+    pub data_bypassed: u64,
+    /// Bytes of [`CacheStats::bytes`] held by file data entries.
+    pub data_bytes: u64,
     /// Entries evicted to stay within the budget.
     pub evictions: u64,
     /// Bytes currently accounted.
@@ -52,34 +86,55 @@ pub struct CacheStats {
     pub capacity: u64,
 }
 
+/// A cached value.
+#[derive(Debug)]
+enum Value {
+    /// A parsed directory.
+    Dir(Arc<DirData>),
+    /// The whole contents of a small regular file.
+    Data(Bytes),
+    /// A regular file larger than [`DATA_MAX`]: reads bypass the cache.
+    TooBig,
+}
+
+impl Value {
+    fn data_weight(&self, weight: usize) -> usize {
+        match self {
+            Value::Dir(_) => 0,
+            Value::Data(_) | Value::TooBig => weight,
+        }
+    }
+}
+
 /// One cached value with its LRU tick and accounted weight.
 #[derive(Debug)]
 struct Slot {
-    dir: Arc<DirData>,
+    value: Value,
     tick: u64,
     weight: usize,
 }
 
-/// One shard: a map and its LRU order (tick → ID, oldest first).
+/// One shard: a map, its LRU order (tick → ID, oldest first) and the invalidation epoch.
 #[derive(Debug, Default)]
 struct Shard {
     tick: u64,
+    epoch: u64,
     map: HashMap<ObjectId, Slot>,
     order: BTreeMap<u64, ObjectId>,
 }
 
 impl Shard {
-    /// Removes `id`, returning its weight.
-    fn take(&mut self, id: ObjectId) -> Option<usize> {
+    /// Removes `id`, returning its slot.
+    fn take(&mut self, id: ObjectId) -> Option<Slot> {
         let slot = self.map.remove(&id)?;
         self.order.remove(&slot.tick);
-        Some(slot.weight)
+        Some(slot)
     }
 
-    /// Removes the least recently used entry, returning its weight.
-    fn pop_lru(&mut self) -> Option<usize> {
+    /// Removes the least recently used entry, returning its slot.
+    fn pop_lru(&mut self) -> Option<Slot> {
         let (_, victim) = self.order.pop_first()?;
-        self.map.remove(&victim).map(|s| s.weight)
+        self.map.remove(&victim)
     }
 
     fn next_tick(&mut self) -> u64 {
@@ -94,11 +149,44 @@ pub struct ObjectCache {
     capacity: usize,
     shards: Box<[Mutex<Shard>]>,
     bytes: AtomicUsize,
+    data_bytes: AtomicUsize,
     entries: AtomicUsize,
     cursor: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
+    data_hits: AtomicU64,
+    data_misses: AtomicU64,
+    data_bypassed: AtomicU64,
     evictions: AtomicU64,
+}
+
+/// What [`ObjectCache::get_data`] found.
+#[derive(Debug)]
+pub enum DataLookup {
+    /// The whole contents of the object.
+    Hit(Bytes),
+    /// The object is too large to cache: read the store.
+    Bypass,
+    /// Nothing cached: read the store, then offer the result with [`ObjectCache::put_data`].
+    Miss(FillTicket),
+}
+
+/// Permission to fill the cache for one object, void once the object's shard sees an
+/// invalidation.
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct FillTicket {
+    id: ObjectId,
+    epoch: u64,
+}
+
+/// A value read from the store to fill the cache with.
+#[derive(Debug)]
+pub enum Fill {
+    /// The whole contents of a regular file of at most [`DATA_MAX`] bytes.
+    Data(Bytes),
+    /// The object is larger than [`DATA_MAX`].
+    TooBig,
 }
 
 /// The name this cache had when it held only directories.
@@ -117,10 +205,14 @@ impl ObjectCache {
             capacity,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             bytes: AtomicUsize::new(0),
+            data_bytes: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
             cursor: AtomicUsize::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            data_hits: AtomicU64::new(0),
+            data_misses: AtomicU64::new(0),
+            data_bypassed: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
         }
     }
@@ -131,27 +223,56 @@ impl ObjectCache {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn forget(&self, weight: usize) {
-        self.bytes.fetch_sub(weight, Ordering::Relaxed);
+    fn account(&self, slot: &Slot) {
+        self.bytes.fetch_add(slot.weight, Ordering::Relaxed);
+        let data = slot.value.data_weight(slot.weight);
+        self.data_bytes.fetch_add(data, Ordering::Relaxed);
+        self.entries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn forget(&self, slot: &Slot) {
+        self.bytes.fetch_sub(slot.weight, Ordering::Relaxed);
+        let data = slot.value.data_weight(slot.weight);
+        self.data_bytes.fetch_sub(data, Ordering::Relaxed);
         self.entries.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The cached contents of `id`, counting a hit or a miss.
-    pub fn get(&self, id: ObjectId) -> Option<Arc<DirData>> {
-        let found = {
-            let mut g = self.shard(shard_of(id));
-            let tick = g.next_tick();
-            match g.map.get_mut(&id) {
-                Some(slot) => {
-                    let old = std::mem::replace(&mut slot.tick, tick);
-                    let d = Arc::clone(&slot.dir);
-                    g.order.remove(&old);
-                    g.order.insert(tick, id);
-                    Some(d)
-                }
-                None => None,
-            }
+    /// Looks `id` up in its (locked) shard, marking it most recently used; `f` maps the value.
+    fn touch<T>(shard: &mut Shard, id: ObjectId, f: impl FnOnce(&Value) -> Option<T>) -> Option<T> {
+        let tick = shard.next_tick();
+        let slot = shard.map.get_mut(&id)?;
+        let out = f(&slot.value)?;
+        let old = std::mem::replace(&mut slot.tick, tick);
+        shard.order.remove(&old);
+        shard.order.insert(tick, id);
+        Some(out)
+    }
+
+    /// Inserts a slot (replacing any entry of `id`), then shrinks to the budget.
+    fn insert(&self, shard: &mut MutexGuard<'_, Shard>, id: ObjectId, value: Value, weight: usize) {
+        if let Some(old) = shard.take(id) {
+            self.forget(&old);
+        }
+        if weight > self.capacity {
+            return;
+        }
+        let tick = shard.next_tick();
+        let slot = Slot {
+            value,
+            tick,
+            weight,
         };
+        self.account(&slot);
+        shard.map.insert(id, slot);
+        shard.order.insert(tick, id);
+    }
+
+    /// The cached contents of directory `id`, counting a hit or a miss.
+    pub fn get(&self, id: ObjectId) -> Option<Arc<DirData>> {
+        let found = Self::touch(&mut self.shard(shard_of(id)), id, |v| match v {
+            Value::Dir(d) => Some(Arc::clone(d)),
+            _ => None,
+        });
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -166,28 +287,66 @@ impl ObjectCache {
     /// kept.
     pub fn put(&self, id: ObjectId, data: Arc<DirData>) {
         let weight = data.weight();
+        self.insert(&mut self.shard(shard_of(id)), id, Value::Dir(data), weight);
+        self.shrink();
+    }
+
+    /// The cached data of regular file `id`, counting a hit, a bypass or a miss. A miss
+    /// carries the ticket for [`ObjectCache::put_data`].
+    pub fn get_data(&self, id: ObjectId) -> DataLookup {
+        let mut g = self.shard(shard_of(id));
+        let found = Self::touch(&mut g, id, |v| match v {
+            Value::Data(b) => Some(DataLookup::Hit(b.clone())),
+            Value::TooBig => Some(DataLookup::Bypass),
+            Value::Dir(_) => None,
+        });
+        let epoch = g.epoch;
+        drop(g);
+        let (counter, out) = match found {
+            Some(hit @ DataLookup::Hit(_)) => (&self.data_hits, hit),
+            Some(DataLookup::Bypass) => (&self.data_bypassed, DataLookup::Bypass),
+            _ => (
+                &self.data_misses,
+                DataLookup::Miss(FillTicket { id, epoch }),
+            ),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        out
+    }
+
+    /// Fills the entry of a missed object with what was read from the store, unless the
+    /// object's shard saw an invalidation since the miss (the value may be stale). Returns
+    /// whether the value was kept (it may still be evicted at once if the cache is full).
+    pub fn put_data(&self, ticket: FillTicket, fill: Fill) -> bool {
+        let (value, weight) = match fill {
+            Fill::Data(b) if b.len() as u64 <= DATA_MAX => {
+                let w = b.len() + DATA_OVERHEAD;
+                (Value::Data(b), w)
+            }
+            Fill::Data(_) | Fill::TooBig => (Value::TooBig, DATA_OVERHEAD),
+        };
         {
-            let mut g = self.shard(shard_of(id));
-            if let Some(w) = g.take(id) {
-                self.forget(w);
+            let mut g = self.shard(shard_of(ticket.id));
+            if g.epoch != ticket.epoch {
+                return false;
             }
-            if weight > self.capacity {
-                return;
-            }
-            let tick = g.next_tick();
-            g.map.insert(
-                id,
-                Slot {
-                    dir: data,
-                    tick,
-                    weight,
-                },
-            );
-            g.order.insert(tick, id);
-            self.bytes.fetch_add(weight, Ordering::Relaxed);
-            self.entries.fetch_add(1, Ordering::Relaxed);
+            self.insert(&mut g, ticket.id, value, weight);
         }
         self.shrink();
+        true
+    }
+
+    /// Drops the entry of `id` after its data changed (write, truncate) and voids every
+    /// outstanding fill ticket of its shard. Call after the store call, whatever its outcome.
+    pub fn invalidate(&self, id: ObjectId) {
+        let taken = {
+            let mut g = self.shard(shard_of(id));
+            g.epoch = g.epoch.wrapping_add(1);
+            g.take(id)
+        };
+        if let Some(slot) = taken {
+            self.forget(&slot);
+        }
     }
 
     /// Evicts, one shard at a time, until the accounted bytes are within the budget (or every
@@ -198,8 +357,8 @@ impl ObjectCache {
             let i = self.cursor.fetch_add(1, Ordering::Relaxed);
             let popped = self.shard(i).pop_lru();
             match popped {
-                Some(w) => {
-                    self.forget(w);
+                Some(slot) => {
+                    self.forget(&slot);
                     self.evictions.fetch_add(1, Ordering::Relaxed);
                     empty_in_a_row = 0;
                 }
@@ -210,10 +369,7 @@ impl ObjectCache {
 
     /// Forgets `id` (its object was deleted or replaced).
     pub fn remove(&self, id: ObjectId) {
-        let taken = self.shard(shard_of(id)).take(id);
-        if let Some(w) = taken {
-            self.forget(w);
-        }
+        self.invalidate(id);
     }
 
     /// Current counters (each read atomically; together a close, not exact, snapshot).
@@ -221,6 +377,10 @@ impl ObjectCache {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
+            data_hits: self.data_hits.load(Ordering::Relaxed),
+            data_misses: self.data_misses.load(Ordering::Relaxed),
+            data_bypassed: self.data_bypassed.load(Ordering::Relaxed),
+            data_bytes: self.data_bytes.load(Ordering::Relaxed) as u64,
             evictions: self.evictions.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed) as u64,
             entries: self.entries.load(Ordering::Relaxed) as u64,
@@ -344,5 +504,71 @@ mod tests {
         assert!(s.bytes <= (one * 32) as u64, "{s:?}");
         assert_eq!(s.hits + s.misses, 1600);
         assert_eq!(s.bytes, s.entries * one as u64);
+    }
+
+    fn miss(c: &ObjectCache, id: ObjectId) -> FillTicket {
+        match c.get_data(id) {
+            DataLookup::Miss(t) => t,
+            other => panic!("expected a miss, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cache_data_fill_then_hit_counts_separately_from_dirs() {
+        let c = ObjectCache::new(1 << 20);
+        let t = miss(&c, ObjectId(9));
+        assert!(c.put_data(t, Fill::Data(Bytes::from_static(b"abc"))));
+        assert!(matches!(c.get_data(ObjectId(9)), DataLookup::Hit(b) if &b[..] == b"abc"));
+        c.put(ObjectId(10), dir_with(2));
+        assert!(c.get(ObjectId(10)).is_some());
+        let s = c.stats();
+        assert_eq!((s.data_hits, s.data_misses, s.hits, s.misses), (1, 1, 1, 0));
+        assert_eq!(s.data_bytes, (3 + DATA_OVERHEAD) as u64);
+        assert_eq!(s.bytes, s.data_bytes + dir_with(2).weight() as u64);
+    }
+
+    #[test]
+    fn cache_data_invalidated_during_fill_not_kept() {
+        let c = ObjectCache::new(1 << 20);
+        let t = miss(&c, ObjectId(9));
+        c.invalidate(ObjectId(9));
+        assert!(!c.put_data(t, Fill::Data(Bytes::from_static(b"stale"))));
+        assert!(matches!(c.get_data(ObjectId(9)), DataLookup::Miss(_)));
+        assert_eq!(c.stats().entries, 0);
+    }
+
+    #[test]
+    fn cache_data_invalidate_drops_entry_and_accounting() {
+        let c = ObjectCache::new(1 << 20);
+        let t = miss(&c, ObjectId(4));
+        assert!(c.put_data(t, Fill::Data(Bytes::from(vec![1u8; 1000]))));
+        c.invalidate(ObjectId(4));
+        let s = c.stats();
+        assert_eq!((s.entries, s.bytes, s.data_bytes), (0, 0, 0));
+    }
+
+    #[test]
+    fn cache_data_too_big_leaves_marker_and_bypasses() {
+        let c = ObjectCache::new(1 << 20);
+        let t = miss(&c, ObjectId(5));
+        let big = Bytes::from(vec![0u8; DATA_MAX as usize + 1]);
+        assert!(c.put_data(t, Fill::Data(big)));
+        assert!(matches!(c.get_data(ObjectId(5)), DataLookup::Bypass));
+        let s = c.stats();
+        assert_eq!((s.data_bypassed, s.data_bytes), (1, DATA_OVERHEAD as u64));
+    }
+
+    #[test]
+    fn cache_data_and_dirs_share_budget() {
+        let budget = 8 * (1000 + DATA_OVERHEAD);
+        let c = ObjectCache::new(budget);
+        for i in 1..=100u64 {
+            let t = miss(&c, ObjectId(i));
+            c.put_data(t, Fill::Data(Bytes::from(vec![i as u8; 1000])));
+            c.put(ObjectId(1000 + i), dir_with(3));
+            let s = c.stats();
+            assert!(s.bytes <= budget as u64, "{s:?}");
+        }
+        assert!(c.stats().evictions > 150);
     }
 }

@@ -108,7 +108,7 @@ impl Shared {
 pub struct Stats {
     /// Live connections.
     pub connections: u64,
-    /// Directory cache counters (hits, misses, evictions, bytes).
+    /// Memory cache counters: directory and file-data hits and misses, evictions, bytes.
     pub cache: crate::cache::CacheStats,
     /// Data writes served.
     pub writes: u64,

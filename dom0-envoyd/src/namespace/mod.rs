@@ -3,6 +3,8 @@
 //! * Directories are objects in the [`envoy_storage::dirfmt`] format (entries: name, object
 //!   ID, copy-on-write flag, cookie), parsed into [`dir::DirData`] and cached in
 //!   [`crate::cache::ObjectCache`].
+//! * Small regular files are cached whole in the same cache; [`Fs::write`] and
+//!   [`Fs::setattr`] (the only paths that change an object's data) invalidate the entry.
 //! * Files, symlinks and device nodes are objects with attributes; see [`special`] for the
 //!   contents of special files.
 //! * The global root directory is the fixed object [`ROOT_ID`] (= 1), created on first start
@@ -52,7 +54,7 @@ use envoy_storage::{
     AttrChange, Attributes, ObjectId, ObjectKind, ObjectStat, ObjectStore, StoreError, Timestamp,
 };
 
-use crate::cache::{CacheStats, ObjectCache};
+use crate::cache::{CacheStats, DataLookup, Fill, ObjectCache};
 use crate::error::{FsError, FsResult};
 use dir::DirData;
 use node::{lock, read, Node};
@@ -128,6 +130,15 @@ pub fn check_name(name: &str) -> FsResult<&[u8]> {
         return Err(FsError::Inval("bad file name"));
     }
     Ok(b)
+}
+
+/// Bytes `offset..offset + len` of `whole`, clipped to its end (a slice: no copy).
+fn slice_at(whole: &Bytes, offset: u64, len: usize) -> Bytes {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(whole.len());
+    let end = start.saturating_add(len).min(whole.len());
+    whole.slice(start..end)
 }
 
 /// The qid of an object.
@@ -353,11 +364,35 @@ impl Fs {
         Ok(self.claim(n))
     }
 
-    /// Reads up to `len` bytes at `offset`.
+    /// Reads up to `len` bytes at `offset`. A regular file of at most
+    /// [`crate::cache::DATA_MAX`] bytes is read whole into the cache on the first miss and
+    /// served from memory after that (see [`crate::cache`]).
     pub fn read(&self, node: &Node, offset: u64, len: usize) -> FsResult<Bytes> {
         let _io = read(&node.io);
         let id = node.id();
-        Ok(self.store.read(id, offset, len)?)
+        let len = len.min(envoy_storage::MAX_IO);
+        let in_range = offset
+            .checked_add(len as u64)
+            .is_some_and(|end| end <= i64::MAX as u64);
+        if node.kind() != ObjectKind::Regular || !in_range {
+            // Out-of-range offsets get the store's own error.
+            return Ok(self.store.read(id, offset, len)?);
+        }
+        let ticket = match self.cache.get_data(id) {
+            DataLookup::Hit(whole) => return Ok(slice_at(&whole, offset, len)),
+            DataLookup::Bypass => return Ok(self.store.read(id, offset, len)?),
+            DataLookup::Miss(ticket) => ticket,
+        };
+        let size = self.store.stat(id)?.size;
+        if size > crate::cache::DATA_MAX {
+            let _ = self.cache.put_data(ticket, Fill::TooBig);
+            return Ok(self.store.read(id, offset, len)?);
+        }
+        // `size` fits in one store read (DATA_MAX < MAX_IO); a concurrent truncate or write
+        // voids the ticket, so a short or stale read is never kept.
+        let whole = self.store.read(id, 0, size as usize)?;
+        let _ = self.cache.put_data(ticket, Fill::Data(whole.clone()));
+        Ok(slice_at(&whole, offset, len))
     }
 
     /// Writes `data` at `offset`, thawing the file first if it is frozen, and sets mtime.
@@ -376,7 +411,10 @@ impl Fs {
                 }
                 s.id
             };
-            let n = self.store.write(id, offset, data)?;
+            let n = self.store.write(id, offset, data);
+            // Even a failed write may have changed part of the object.
+            self.cache.invalidate(id);
+            let n = n?;
             self.writes.fetch_add(1, Ordering::Relaxed);
             let change = AttrChange {
                 mtime: Some(Timestamp::now()),
@@ -402,7 +440,11 @@ impl Fs {
             if change.size.is_some() && node.kind() == ObjectKind::Directory {
                 return Err(FsError::IsDir);
             }
-            return Ok(self.store.wstat(id, change)?);
+            let st = self.store.wstat(id, change);
+            if change.size.is_some() {
+                self.cache.invalidate(id);
+            }
+            return Ok(st?);
         }
     }
 
