@@ -266,3 +266,62 @@ fn cache_concurrent_writer_last_write_always_visible() {
     });
     assert_eq!(read_file(&c, ROOT, "f").unwrap(), b"00000199");
 }
+
+/// Small-file read rate, directly on the namespace and over 9P (pipelined):
+/// `cargo test --release -p dom0-envoyd --test cache -- --ignored --nocapture`.
+#[test]
+#[ignore = "prints timing figures; run in release"]
+fn small_file_read_report() {
+    use envoy_proto::{Message, Tread};
+    use std::time::Instant;
+    let env = Env::new();
+    let c = env.attach(0);
+    let (files, size, rounds) = (256usize, 4096usize, 40usize);
+    for i in 0..files {
+        create_file(&c, ROOT, &format!("s{i}"), &vec![i as u8; size]);
+    }
+    let claims: Vec<Claim> = (0..files).map(|i| lookup(&env, &format!("s{i}"))).collect();
+    let fs = env.server().fs();
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for cl in &claims {
+            assert_eq!(fs.read(cl.node(), 0, size).unwrap().len(), size);
+        }
+    }
+    let direct = t.elapsed();
+    let fids: Vec<Fid> = (0..files)
+        .map(|i| open(&c, &format!("s{i}"), O_RDONLY))
+        .collect();
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for batch in fids.chunks(16) {
+            let tags: Vec<_> = batch
+                .iter()
+                .map(|&fid| {
+                    c.send(
+                        Tread {
+                            fid,
+                            offset: 0,
+                            count: size as u32,
+                        }
+                        .into(),
+                    )
+                    .unwrap()
+                })
+                .collect();
+            for t in tags {
+                assert!(matches!(c.wait(t), Ok(Message::Rread(r)) if r.data.len() == size));
+            }
+        }
+    }
+    let wire = t.elapsed();
+    let n = (files * rounds) as f64;
+    println!(
+        "{} reads of {size} B from {files} files: direct Fs::read {:.2} us/read, \
+         9P pipelined x16 {:.2} us/read",
+        files * rounds,
+        direct.as_secs_f64() * 1e6 / n,
+        wire.as_secs_f64() * 1e6 / n
+    );
+    println!("cache: {:?}", stats(&env));
+}
