@@ -4,12 +4,13 @@
 //! across directories, taken ancestor-first under `Fs::rename_lock`), after thawing them. The
 //! write order on the store is the one in the durability table of [`super`].
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLockWriteGuard};
 
 use bytes::Bytes;
 use envoy_storage::dirfmt::{BlockError, DirEntry};
 use envoy_storage::{Attributes, ObjectId, ObjectKind};
 
+use super::dir::DirData;
 use super::node::{lock, write, Node};
 use super::perm::{self, Cred};
 use super::{Claim, Fs};
@@ -34,6 +35,15 @@ fn block_err(e: BlockError) -> FsError {
     }
 }
 
+/// A directory thawed, held under its exclusive `dir_lock` and checked for write and search
+/// permission: what every single-directory name change starts from.
+struct LockedDir<'a> {
+    _guard: RwLockWriteGuard<'a, ()>,
+    id: ObjectId,
+    attr: Attributes,
+    data: Arc<DirData>,
+}
+
 fn check_dir_usable(n: &Node) -> FsResult<()> {
     let s = n.state();
     if s.kind != ObjectKind::Directory {
@@ -46,6 +56,36 @@ fn check_dir_usable(n: &Node) -> FsResult<()> {
 }
 
 impl Fs {
+    /// Thaws `dir`, takes its update lock and checks that `cred` may add or remove names in
+    /// it (write and search permission). `Ok(None)`: the directory was frozen again between
+    /// the thaw and the lock (a snapshot raced us); the caller starts over.
+    fn lock_dir_for_update<'a>(
+        &self,
+        dir: &'a Arc<Node>,
+        cred: &Cred,
+    ) -> FsResult<Option<LockedDir<'a>>> {
+        self.thaw(dir)?;
+        let guard = write(&dir.dir_lock);
+        let (id, cow, orphan) = {
+            let s = dir.state();
+            (s.id, s.cow, s.orphan)
+        };
+        if orphan {
+            return Err(FsError::NotFound);
+        }
+        if cow {
+            return Ok(None);
+        }
+        let attr = self.store.stat(id)?.attr;
+        perm::check(&attr, cred, perm::W | perm::X)?;
+        let data = self.dir_data(id)?;
+        Ok(Some(LockedDir {
+            _guard: guard,
+            id,
+            attr,
+            data,
+        }))
+    }
     /// Creates `name` in `dir` (an object of `kind` owned by `cred`, group `gid` or the
     /// directory's when it is setgid) and claims it. `contents` fills a symlink or device node.
     pub fn create(
@@ -75,21 +115,10 @@ impl Fs {
         let dnode = dir.node();
         check_dir_usable(dnode)?;
         loop {
-            self.thaw(dnode)?;
-            let _g = write(&dnode.dir_lock);
-            let (did, cow) = {
-                let s = dnode.state();
-                if s.orphan {
-                    return Err(FsError::NotFound);
-                }
-                (s.id, s.cow)
-            };
-            if cow {
+            let Some(locked) = self.lock_dir_for_update(dnode, &cred)? else {
                 continue;
-            }
-            let dst = self.store.stat(did)?;
-            perm::check(&dst.attr, &cred, perm::W | perm::X)?;
-            let data = self.dir_data(did)?;
+            };
+            let (did, dattr, data) = (locked.id, &locked.attr, &*locked.data);
             if data.lookup(name).is_some() {
                 return Err(FsError::Exists);
             }
@@ -100,8 +129,8 @@ impl Fs {
             } else {
                 cred.gid
             };
-            if dst.attr.mode & perm::S_ISGID != 0 {
-                attr.gid = dst.attr.gid;
+            if dattr.mode & perm::S_ISGID != 0 {
+                attr.gid = dattr.gid;
                 if kind == ObjectKind::Directory {
                     attr.mode |= perm::S_ISGID;
                 }
@@ -178,21 +207,10 @@ impl Fs {
     ) -> FsResult<()> {
         check_dir_usable(dir)?;
         loop {
-            self.thaw(dir)?;
-            let _g = write(&dir.dir_lock);
-            let (did, cow, orphan) = {
-                let s = dir.state();
-                (s.id, s.cow, s.orphan)
-            };
-            if cow {
+            let Some(locked) = self.lock_dir_for_update(dir, &cred)? else {
                 continue;
-            }
-            if orphan {
-                return Err(FsError::NotFound);
-            }
-            let dst = self.store.stat(did)?;
-            perm::check(&dst.attr, &cred, perm::W | perm::X)?;
-            let data = self.dir_data(did)?;
+            };
+            let (did, data) = (locked.id, &*locked.data);
             let e = data.lookup(name).cloned().ok_or(FsError::NotFound)?;
             let vst = self.store.stat(e.id)?;
             let is_dir = vst.attr.kind == ObjectKind::Directory;
@@ -201,7 +219,7 @@ impl Fs {
                 RemoveKind::Dir if !is_dir => return Err(FsError::NotDir),
                 _ => {}
             }
-            perm::check_sticky(&dst.attr, &vst.attr, &cred)?;
+            perm::check_sticky(&locked.attr, &vst.attr, &cred)?;
             let live = dir.child(name);
             let _cg = match (&live, is_dir) {
                 (Some(n), true) => Some(write(&n.dir_lock)),
@@ -382,21 +400,10 @@ impl Fs {
         }
         loop {
             self.freeze(target)?;
-            self.thaw(dir)?;
-            let _g = write(&dir.dir_lock);
-            let (did, cow, orphan) = {
-                let s = dir.state();
-                (s.id, s.cow, s.orphan)
-            };
-            if cow {
+            let Some(locked) = self.lock_dir_for_update(dir, &cred)? else {
                 continue;
-            }
-            if orphan {
-                return Err(FsError::NotFound);
-            }
-            let dst = self.store.stat(did)?;
-            perm::check(&dst.attr, &cred, perm::W | perm::X)?;
-            let data = self.dir_data(did)?;
+            };
+            let (did, data) = (locked.id, &*locked.data);
             if data.lookup(name).is_some() {
                 return Err(FsError::Exists);
             }
