@@ -23,6 +23,21 @@ pub enum Peer {
         /// Group id.
         gid: Option<u32>,
     },
+    /// An `AF_VSOCK` peer (or a hybrid-vsock Unix socket standing for one): the guest's CID.
+    Vsock {
+        /// Context id of the guest.
+        cid: u32,
+    },
+    /// A Xen guest on a 9pfs grant ring: its domain id.
+    Xen {
+        /// Domain id of the frontend.
+        domid: u16,
+    },
+    /// A shared-memory ring file (`--listen ring:PATH`); whoever can open the file is the peer.
+    Ring {
+        /// The ring file.
+        path: std::path::PathBuf,
+    },
 }
 
 impl std::fmt::Display for Peer {
@@ -30,6 +45,9 @@ impl std::fmt::Display for Peer {
         match self {
             Peer::Tcp(a) => write!(f, "tcp:{a}"),
             Peer::Unix { pid, uid, .. } => write!(f, "unix:pid={pid:?},uid={uid:?}"),
+            Peer::Vsock { cid } => write!(f, "vsock:cid={cid}"),
+            Peer::Xen { domid } => write!(f, "xen:domid={domid}"),
+            Peer::Ring { path } => write!(f, "ring:{}", path.display()),
         }
     }
 }
