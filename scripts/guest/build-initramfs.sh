@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the base initramfs of the test guest: static busybox with its applet links, the
-# virtio / virtio-net / 9P kernel modules of the cached Debian kernel (decompressed), /init
+# virtio / virtio-net / 9P / vsock kernel modules of the cached Debian kernel (decompressed), /init
 # (scripts/guest/init), /lib/envoy-guest.sh (scripts/guest/lib.sh) and /bin/fsops
 # (scripts/guest/tools/fsops.c, static). The test script is NOT in it: scripts/guest/run.sh appends a
 # second small cpio holding /test/script at boot time, so this archive is built once.
@@ -23,6 +23,7 @@ modules=(
     virtio_console
     failover net_failover virtio_net
     netfs fscache 9pnet 9pnet_fd 9pnet_virtio 9p
+    vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport
 )
 
 kdir="$cache/kernel/current"
