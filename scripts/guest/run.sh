@@ -7,6 +7,11 @@
 #   --virtio-serial-socket PATH   add a virtio-serial port named "envoy" (guest:
 #                                 /dev/virtio-ports/envoy) whose host side connects to the
 #                                 Unix socket PATH (something must listen there first)
+#   --vhost-user-vsock SOCKET     add a vhost-user-vsock-pci device whose backend (e.g.
+#                                 vhost-device-vsock --vm guest-cid=N,socket=SOCKET,uds-path=P)
+#                                 listens on SOCKET; guest memory becomes a shared memfd
+#   --ivshmem FILE                add an ivshmem-plain PCI device (1af4:1110) whose BAR 2 is the
+#                                 host file FILE (size: the file's, a power of two)
 #   --netdev-user                 add a virtio-net NIC on QEMU user networking; the guest is
 #                                 10.0.2.15 and reaches the host's 127.0.0.1 as 10.0.2.2
 #   --timeout SECS                give up after SECS seconds (default 120)
@@ -30,12 +35,14 @@ scripts="$(dirname "$here")"
 cache="$scripts/.cache"
 
 adds=()
-script="" vserial="" netdev=0 bzimage=0 timeout=120 append="" mem=512 machine=q35 log="" verbose=0
+script="" vserial="" vvsock="" ivshmem="" netdev=0 bzimage=0 timeout=120 append="" mem=512 machine=q35 log="" verbose=0
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
     case "$1" in
     --script) script="$2"; shift 2 ;;
     --virtio-serial-socket) vserial="$2"; shift 2 ;;
+    --vhost-user-vsock) vvsock="$2"; shift 2 ;;
+    --ivshmem) ivshmem="$2"; shift 2 ;;
     --netdev-user) netdev=1; shift ;;
     --timeout) timeout="$2"; shift 2 ;;
     --append) append="$2"; shift 2 ;;
@@ -101,6 +108,15 @@ args=(
 if [[ -n "$vserial" ]]; then
     args+=(-device virtio-serial-pci -chardev "socket,id=c0,path=$vserial"
         -device "virtserialport,chardev=c0,name=envoy")
+fi
+if [[ -n "$vvsock" ]]; then
+    # vhost-user backends map guest memory: it must be a shared memory object.
+    args+=(-object "memory-backend-memfd,id=mem,size=${mem}M,share=on" -numa node,memdev=mem
+        -chardev "socket,id=vvs,path=$vvsock" -device vhost-user-vsock-pci,chardev=vvs)
+fi
+if [[ -n "$ivshmem" ]]; then
+    args+=(-object "memory-backend-file,id=hostmem,share=on,mem-path=$ivshmem,size=$(stat -c %s "$ivshmem")"
+        -device ivshmem-plain,memdev=hostmem)
 fi
 if ((netdev)); then
     args+=(-netdev "user,id=n0" -device "virtio-net-pci,netdev=n0")
