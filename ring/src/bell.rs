@@ -1,0 +1,367 @@
+//! Doorbells: how one ring end tells the other "I produced" or "I freed space", and how an
+//! end waits for that without burning a CPU.
+//!
+//! A [`Doorbell`] has two halves: [`Doorbell::notify`] rings the *peer*, and
+//! [`Doorbell::wait`] blocks until the peer rang *us* (or a condition holds, or a timeout).
+//! Several threads of one end may wait at once (a connection's reader waits for requests
+//! while its writer waits for reply space); a notification wakes all of them, and no
+//! notification that arrives after a waiter's last check of its condition is lost.
+//!
+//! Implementations:
+//! * [`FutexBell`]: two 32-bit sequence words in shared memory (one per direction) with
+//!   futex wait/wake. Needs nothing but the shared mapping, so it is what `ring:PATH` files use
+//!   between two processes on one host.
+//! * [`EventFdBell`]: a pair of eventfds (ours, the peer's), for ends whose eventfds can be
+//!   handed over (ivshmem-doorbell style, or tests). A Xen event channel is the same shape
+//!   (the xen helper implements the trait on `/dev/xen/evtchn`).
+//! * [`NoBell`]: pure polling (the [`Waiter`]'s sleep slices only).
+//!
+//! [`Waiter`] is the adaptive policy around a doorbell: check, spin for a short while
+//! (`spin`), then block on the doorbell in slices (`slice`) so a stop flag or a dead peer is
+//! noticed.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::unistd;
+
+use crate::mem::SharedMem;
+use crate::RingError;
+
+/// Notification in both directions between the two ends of a ring.
+pub trait Doorbell: Send + Sync {
+    /// Tells the peer that something it may wait for changed (bytes produced or consumed).
+    fn notify(&self) -> Result<(), RingError>;
+    /// Returns when `ready()` is true, after the peer notified, or after `timeout`; the
+    /// caller re-checks its condition in every case. A notification sent after `ready()`
+    /// returned false must end the wait.
+    fn wait(&self, ready: &mut dyn FnMut() -> bool, timeout: Duration) -> Result<(), RingError>;
+}
+
+/// No doorbell: waits are plain sleeps of at most 100 µs (polling).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoBell;
+
+impl Doorbell for NoBell {
+    fn notify(&self) -> Result<(), RingError> {
+        Ok(())
+    }
+    fn wait(&self, ready: &mut dyn FnMut() -> bool, timeout: Duration) -> Result<(), RingError> {
+        if !ready() {
+            std::thread::sleep(timeout.min(Duration::from_micros(100)));
+        }
+        Ok(())
+    }
+}
+
+/// A futex doorbell in shared memory: `ours` is the sequence word the peer bumps to wake us,
+/// `theirs` the one we bump to wake the peer. Each word is followed (at +4) by a waiter count,
+/// so a notify makes a `FUTEX_WAKE` system call only when someone sleeps.
+///
+/// Protocol: a waiter increments its waiter count, loads its sequence word, checks its
+/// condition and sleeps only while the word is unchanged; a notifier publishes its index
+/// (Release), increments the peer's sequence word, then wakes if the waiter count is non-zero.
+/// All of these are SeqCst, so either the notifier sees the waiter or the waiter sees the new
+/// sequence/index. A hostile peer writing these words can only cause spurious or delayed
+/// wake-ups (waits are bounded by the caller's timeout).
+#[derive(Debug, Clone)]
+pub struct FutexBell {
+    mem: SharedMem,
+    ours: usize,
+    theirs: usize,
+}
+
+impl FutexBell {
+    /// A doorbell on the words at `ours` and `theirs` (each 8 bytes: sequence, waiters).
+    pub fn new(mem: SharedMem, ours: usize, theirs: usize) -> Result<FutexBell, RingError> {
+        for off in [ours, theirs] {
+            mem.atomic_u32(off)?;
+            mem.atomic_u32(off + 4)?;
+        }
+        Ok(FutexBell { mem, ours, theirs })
+    }
+}
+
+impl Doorbell for FutexBell {
+    fn notify(&self) -> Result<(), RingError> {
+        self.mem
+            .atomic_u32(self.theirs)?
+            .fetch_add(1, Ordering::SeqCst);
+        if self.mem.atomic_u32(self.theirs + 4)?.load(Ordering::SeqCst) != 0 {
+            self.mem.futex_wake(self.theirs)?;
+        }
+        Ok(())
+    }
+
+    fn wait(&self, ready: &mut dyn FnMut() -> bool, timeout: Duration) -> Result<(), RingError> {
+        let waiters = self.mem.atomic_u32(self.ours + 4)?;
+        waiters.fetch_add(1, Ordering::SeqCst);
+        let seq = self.mem.atomic_u32(self.ours)?.load(Ordering::SeqCst);
+        let r = if ready() {
+            Ok(())
+        } else {
+            self.mem.futex_wait(self.ours, seq, timeout)
+        };
+        waiters.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+}
+
+/// An eventfd doorbell: `ours` becomes readable when the peer notifies; `theirs` is written to
+/// notify the peer. One waiting thread at a time blocks in `poll`; the others wait on a
+/// condition variable and are woken (with a generation bump) when the leader consumes a
+/// notification, so concurrent waiters of one end never steal each other's wake-ups.
+#[derive(Debug)]
+pub struct EventFdBell {
+    ours: OwnedFd,
+    theirs: OwnedFd,
+    state: Mutex<LeaderState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct LeaderState {
+    leader: bool,
+    generation: u64,
+}
+
+impl EventFdBell {
+    /// Wraps two eventfds (`ours` is switched to non-blocking).
+    pub fn new(ours: OwnedFd, theirs: OwnedFd) -> Result<EventFdBell, RingError> {
+        let fd = ours.as_raw_fd();
+        let fl = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
+            .map_err(|e| RingError::Doorbell(e.into()))?;
+        let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(fl))
+            .map_err(|e| RingError::Doorbell(e.into()))?;
+        Ok(EventFdBell {
+            ours,
+            theirs,
+            state: Mutex::new(LeaderState::default()),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// Two connected doorbells (frontend's, backend's) for both ends in one process.
+    pub fn pair() -> Result<(EventFdBell, EventFdBell), RingError> {
+        let mk = || {
+            EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .map_err(|e| RingError::Doorbell(e.into()))
+        };
+        let (a, b): (OwnedFd, OwnedFd) = (mk()?.into(), mk()?.into());
+        let dup = |e: &OwnedFd| e.try_clone().map_err(RingError::Doorbell);
+        Ok((
+            EventFdBell::new(dup(&a)?, dup(&b)?)?,
+            EventFdBell::new(b, a)?,
+        ))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LeaderState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Doorbell for EventFdBell {
+    fn notify(&self) -> Result<(), RingError> {
+        match unistd::write(&self.theirs, &1u64.to_ne_bytes()) {
+            Ok(_) => Ok(()),
+            // The counter is saturated: the peer has plenty of pending wake-ups.
+            Err(nix::errno::Errno::EAGAIN) => Ok(()),
+            Err(e) => Err(RingError::Doorbell(e.into())),
+        }
+    }
+
+    fn wait(&self, ready: &mut dyn FnMut() -> bool, timeout: Duration) -> Result<(), RingError> {
+        let g0 = self.lock().generation;
+        if ready() {
+            return Ok(());
+        }
+        let mut st = self.lock();
+        if st.generation != g0 {
+            return Ok(()); // a notification was consumed since we checked: re-check
+        }
+        if st.leader {
+            let _ = self.cv.wait_timeout(st, timeout);
+            return Ok(());
+        }
+        st.leader = true;
+        drop(st);
+        let ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.ours.as_fd(), PollFlags::POLLIN)];
+        let r = nix::poll::poll(&mut fds, PollTimeout::from(ms));
+        let mut counter = [0u8; 8];
+        let consumed = match unistd::read(self.ours.as_raw_fd(), &mut counter) {
+            Ok(_) => true,
+            Err(nix::errno::Errno::EAGAIN) => false,
+            Err(e) => {
+                let mut st = self.lock();
+                st.leader = false;
+                self.cv.notify_all();
+                return Err(RingError::Doorbell(e.into()));
+            }
+        };
+        let mut st = self.lock();
+        st.leader = false;
+        if consumed {
+            st.generation = st.generation.wrapping_add(1);
+        }
+        self.cv.notify_all();
+        match r {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(e) => Err(RingError::Doorbell(e.into())),
+        }
+    }
+}
+
+/// Adaptive waiting: spin briefly (the peer is often about to answer), then block on the
+/// doorbell in slices, re-checking a stop condition between slices.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiter {
+    /// How long to spin (re-checking, with `spin_loop` hints and yields) before blocking.
+    pub spin: Duration,
+    /// Longest single block on the doorbell before re-checking `closed`.
+    pub slice: Duration,
+}
+
+impl Default for Waiter {
+    fn default() -> Waiter {
+        Waiter {
+            spin: Duration::from_micros(50),
+            slice: Duration::from_millis(50),
+        }
+    }
+}
+
+impl Waiter {
+    /// Polls `poll` until it yields `Some`, fails, `closed()` becomes true (→ `Ok(None)`), or
+    /// `deadline` passes (→ `Ok(None)`).
+    pub fn wait_for<T>(
+        &self,
+        bell: &dyn Doorbell,
+        mut poll: impl FnMut() -> Result<Option<T>, RingError>,
+        closed: &dyn Fn() -> bool,
+        deadline: Option<Instant>,
+    ) -> Result<Option<T>, RingError> {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            if let Some(v) = poll()? {
+                return Ok(Some(v));
+            }
+            if closed() {
+                return Ok(None);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(None);
+            }
+            if now.duration_since(start) < self.spin {
+                spins = spins.wrapping_add(1);
+                if spins % 64 == 0 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+            let mut t = self.slice;
+            if let Some(d) = deadline {
+                t = t.min(d.saturating_duration_since(now));
+            }
+            let mut failed = None;
+            let mut ready = || match poll() {
+                Ok(Some(_)) => true,
+                Ok(None) => closed(),
+                Err(e) => {
+                    failed = Some(e);
+                    true
+                }
+            };
+            bell.wait(&mut ready, t)?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// A stop flag shared by both directions of one connection.
+pub type StopFlag = std::sync::Arc<AtomicBool>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::Arc;
+
+    fn two_waiters_both_woken(a: Arc<dyn Doorbell>, b: Arc<dyn Doorbell>) {
+        let flag = Arc::new(AtomicU32::new(0));
+        let mut hs = Vec::new();
+        for _ in 0..2 {
+            let (a, flag) = (Arc::clone(&a), Arc::clone(&flag));
+            hs.push(std::thread::spawn(move || {
+                let w = Waiter {
+                    spin: Duration::ZERO,
+                    slice: Duration::from_secs(10),
+                };
+                let t0 = Instant::now();
+                let got = w
+                    .wait_for(
+                        &*a,
+                        || Ok((flag.load(Ordering::SeqCst) != 0).then_some(())),
+                        &|| false,
+                        Some(Instant::now() + Duration::from_secs(20)),
+                    )
+                    .unwrap();
+                (got, t0.elapsed())
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        flag.store(1, Ordering::SeqCst);
+        b.notify().unwrap();
+        for h in hs {
+            let (got, took) = h.join().unwrap();
+            assert_eq!(got, Some(()));
+            assert!(
+                took < Duration::from_secs(9),
+                "woken by the doorbell, not a slice"
+            );
+        }
+    }
+
+    #[test]
+    fn eventfd_bell_notify_wakes_every_waiter() {
+        let (f, b) = EventFdBell::pair().unwrap();
+        two_waiters_both_woken(Arc::new(f), Arc::new(b));
+    }
+
+    #[test]
+    fn futex_bell_notify_wakes_every_waiter() {
+        let m = SharedMem::anonymous(64).unwrap();
+        let f = FutexBell::new(m.clone(), 0, 8).unwrap();
+        let b = FutexBell::new(m, 8, 0).unwrap();
+        two_waiters_both_woken(Arc::new(f), Arc::new(b));
+    }
+
+    #[test]
+    fn waiter_closed_or_deadline_returns_none() {
+        let w = Waiter::default();
+        let r: Option<()> = w.wait_for(&NoBell, || Ok(None), &|| true, None).unwrap();
+        assert_eq!(r, None);
+        let r: Option<()> = w
+            .wait_for(
+                &NoBell,
+                || Ok(None),
+                &|| false,
+                Some(Instant::now() + Duration::from_millis(5)),
+            )
+            .unwrap();
+        assert_eq!(r, None);
+    }
+}

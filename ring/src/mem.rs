@@ -1,0 +1,339 @@
+//! [`SharedMem`]: a window on memory shared with an untrusted peer. **The only `unsafe` in
+//! this crate lives here.**
+//!
+//! Memory that another process, VM or domain can write at any moment is never turned into a
+//! `&[u8]` or `&mut [u8]` (the compiler would be entitled to assume it does not change under
+//! it). It is accessed only through:
+//!
+//! * 32-bit atomics for the ring indexes and control words ([`SharedMem::atomic_u32`]); an
+//!   `AtomicU32` is interior-mutable, so a reference to one in shared memory is sound even while
+//!   the peer writes it;
+//! * volatile copies between shared memory and private buffers ([`SharedMem::read`],
+//!   [`SharedMem::write`]): 8-byte volatile words in the middle, single volatile bytes at the
+//!   unaligned ends. The copied-out bytes are private from then on and are validated by the
+//!   caller (the peer can change the ring after the copy; it cannot change our copy);
+//! * futex wait/wake on a 32-bit word ([`SharedMem::futex_wait`], [`SharedMem::futex_wake`]),
+//!   which is how two processes mapping the same file ring each other's doorbell.
+//!
+//! Every offset is bounds-checked against the window (a hostile index can only make a call
+//! fail, never reach outside the mapping). Multi-byte values in shared memory are
+//! little-endian by explicit conversion (`to_le`/`from_le`), which is the native order of every
+//! Xen architecture the 9pfs transport runs on, so the layout matches Xen's native-endian
+//! structs there.
+
+use std::fmt;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::RingError;
+
+/// Keeps the memory behind a [`SharedMem`] alive (an mmap, a `Vec`, a grant mapping).
+pub trait MemOwner: Send + Sync + 'static {}
+impl<T: Send + Sync + 'static> MemOwner for T {}
+
+/// A bounds-checked window `[ptr, ptr + len)` on memory that a peer may modify concurrently.
+///
+/// Cloning is cheap (the owner is reference-counted); sub-windows share the owner.
+#[derive(Clone)]
+pub struct SharedMem {
+    ptr: *mut u8,
+    len: usize,
+    owner: Arc<dyn MemOwner>,
+}
+
+// SAFETY: SharedMem is a raw pointer plus an owner that keeps the memory mapped. Every access
+// goes through atomics or volatile copies (never references to plain bytes), which are valid
+// from any thread; the owner is Send + Sync by the MemOwner bound.
+unsafe impl Send for SharedMem {}
+// SAFETY: as above: no method hands out references to non-atomic shared bytes, and concurrent
+// atomic/volatile accesses from several threads are what this type is for.
+unsafe impl Sync for SharedMem {}
+
+impl fmt::Debug for SharedMem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedMem")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Private, page-aligned, zeroed memory (tests, and both ring ends in one process).
+struct HeapPages {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: HeapPages owns its allocation exclusively; it is only freed in Drop.
+unsafe impl Send for HeapPages {}
+// SAFETY: HeapPages itself never reads or writes the memory; SharedMem does, as described there.
+unsafe impl Sync for HeapPages {}
+
+impl Drop for HeapPages {
+    fn drop(&mut self) {
+        // SAFETY: ptr was returned by alloc_zeroed with exactly this layout and is freed once.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+impl SharedMem {
+    /// Wraps raw memory.
+    ///
+    /// # Safety
+    ///
+    /// `ptr..ptr+len` must be readable and writable memory that stays mapped for as long as
+    /// `owner` lives (the window keeps `owner` alive), and nothing in this process may hold a
+    /// Rust reference (`&[u8]`/`&mut [u8]`) to it while any `SharedMem` over it exists. The
+    /// peer (another process, VM or domain) may write it at any time; that is allowed.
+    pub unsafe fn from_raw(ptr: *mut u8, len: usize, owner: Arc<dyn MemOwner>) -> SharedMem {
+        SharedMem { ptr, len, owner }
+    }
+
+    /// A shared read/write mapping of `len` bytes of `file` at `offset` (a `/dev/shm` file, a
+    /// memfd, an ivshmem BAR's resource file). The file must already be at least that long.
+    pub fn map_file(file: &std::fs::File, offset: u64, len: usize) -> Result<SharedMem, RingError> {
+        let map = memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .map_raw(file)
+            .map_err(RingError::Map)?;
+        let ptr = map.as_mut_ptr();
+        // SAFETY: MmapRaw is a MAP_SHARED read/write mapping of exactly `len` bytes that stays
+        // mapped until the MmapRaw (kept as the owner) is dropped; MmapRaw hands out only raw
+        // pointers, and this crate never makes references to the bytes.
+        Ok(unsafe { SharedMem::from_raw(ptr, len, Arc::new(map)) })
+    }
+
+    /// `len` bytes of private, zeroed, 4 KiB-aligned memory (both ring ends in one process).
+    pub fn anonymous(len: usize) -> Result<SharedMem, RingError> {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), 4096)
+            .map_err(|_| RingError::Layout("anonymous mapping too large"))?;
+        // SAFETY: layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(RingError::Layout("out of memory for an anonymous ring"));
+        }
+        let owner = Arc::new(HeapPages { ptr, layout });
+        // SAFETY: the allocation is len bytes (or 1 when len is 0), zeroed, owned by `owner`,
+        // and no reference to it exists.
+        Ok(unsafe { SharedMem::from_raw(ptr, len, owner) })
+    }
+
+    /// Length of the window in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the window is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn check(&self, off: usize, len: usize) -> Result<(), RingError> {
+        match off.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(RingError::OutOfBounds {
+                offset: off,
+                len,
+                size: self.len,
+            }),
+        }
+    }
+
+    /// The sub-window `[off, off + len)`.
+    pub fn slice(&self, off: usize, len: usize) -> Result<SharedMem, RingError> {
+        self.check(off, len)?;
+        Ok(SharedMem {
+            // SAFETY: off + len <= self.len (checked), so the result stays inside the window.
+            ptr: unsafe { self.ptr.add(off) },
+            len,
+            owner: Arc::clone(&self.owner),
+        })
+    }
+
+    /// The 32-bit atomic at `off` (4-byte aligned, inside the window). Values stored in it are
+    /// little-endian: use [`SharedMem::load_le`]/[`SharedMem::store_le`] helpers or convert.
+    pub fn atomic_u32(&self, off: usize) -> Result<&AtomicU32, RingError> {
+        self.check(off, 4)?;
+        // SAFETY: in bounds (checked).
+        let p = unsafe { self.ptr.add(off) };
+        if (p as usize) % std::mem::align_of::<AtomicU32>() != 0 {
+            return Err(RingError::Layout("misaligned 32-bit word in shared memory"));
+        }
+        // SAFETY: p is in bounds, aligned, and stays mapped while &self (which holds the owner)
+        // lives. AtomicU32 is interior-mutable, so concurrent writes by the peer through its
+        // own atomics are not undefined behaviour for this reference.
+        Ok(unsafe { &*p.cast::<AtomicU32>() })
+    }
+
+    /// Copies `dst.len()` bytes at `off` out of shared memory (volatile reads).
+    pub fn read(&self, off: usize, dst: &mut [u8]) -> Result<(), RingError> {
+        self.check(off, dst.len())?;
+        // SAFETY: the source range is inside the window (checked); it is only read with
+        // volatile loads; dst is a private buffer that cannot overlap shared memory because
+        // no references to shared memory exist.
+        unsafe { volatile_copy_from(self.ptr.add(off), dst) };
+        Ok(())
+    }
+
+    /// Copies `src` into shared memory at `off` (volatile writes).
+    pub fn write(&self, off: usize, src: &[u8]) -> Result<(), RingError> {
+        self.check(off, src.len())?;
+        // SAFETY: the destination range is inside the window (checked) and only written with
+        // volatile stores; src is private memory (no references to shared memory exist).
+        unsafe { volatile_copy_to(self.ptr.add(off), src) };
+        Ok(())
+    }
+
+    /// Fills `[off, off + len)` with zeros.
+    pub fn zero(&self, off: usize, len: usize) -> Result<(), RingError> {
+        const Z: [u8; 4096] = [0; 4096];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(Z.len());
+            self.write(off + done, Z.get(..n).unwrap_or(&Z))?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Blocks while the word at `off` equals `expected`, at most `timeout` (a shared futex:
+    /// works across processes that map the same file). Returns on a wake, a value change, a
+    /// signal or the timeout; callers re-check their condition.
+    pub fn futex_wait(
+        &self,
+        off: usize,
+        expected: u32,
+        timeout: Duration,
+    ) -> Result<(), RingError> {
+        let word = self.atomic_u32(off)?;
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: FUTEX_WAIT reads the aligned, mapped 32-bit word (checked by atomic_u32) and
+        // the timespec, which lives on this stack frame for the duration of the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                expected,
+                &ts as *const libc::timespec,
+            )
+        };
+        if r == -1 {
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ETIMEDOUT) => {}
+                _ => return Err(RingError::Doorbell(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Wakes every thread (in any process) blocked in [`SharedMem::futex_wait`] on `off`.
+    pub fn futex_wake(&self, off: usize) -> Result<(), RingError> {
+        let word = self.atomic_u32(off)?;
+        // SAFETY: FUTEX_WAKE only uses the address of the aligned, mapped word as a key.
+        let r =
+            unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+        if r == -1 {
+            return Err(RingError::Doorbell(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+/// Volatile copy from shared memory into a private buffer.
+///
+/// # Safety
+///
+/// `src..src + dst.len()` must be mapped and readable.
+unsafe fn volatile_copy_from(src: *const u8, dst: &mut [u8]) {
+    let n = dst.len();
+    let mut i = 0;
+    // Leading bytes up to 8-byte alignment of the source.
+    while i < n && (src as usize + i) % 8 != 0 {
+        // SAFETY: i < n, so src + i is inside the caller's range.
+        dst[i] = unsafe { std::ptr::read_volatile(src.add(i)) };
+        i += 1;
+    }
+    while i + 8 <= n {
+        // SAFETY: src + i is 8-aligned and i + 8 <= n (see above).
+        let w = unsafe { std::ptr::read_volatile(src.add(i).cast::<u64>()) };
+        if let Some(d) = dst.get_mut(i..i + 8) {
+            d.copy_from_slice(&w.to_ne_bytes());
+        }
+        i += 8;
+    }
+    while i < n {
+        // SAFETY: i < n.
+        dst[i] = unsafe { std::ptr::read_volatile(src.add(i)) };
+        i += 1;
+    }
+}
+
+/// Volatile copy from a private buffer into shared memory.
+///
+/// # Safety
+///
+/// `dst..dst + src.len()` must be mapped and writable.
+unsafe fn volatile_copy_to(dst: *mut u8, src: &[u8]) {
+    let n = src.len();
+    let mut i = 0;
+    while i < n && (dst as usize + i) % 8 != 0 {
+        // SAFETY: i < n, inside the caller's range.
+        unsafe { std::ptr::write_volatile(dst.add(i), src[i]) };
+        i += 1;
+    }
+    while i + 8 <= n {
+        let mut w = [0u8; 8];
+        if let Some(s) = src.get(i..i + 8) {
+            w.copy_from_slice(s);
+        }
+        // SAFETY: dst + i is 8-aligned and i + 8 <= n.
+        unsafe { std::ptr::write_volatile(dst.add(i).cast::<u64>(), u64::from_ne_bytes(w)) };
+        i += 8;
+    }
+    while i < n {
+        // SAFETY: i < n.
+        unsafe { std::ptr::write_volatile(dst.add(i), src[i]) };
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_mem_read_write_roundtrip_at_every_alignment() {
+        let m = SharedMem::anonymous(256).unwrap();
+        for off in 0..17 {
+            for len in [0usize, 1, 7, 8, 9, 31, 64] {
+                let src: Vec<u8> = (0..len).map(|i| (i * 7 + off) as u8).collect();
+                m.write(off, &src).unwrap();
+                let mut dst = vec![0u8; len];
+                m.read(off, &mut dst).unwrap();
+                assert_eq!(dst, src, "off {off} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn shared_mem_out_of_bounds_access_is_error() {
+        let m = SharedMem::anonymous(64).unwrap();
+        assert!(m.read(60, &mut [0u8; 8]).is_err());
+        assert!(m.write(usize::MAX, &[1]).is_err());
+        assert!(m.atomic_u32(62).is_err());
+        assert!(m.atomic_u32(2).is_err(), "misaligned");
+        assert!(m.slice(32, 33).is_err());
+        let s = m.slice(32, 32).unwrap();
+        s.write(0, &[9; 32]).unwrap();
+        let mut b = [0u8; 1];
+        m.read(63, &mut b).unwrap();
+        assert_eq!(b, [9]);
+    }
+}

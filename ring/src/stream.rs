@@ -1,0 +1,229 @@
+//! Blocking `Read`/`Write` over one direction of a ring, so code written for sockets (envoyd's
+//! session, `guest_shim::client::Client`) runs over shared memory unchanged.
+//!
+//! * [`RingReader`] copies published bytes out (stream mode) and rings the peer after
+//!   consuming (the peer may be waiting for space).
+//! * [`RingWriter`] is message-aware: it reads each 9P message's `size` from its first four
+//!   bytes, waits until the whole message fits, copies header and payload slices straight from
+//!   the caller's buffers into ring memory (`write_vectored`: one copy, no gathering buffer),
+//!   and publishes `prod` once, when the message is complete — never a partial message.
+//!
+//! Both return `Ok(0)`/`BrokenPipe` when `closed()` says the connection is over, and turn ring
+//! errors (hostile indexes, impossible sizes) into `io::ErrorKind::InvalidData` with the
+//! [`RingError`] as source; the owner then drops the connection.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
+
+use crate::bell::{Doorbell, Waiter};
+use crate::layout::MSG_HEADER;
+use crate::ring::{Consumer, Producer};
+use crate::RingError;
+
+/// Whether the connection is over (peer detached, shutdown requested).
+pub type Closed = Arc<dyn Fn() -> bool + Send + Sync>;
+
+fn io_err(e: RingError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Blocking reader over a [`Consumer`].
+pub struct RingReader {
+    cons: Consumer,
+    bell: Arc<dyn Doorbell>,
+    waiter: Waiter,
+    closed: Closed,
+}
+
+impl std::fmt::Debug for RingReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingReader")
+            .field("cons", &self.cons)
+            .finish()
+    }
+}
+
+impl RingReader {
+    /// A reader that blocks with `waiter` on `bell` and ends when `closed()`.
+    pub fn new(cons: Consumer, bell: Arc<dyn Doorbell>, waiter: Waiter, closed: Closed) -> Self {
+        RingReader {
+            cons,
+            bell,
+            waiter,
+            closed,
+        }
+    }
+
+    /// The next whole message (one copy out of the ring), for callers that want frames rather
+    /// than a byte stream. `Ok(None)` when closed.
+    pub fn read_message(&mut self, max: u32) -> Result<Option<bytes::Bytes>, RingError> {
+        let cons = &mut self.cons;
+        let m =
+            self.waiter
+                .wait_for(&*self.bell, || cons.read_message(max), &*self.closed, None)?;
+        if m.is_some() {
+            self.bell.notify()?;
+        }
+        Ok(m)
+    }
+}
+
+impl Read for RingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let cons = &mut self.cons;
+        let avail = self
+            .waiter
+            .wait_for(
+                &*self.bell,
+                || Ok(Some(cons.available()?).filter(|&n| n > 0)),
+                &*self.closed,
+                None,
+            )
+            .map_err(io_err)?;
+        if avail.is_none() {
+            // Closed: hand out what is still queued first, then EOF.
+            let n = self.cons.read(buf).map_err(io_err)?;
+            return Ok(n);
+        }
+        let n = self.cons.read(buf).map_err(io_err)?;
+        self.bell.notify().map_err(io_err)?;
+        Ok(n)
+    }
+}
+
+/// Blocking, message-publishing writer over a [`Producer`].
+pub struct RingWriter {
+    prod: Producer,
+    bell: Arc<dyn Doorbell>,
+    waiter: Waiter,
+    closed: Closed,
+    /// Header bytes of the next message gathered so far (its size is not known yet).
+    head: [u8; 4],
+    head_len: usize,
+    /// Bytes of the current message still to write.
+    remaining: u32,
+}
+
+impl std::fmt::Debug for RingWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingWriter")
+            .field("prod", &self.prod)
+            .finish()
+    }
+}
+
+impl RingWriter {
+    /// A writer that blocks with `waiter` on `bell` and fails when `closed()`.
+    pub fn new(prod: Producer, bell: Arc<dyn Doorbell>, waiter: Waiter, closed: Closed) -> Self {
+        RingWriter {
+            prod,
+            bell,
+            waiter,
+            closed,
+            head: [0; 4],
+            head_len: 0,
+            remaining: 0,
+        }
+    }
+
+    /// Writes one whole message given as slices (header, payload), waiting for room; the
+    /// slices are copied straight into ring memory and published together.
+    pub fn send_message(&mut self, parts: &[&[u8]]) -> Result<(), RingError> {
+        let prod = &mut self.prod;
+        let sent = self.waiter.wait_for(
+            &*self.bell,
+            || Ok(prod.write_message(parts)?.then_some(())),
+            &*self.closed,
+            None,
+        )?;
+        if sent.is_none() {
+            return Err(RingError::Closed);
+        }
+        self.bell.notify()
+    }
+
+    /// Waits until `n` bytes are free.
+    fn wait_room(&mut self, n: u32) -> io::Result<()> {
+        let prod = &self.prod;
+        let r = self
+            .waiter
+            .wait_for(
+                &*self.bell,
+                || Ok((prod.free()? >= n).then_some(())),
+                &*self.closed,
+                None,
+            )
+            .map_err(io_err)?;
+        r.ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+
+    /// Consumes bytes of `b` into the current message; returns how many were taken.
+    fn feed(&mut self, b: &[u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            // Gather the size field before writing anything of a new message.
+            let take = (4 - self.head_len).min(b.len());
+            self.head[self.head_len..self.head_len + take].copy_from_slice(&b[..take]);
+            self.head_len += take;
+            if self.head_len < 4 {
+                return Ok(take);
+            }
+            let size = u32::from_le_bytes(self.head);
+            if size < MSG_HEADER as u32 || size > self.prod.ring_size() {
+                return Err(io_err(RingError::MessageTooLarge {
+                    size,
+                    limit: self.prod.ring_size(),
+                }));
+            }
+            self.wait_room(size)?;
+            let head = self.head;
+            let n = self.prod.write_partial(&head).map_err(io_err)?;
+            if n != 4 {
+                return Err(io_err(RingError::Layout("ring space vanished")));
+            }
+            self.head_len = 0;
+            self.remaining = size - 4;
+            return Ok(take);
+        }
+        let want = (self.remaining as usize).min(b.len());
+        let chunk = b.get(..want).unwrap_or_default();
+        // Room for the whole message was reserved, so this never comes up short.
+        let n = self.prod.write_partial(chunk).map_err(io_err)?;
+        self.remaining -= n as u32;
+        if self.remaining == 0 {
+            self.prod.publish().map_err(io_err)?;
+            self.bell.notify().map_err(io_err)?;
+        } else if n < want {
+            return Err(io_err(RingError::Layout("ring space vanished")));
+        }
+        Ok(n)
+    }
+}
+
+impl Write for RingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if (self.closed)() {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let mut total = 0;
+        for b in bufs {
+            let mut b: &[u8] = b;
+            while !b.is_empty() {
+                let n = self.feed(b)?;
+                b = b.get(n..).unwrap_or_default();
+                total += n;
+            }
+        }
+        Ok(total)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
