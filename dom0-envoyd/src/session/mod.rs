@@ -79,8 +79,10 @@ struct TagEntry {
 pub struct Conn {
     /// Connection number, for logs.
     pub id: u64,
-    /// The peer.
+    /// The peer, for logs.
     pub peer: String,
+    /// The peer's endpoint identity: the principal credential files are matched against.
+    pub endpoint: crate::transport::Peer,
     /// The server.
     pub shared: Arc<Shared>,
     /// Fids.
@@ -202,6 +204,7 @@ pub fn serve(shared: Arc<Shared>, conn: crate::transport::Connection, pool: Send
     let c = Arc::new(Conn {
         id: CONN_IDS.fetch_add(1, Ordering::Relaxed),
         peer: peer.to_string(),
+        endpoint: peer,
         fids: FidTable::new(shared.config.max_fids_per_conn),
         params: Mutex::new(Params {
             dialect: None,
@@ -212,7 +215,7 @@ pub fn serve(shared: Arc<Shared>, conn: crate::transport::Connection, pool: Send
         out: out_tx,
         shared: Arc::clone(&shared),
     });
-    let reg = shared.register_conn(c.id, Arc::clone(&shutdown));
+    let reg = shared.register_conn(&c, Arc::clone(&shutdown));
     let span = tracing::info_span!("conn", id = c.id, peer = %c.peer);
     let _e = span.enter();
     tracing::info!("connected");
