@@ -22,7 +22,7 @@ fn file(nrings: u32, order: u32) -> (tempfile::TempDir, RingFile) {
     (d, f)
 }
 
-const NO_STOP: AtomicBool = AtomicBool::new(false);
+static NO_STOP: AtomicBool = AtomicBool::new(false);
 
 #[test]
 fn ring_file_echo_across_threads_with_wrap_and_full_rings() {
@@ -52,8 +52,10 @@ fn ring_file_echo_across_threads_with_wrap_and_full_rings() {
     let sender = std::thread::spawn(move || {
         for m in &to_send {
             // Header split from the body, as the 9P writers do.
-            w.write_vectored(&[IoSlice::new(&m[..7]), IoSlice::new(&m[7..])])
+            let n = w
+                .write_vectored(&[IoSlice::new(&m[..7]), IoSlice::new(&m[7..])])
                 .unwrap();
+            assert_eq!(n, m.len());
         }
         w
     });
