@@ -28,9 +28,8 @@ static NO_STOP: AtomicBool = AtomicBool::new(false);
 fn ring_file_echo_across_threads_with_wrap_and_full_rings() {
     let (_d, f) = file(1, 0); // 2 KiB per direction: most messages wrap, rings fill up
     let client = f.attach(Waiter::default()).unwrap();
-    let stop = NO_STOP;
     let i = f
-        .wait_attach(&stop, Duration::from_secs(5))
+        .wait_attach(&NO_STOP, Duration::from_secs(5))
         .unwrap()
         .unwrap();
     assert_eq!(i, 0);
