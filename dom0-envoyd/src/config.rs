@@ -20,6 +20,16 @@ pub enum Endpoint {
     Tcp(String),
     /// `unix:PATH`.
     Unix(PathBuf),
+    /// `vsock:PORT`: `AF_VSOCK` on every local CID (see [`crate::transport::vsock`]).
+    Vsock(u32),
+    /// `vsock-uds:[CID:]PATH`: the hybrid vsock Unix socket `<uds_path>_<port>` of one VM,
+    /// whose guest has CID `cid` (default 3).
+    VsockUds {
+        /// The guest's CID (the principal of every connection).
+        cid: u32,
+        /// The socket to bind.
+        path: PathBuf,
+    },
 }
 
 impl std::str::FromStr for Endpoint {
@@ -37,6 +47,26 @@ impl std::str::FromStr for Endpoint {
                 return Err(ConfigError::Endpoint(s.to_string()));
             }
             Ok(Endpoint::Unix(PathBuf::from(p)))
+        } else if let Some(p) = s.strip_prefix("vsock:") {
+            p.parse()
+                .map(Endpoint::Vsock)
+                .map_err(|_| ConfigError::Endpoint(s.to_string()))
+        } else if let Some(rest) = s.strip_prefix("vsock-uds:") {
+            let (cid, path) = match rest.split_once(':') {
+                Some((c, p)) if !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()) => (
+                    c.parse()
+                        .map_err(|_| ConfigError::Endpoint(s.to_string()))?,
+                    p,
+                ),
+                _ => (crate::transport::vsock::DEFAULT_HYBRID_CID, rest),
+            };
+            if path.is_empty() {
+                return Err(ConfigError::Endpoint(s.to_string()));
+            }
+            Ok(Endpoint::VsockUds {
+                cid,
+                path: PathBuf::from(path),
+            })
         } else {
             Err(ConfigError::Endpoint(s.to_string()))
         }
@@ -48,6 +78,8 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Tcp(a) => write!(f, "tcp:{a}"),
             Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Vsock(port) => write!(f, "vsock:{port}"),
+            Endpoint::VsockUds { cid, path } => write!(f, "vsock-uds:{cid}:{}", path.display()),
         }
     }
 }
@@ -55,8 +87,10 @@ impl std::fmt::Display for Endpoint {
 /// A rejected option.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// Not `tcp:HOST:PORT` or `unix:PATH`.
-    #[error("bad endpoint {0:?}: expected tcp:HOST:PORT or unix:PATH")]
+    /// Not `tcp:HOST:PORT`, `unix:PATH`, `vsock:PORT` or `vsock-uds:[CID:]PATH`.
+    #[error(
+        "bad endpoint {0:?}: expected tcp:HOST:PORT, unix:PATH, vsock:PORT or vsock-uds:[CID:]PATH"
+    )]
     Endpoint(String),
     /// A numeric option out of range.
     #[error("{name} must be between {min} and {max}, got {value}")]
@@ -83,7 +117,8 @@ pub struct Args {
     /// Object store directory (created if missing).
     #[arg(long, default_value = "./envoy-data")]
     pub data: PathBuf,
-    /// Endpoint to serve 9P on: tcp:HOST:PORT or unix:PATH (repeatable).
+    /// Endpoint to serve 9P on: tcp:HOST:PORT, unix:PATH, vsock:PORT or vsock-uds:[CID:]PATH
+    /// (repeatable).
     #[arg(long = "listen")]
     pub listen: Vec<String>,
     /// Memory cache budget in MiB.
@@ -203,5 +238,39 @@ mod tests {
             "tcp:[::1]:1",
         ]);
         assert_eq!(Config::from_args(a).unwrap().listen.len(), 2);
+    }
+
+    #[test]
+    fn config_vsock_endpoints_parse_and_round_trip() {
+        let ep: Endpoint = "vsock:5640".parse().unwrap();
+        assert_eq!(ep, Endpoint::Vsock(5640));
+        let ep: Endpoint = "vsock-uds:/run/vm/v.sock_5640".parse().unwrap();
+        assert_eq!(
+            ep,
+            Endpoint::VsockUds {
+                cid: 3,
+                path: "/run/vm/v.sock_5640".into()
+            }
+        );
+        assert_eq!(ep.to_string(), "vsock-uds:3:/run/vm/v.sock_5640");
+        let ep: Endpoint = "vsock-uds:42:/a:b".parse().unwrap();
+        assert_eq!(
+            ep,
+            Endpoint::VsockUds {
+                cid: 42,
+                path: "/a:b".into()
+            }
+        );
+        assert_eq!(ep.to_string().parse::<Endpoint>().unwrap(), ep);
+        for bad in [
+            "vsock:",
+            "vsock:x",
+            "vsock:-1",
+            "vsock-uds:",
+            "vsock-uds:4:",
+            "vsock-uds:99999999999:/p",
+        ] {
+            assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
+        }
     }
 }

@@ -18,6 +18,7 @@ use crate::ops;
 use crate::ops::lock::LockTable;
 use crate::session::{self, Job};
 use crate::territory::Territories;
+use crate::transport::vsock::{HybridVsockListener, VsockListener};
 use crate::transport::{tcp::TcpListener, unix::UnixListener, Listener};
 
 /// Why the server could not start.
@@ -212,6 +213,17 @@ impl Server {
                     endpoints.push(ep.clone());
                     listeners.push(Box::new(l));
                 }
+                Endpoint::Vsock(port) => {
+                    let l = VsockListener::bind(*port, Arc::clone(&stop)).map_err(bind_err)?;
+                    endpoints.push(ep.clone());
+                    listeners.push(Box::new(l));
+                }
+                Endpoint::VsockUds { cid, path } => {
+                    let l = HybridVsockListener::bind(path, *cid, Arc::clone(&stop))
+                        .map_err(bind_err)?;
+                    endpoints.push(ep.clone());
+                    listeners.push(Box::new(l));
+                }
             }
         }
         let conn_threads = Arc::new(Mutex::new(Vec::new()));
@@ -278,7 +290,7 @@ impl ServerHandle {
     pub fn tcp_addr(&self) -> Option<String> {
         self.endpoints.iter().find_map(|e| match e {
             Endpoint::Tcp(a) => Some(a.clone()),
-            Endpoint::Unix(_) => None,
+            _ => None,
         })
     }
 
@@ -319,9 +331,11 @@ impl ServerHandle {
                 Endpoint::Tcp(a) => {
                     let _ = std::net::TcpStream::connect(a);
                 }
-                Endpoint::Unix(p) => {
+                Endpoint::Unix(p) | Endpoint::VsockUds { path: p, .. } => {
                     let _ = std::os::unix::net::UnixStream::connect(p);
                 }
+                // Its accept wakes up every ACCEPT_POLL by itself.
+                Endpoint::Vsock(_) => {}
             }
         }
         for h in self.acceptors.drain(..) {

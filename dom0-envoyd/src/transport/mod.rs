@@ -6,6 +6,7 @@
 
 pub mod tcp;
 pub mod unix;
+pub mod vsock;
 
 use std::io::{self, Read, Write};
 
