@@ -15,6 +15,7 @@
 #   scripts/.cache/kernel/<ver>/modules/       lib/modules/<ver> of the package
 #   scripts/.cache/kernel/current              symlink to <ver>
 #   scripts/.cache/tree/<pkg>-include.tar[.sha256]  the workload source tree and its checksums
+#   scripts/.cache/vhost-device-vsock/bin/vhost-device-vsock  vhost-user vsock backend (cargo)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -76,6 +77,26 @@ if ((${#missing[@]})); then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
     say "host packages already present: ${!provides[*]}"
+fi
+
+# vhost-device-vsock (rust-vmm's vhost-user vsock backend, hybrid vsock over Unix sockets) for the
+# guest vsock suite: built once with cargo into a per-user cache that outlives fresh clones, and
+# linked into scripts/.cache/vhost-device-vsock/bin.
+vdv_version=0.3.0
+vdv_bin="$cache/vhost-device-vsock/bin/vhost-device-vsock"
+vdv_root="${XDG_CACHE_HOME:-$HOME/.cache}/envoy-tools/vhost-device-vsock-$vdv_version"
+if [[ -x "$vdv_bin" ]]; then
+    say "vhost-device-vsock already in $vdv_bin"
+elif command -v cargo >/dev/null 2>&1; then
+    if [[ ! -x "$vdv_root/bin/vhost-device-vsock" ]]; then
+        say "building vhost-device-vsock $vdv_version (cargo install, a few minutes, once per machine)"
+        cargo install -q --locked --root "$vdv_root" --version "$vdv_version" vhost-device-vsock >&2
+    fi
+    mkdir -p "$(dirname "$vdv_bin")"
+    cp "$vdv_root/bin/vhost-device-vsock" "$vdv_bin"
+    say "vhost-device-vsock: $vdv_bin"
+else
+    say "no cargo: vhost-device-vsock not installed (the guest vsock suite will fail)"
 fi
 
 [[ $want_kernel -eq 1 ]] || exit 0
