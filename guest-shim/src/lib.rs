@@ -7,11 +7,13 @@
 //! * [`relay`]: the frame-aligned byte relay between the guest kernel's 9P client and the
 //!   host, including sessions over a persistent serial stream.
 //! * [`mount`]: the `trans=fd` mount option string and the `mount(2)` call.
+//! * [`init`]: `envoy-shim init`, the initramfs init that boots a guest from an Envoy image.
 //!
 //! The `envoy-shim` binary (see the README) puts these together inside the guest.
 
 pub mod client;
 pub mod endpoint;
+pub mod init;
 pub mod mount;
 pub mod relay;
 

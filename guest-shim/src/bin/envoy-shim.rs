@@ -5,6 +5,8 @@
 //! envoy-shim relay --connect ENDPOINT --listen unix:PATH      # for mount -t 9p -o trans=unix
 //! envoy-shim mount --connect ENDPOINT --aname NAME [--version 9p2000.L] [--msize N]
 //!                  [--opt k=v,...] [--daemon] MOUNTPOINT       # trans=fd, relayed
+//! envoy-shim init       # as PID 1 of an initramfs (also with no arguments as PID 1): mount
+//!                       # the root from envoy.image= on the kernel command line, switch_root
 //! ```
 //!
 //! Errors are one sentence on stderr and a non-zero exit status; progress is logged at info
@@ -75,6 +77,10 @@ enum Cmd {
         /// Where to mount.
         mountpoint: PathBuf,
     },
+    /// Boot the guest as PID 1 of an initramfs: mount the root file system from Envoy
+    /// (kernel parameters envoy.transport=, envoy.image=, envoy.init=, ...), switch_root to it
+    /// and keep relaying; see the guest_shim::init docs.
+    Init,
 }
 
 /// What went wrong, as one sentence for the operator.
@@ -126,6 +132,10 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ShimError {
 }
 
 fn main() -> ExitCode {
+    // As PID 1 without arguments (rdinit=/bin/envoy-shim): the init of an initramfs.
+    if std::process::id() == 1 && std::env::args_os().len() <= 1 {
+        guest_shim::init::run();
+    }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -136,6 +146,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let res = match cli.cmd {
+        Cmd::Init => guest_shim::init::run(),
         Cmd::Relay {
             connect,
             listen,
