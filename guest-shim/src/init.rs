@@ -229,19 +229,31 @@ fn parse_transport(value: &str) -> Result<Endpoint, InitError> {
     Ok(value.parse()?)
 }
 
-/// Mounts `fstype` at `target` unless something is mounted there already.
+/// Whether `path` is a mount point (its device differs from its parent's).
+fn is_mountpoint(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    match (std::fs::metadata(path), std::fs::metadata(parent)) {
+        (Ok(a), Ok(b)) => a.dev() != b.dev(),
+        _ => false,
+    }
+}
+
+/// Mounts `fstype` at `target` unless something is mounted there already (the initramfs's
+/// `/init` script may have done it; mounting again would stack a second mount).
 fn mount_early(fstype: &str, target: &str) -> Result<(), InitError> {
     let _ = std::fs::create_dir_all(target);
-    match nix::mount::mount(
+    if is_mountpoint(Path::new(target)) {
+        return Ok(());
+    }
+    nix::mount::mount(
         Some(fstype),
         target,
         Some(fstype),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        MsFlags::MS_NOSUID,
         None::<&str>,
-    ) {
-        Ok(()) | Err(nix::errno::Errno::EBUSY) => Ok(()),
-        Err(e) => Err(sys(format!("cannot mount {fstype} on {target}"))(e)),
-    }
+    )
+    .map_err(sys(format!("cannot mount {fstype} on {target}")))
 }
 
 /// Connects to the host, retrying until `wait` has passed (the port or the network may come up
