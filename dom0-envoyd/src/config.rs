@@ -20,6 +20,8 @@ pub enum Endpoint {
     Tcp(String),
     /// `unix:PATH`.
     Unix(PathBuf),
+    /// `ring:PATH`: shared-memory 9pfs rings in a file (see [`crate::transport::ring`]).
+    Ring(PathBuf),
     /// `vsock:PORT`: `AF_VSOCK` on every local CID (see [`crate::transport::vsock`]).
     Vsock(u32),
     /// `vsock-uds:[CID:]PATH`: the hybrid vsock Unix socket `<uds_path>_<port>` of one VM,
@@ -47,6 +49,11 @@ impl std::str::FromStr for Endpoint {
                 return Err(ConfigError::Endpoint(s.to_string()));
             }
             Ok(Endpoint::Unix(PathBuf::from(p)))
+        } else if let Some(p) = s.strip_prefix("ring:") {
+            if p.is_empty() {
+                return Err(ConfigError::Endpoint(s.to_string()));
+            }
+            Ok(Endpoint::Ring(PathBuf::from(p)))
         } else if let Some(p) = s.strip_prefix("vsock:") {
             p.parse()
                 .map(Endpoint::Vsock)
@@ -78,6 +85,7 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Tcp(a) => write!(f, "tcp:{a}"),
             Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Ring(p) => write!(f, "ring:{}", p.display()),
             Endpoint::Vsock(port) => write!(f, "vsock:{port}"),
             Endpoint::VsockUds { cid, path } => write!(f, "vsock-uds:{cid}:{}", path.display()),
         }

@@ -18,6 +18,7 @@ use crate::ops;
 use crate::ops::lock::LockTable;
 use crate::session::{self, Job};
 use crate::territory::Territories;
+use crate::transport::ring::RingListener;
 use crate::transport::vsock::{HybridVsockListener, VsockListener};
 use crate::transport::{tcp::TcpListener, unix::UnixListener, Listener};
 
@@ -213,6 +214,11 @@ impl Server {
                     endpoints.push(ep.clone());
                     listeners.push(Box::new(l));
                 }
+                Endpoint::Ring(p) => {
+                    let l = RingListener::open(p, Arc::clone(&stop)).map_err(bind_err)?;
+                    endpoints.push(ep.clone());
+                    listeners.push(Box::new(l));
+                }
                 Endpoint::Vsock(port) => {
                     let l = VsockListener::bind(*port, Arc::clone(&stop)).map_err(bind_err)?;
                     endpoints.push(ep.clone());
@@ -331,6 +337,8 @@ impl ServerHandle {
                 Endpoint::Tcp(a) => {
                     let _ = std::net::TcpStream::connect(a);
                 }
+                // Its accept re-checks the stop flag every 100 ms.
+                Endpoint::Ring(_) => {}
                 Endpoint::Unix(p) | Endpoint::VsockUds { path: p, .. } => {
                     let _ = std::os::unix::net::UnixStream::connect(p);
                 }

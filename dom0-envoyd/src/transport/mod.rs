@@ -4,6 +4,7 @@
 //! reply's payload goes out without a copy) and a [`Peer`] description. TCP and Unix sockets
 //! live here; vsock, virtio-serial and shared-memory rings implement the same trait later.
 
+pub mod ring;
 pub mod tcp;
 pub mod unix;
 pub mod vsock;
