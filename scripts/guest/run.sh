@@ -24,6 +24,9 @@
 #                                 e.g. a static test binary: --add target/x:/bin/x)
 #   --bzimage                     boot the compressed vmlinuz even if the faster PVH-bootable
 #                                 vmlinux was extracted (scripts/install-deps.sh)
+#   --initrd FILE                 boot this initramfs as it is instead of the test initramfs
+#                                 (--script, --add not used; e.g. build-template.sh's)
+#   --qemu-arg ARG                one more QEMU argument (repeatable; e.g. -virtfs ..., -drive ...)
 #
 # Exit status: the guest script's rc (0 = pass); 124 on timeout; 125 if QEMU exited without the
 # END marker; 2 on usage errors or a failed initramfs build. Once QEMU was started, the last line
@@ -34,7 +37,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 scripts="$(dirname "$here")"
 cache="$scripts/.cache"
 
-adds=()
+adds=() qemu_extra=() initrd=""
 script="" vserial="" vvsock="" ivshmem="" netdev=0 bzimage=0 timeout=120 append="" mem=512 machine=q35 log="" verbose=0
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
@@ -52,11 +55,17 @@ while (($#)); do
     --verbose) verbose=1; shift ;;
     --bzimage) bzimage=1; shift ;;
     --add) adds+=("$2"); shift 2 ;;
+    --initrd) initrd="$2"; shift 2 ;;
+    --qemu-arg) qemu_extra+=("$2"); shift 2 ;;
     -h | --help) usage ;;
     *) echo "run.sh: unknown argument $1" >&2; usage ;;
     esac
 done
-[[ -n "$script" && -f "$script" ]] || { echo "run.sh: --script FILE is required" >&2; usage; }
+if [[ -n "$initrd" ]]; then
+    [[ -f "$initrd" ]] || { echo "run.sh: no initramfs $initrd" >&2; usage; }
+else
+    [[ -n "$script" && -f "$script" ]] || { echo "run.sh: --script FILE is required" >&2; usage; }
+fi
 
 say() { printf 'run.sh: %s\n' "$*"; }
 now() { date +%s.%N; }
@@ -70,7 +79,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if ! base="$("$here/build-initramfs.sh" 2>"$work/build.err" | tail -1)" || [[ ! -f "$base" ]]; then
+if [[ -n "$initrd" ]]; then
+    :
+elif ! base="$("$here/build-initramfs.sh" 2>"$work/build.err" | tail -1)" || [[ ! -f "$base" ]]; then
     cat "$work/build.err" >&2
     say "building the initramfs failed"
     exit 2
@@ -79,17 +90,21 @@ fi
 kernel="$cache/kernel/current/vmlinuz"
 if ((!bzimage)) && [[ -f "$cache/kernel/current/vmlinux" ]]; then kernel="$cache/kernel/current/vmlinux"; fi
 
-# Second cpio with /test/script (and --add files), appended to the cached base; the kernel
-# unpacks both archives in order.
-mkdir -p "$work/root/test"
-install -m 0755 "$script" "$work/root/test/script"
-for a in "${adds[@]}"; do
-    src="${a%%:*}" dst="${a#*:}"
-    [[ -f "$src" && "$dst" == /* && "$a" == *:* ]] || { say "--add wants HOSTFILE:/GUEST/PATH, got $a"; exit 2; }
-    install -D -m "$(stat -c %a "$src")" "$src" "$work/root$dst"
-done
-(cd "$work/root" && find . -mindepth 1 | cpio -o -H newc --quiet --owner=0:0) | gzip -1 >"$work/test.cpio.gz"
-cat "$base" "$work/test.cpio.gz" >"$work/initrd"
+if [[ -n "$initrd" ]]; then
+    cp "$initrd" "$work/initrd"
+else
+    # Second cpio with /test/script (and --add files), appended to the cached base; the kernel
+    # unpacks both archives in order.
+    mkdir -p "$work/root/test"
+    install -m 0755 "$script" "$work/root/test/script"
+    for a in "${adds[@]}"; do
+        src="${a%%:*}" dst="${a#*:}"
+        [[ -f "$src" && "$dst" == /* && "$a" == *:* ]] || { say "--add wants HOSTFILE:/GUEST/PATH, got $a"; exit 2; }
+        install -D -m "$(stat -c %a "$src")" "$src" "$work/root$dst"
+    done
+    (cd "$work/root" && find . -mindepth 1 | cpio -o -H newc --quiet --owner=0:0) | gzip -1 >"$work/test.cpio.gz"
+    cat "$base" "$work/test.cpio.gz" >"$work/initrd"
+fi
 
 mkdir -p "$cache/logs"
 if [[ -z "$log" ]]; then
@@ -121,6 +136,7 @@ fi
 if ((netdev)); then
     args+=(-netdev "user,id=n0" -device "virtio-net-pci,netdev=n0")
 fi
+args+=("${qemu_extra[@]}")
 
 say "qemu-system-x86_64 ${args[*]}"
 t0="$(now)"
