@@ -14,6 +14,10 @@
 #                                 verify from a second boot, delete, store back to baseline
 #                        crash    fsync'd writes, kill -9 envoyd mid-way, store check, restart,
 #                                 a second boot verifies every file logged SYNCED
+#                        boot     import a busybox template, fork it twice, boot two guests
+#                                 from the forks at once (root on Envoy via envoy-shim init),
+#                                 twice; own changes kept, the other's absent, template intact;
+#                                 storage traffic of both boots (scripts/guest/tests/boot-host.sh)
 #   --server envoyd|diod   server under test (default envoyd; diod validates the scripts: it
 #                      exports a plain directory, speaks only 9P2000.L and is reached over TCP)
 #   --via shim|tcp     guest transport (default shim for envoyd: envoy-shim over virtio-serial;
@@ -335,6 +339,9 @@ scenario_crash() {
     store_check crash-after-restart "$data"
 }
 
+# shellcheck source=tests/boot-host.sh
+. "$tests/boot-host.sh"
+
 IFS=, read -r -a wanted <<<"$only"
 declare -A timing=()
 for s in "${wanted[@]}"; do
@@ -346,6 +353,7 @@ for s in "${wanted[@]}"; do
     multi) scenario_multi ;;
     tree) scenario_tree ;;
     crash) scenario_crash ;;
+    boot) scenario_boot ;;
     *) say "unknown scenario $s"; exit 2 ;;
     esac
     timing[$s]="$(elapsed "$t0" "$(now)")"

@@ -1,0 +1,145 @@
+# shellcheck shell=bash
+# The `boot` scenario of scripts/guest/envoy-tests.sh (sourced by it; uses its helpers and
+# variables): guests whose root file system is a fork of one template image.
+#
+#  1. scripts/guest/build-template.sh: the busybox template (tar.gz) and the boot initramfs
+#     (modules + static envoy-shim as init);
+#  2. `envoyctl image import` of the archive as /templates/busybox, then `envoyctl image fork`
+#     into /guests/g1 and /guests/g2;
+#  3. first boot: g1 and g2 concurrently (envoy-shim init over virtio-serial, root = the fork),
+#     each changes its root (boot-write.sh: a package, /etc files, logs, data) and powers off
+#     cleanly through busybox init;
+#  4. second boot: both again, concurrently; each finds its own changes and not the other's
+#     (boot-verify.sh);
+#  5. the template's files are unchanged (read back over 9P with diodcat/diodls);
+#  6. storage traffic (envoyd <-> object store, `envoyctl --json stats`) of each round, as in
+#     Table 6.2 of the dissertation, and the kernel-to-workload boot times.
+# One envoyd process for the whole scenario, so the second boot meets its memory cache.
+
+# boot_ctl ARGS...: envoyctl against the running server.
+boot_ctl() { "$target/release/envoyctl" --control "$boot_data/control.sock" "$@"; }
+
+# boot_traffic: "READ_REQUESTS READ_BYTES WRITE_REQUESTS WRITE_BYTES" of the store so far.
+boot_traffic() {
+    boot_ctl --json stats 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)["storage"]
+print(s["read_requests"], s["read_bytes"], s["write_requests"], s["write_bytes"])'
+}
+
+# boot_round ROUND SCRIPT: boots g1 and g2 at once running SCRIPT; results into the summary.
+boot_round() {
+    local round="$1" script="$2" g other pids=() names=() i
+    for g in g1 g2; do
+        other=g2
+        [[ "$g" == g2 ]] && other=g1
+        local name="boot-$round-$g"
+        "$here/run.sh" --initrd "$boot_initramfs" --virtio-serial-socket "$srv_sock" --timeout 240 \
+            --log "$work/$name.log" "${verbose[@]}" \
+            --append "envoy.image=/guests/$g envoy.transport=serial:envoy envoy.guest=$g envoy.other=$other envoy.workload=/usr/lib/envoy-tests/$script envoy.onfail=poweroff" \
+            >"$work/$name.run" 2>&1 &
+        pids+=($!)
+        names+=("$name")
+        guest_pids+=($!)
+    done
+    for i in 0 1; do
+        local rc=0
+        wait "${pids[$i]}" || rc=$?
+        summarize "${names[$i]}" "$rc"
+        # A clean shutdown: busybox init ran its shutdown actions and the kernel powered off.
+        if grep -aq 'reboot: Power down' "$work/${names[$i]}.log"; then
+            pass "${names[$i]}/clean-poweroff"
+        else
+            fail "${names[$i]}/clean-poweroff" "no 'reboot: Power down' on the console"
+        fi
+        grep -a 'envoy-shim init:' "$work/${names[$i]}.log" | tr -d '\r' | sed 's/^/    | /' || true
+    done
+}
+
+# boot_uptime NAME: the guest's uptime when its workload started (kernel start -> workload).
+boot_uptime() { grep -ao 'ENVOY-GUEST-BEGIN uptime=[0-9.]*' "$work/$1.log" | head -1 | cut -d= -f2; }
+
+# boot_template_view: what the template holds where the guests wrote, as read over 9P.
+boot_template_view() {
+    local srv="127.0.0.1:$srv_port" a=/templates/busybox f
+    for f in etc/hostname etc/passwd etc/os-release var/log/boot.log var/lib/pkgs/hello usr/bin/hello; do
+        printf '%s: %s\n' "$f" "$(timeout 30 diodcat -s "$srv" -a "$a" "$f" 2>&1 | sha256sum | cut -c1-16)"
+    done
+    for f in etc var/log var/lib/pkgs root usr/bin; do
+        printf '%s/: %s\n' "$f" "$(timeout 30 diodls -s "$srv" -a "$a" "$f" 2>&1 | sort | sha256sum | cut -c1-16)"
+    done
+}
+
+scenario_boot() {
+    boot_data="$work/boot.data"
+    if [[ "$server" != envoyd || "$via" != shim ]]; then
+        say "boot: skipped (needs --server envoyd --via shim)"
+        return 0
+    fi
+    if ((build)); then
+        (cd "$repo" && cargo build --release --locked -q -p dom0-envoyd --bin envoyctl) || { fail "boot/build-envoyctl"; return 0; }
+    fi
+    [[ -x "$target/release/envoyctl" ]] || { fail "boot/envoyctl" "missing $target/release/envoyctl"; return 0; }
+    local out
+    if ! out="$("$here/build-template.sh" --shim "$work/envoy-shim" --out "$work/template" 2>"$work/boot-template.err")"; then
+        fail "boot/build-template" "$(tail -3 "$work/boot-template.err" | tr '\n' ' ')"
+        return 0
+    fi
+    sed 's/^/  /' "$work/boot-template.err"
+    local tarball
+    tarball="$(sed -n 's/^tar //p' <<<"$out")"
+    boot_initramfs="$(sed -n 's/^initramfs //p' <<<"$out")"
+    start_server boot "$boot_data" || { fail "boot/server-start"; return 0; }
+
+    local t0 rc=0
+    t0="$(now)"
+    if boot_ctl image import "$tarball" /templates/busybox >"$work/boot-import.out" 2>"$work/boot-import.err"; then
+        pass "boot/import" "$(tail -1 "$work/boot-import.out") in $(elapsed "$t0" "$(now)") s"
+    else
+        fail "boot/import" "$(tail -2 "$work/boot-import.err" | tr '\n' ' ')"
+        stop_server || true
+        return 0
+    fi
+    for g in g1 g2; do
+        if boot_ctl image fork /templates/busybox "/guests/$g" >"$work/boot-fork-$g.out" 2>&1; then
+            pass "boot/fork-$g"
+        else
+            fail "boot/fork-$g" "$(tail -2 "$work/boot-fork-$g.out" | tr '\n' ' ')"
+            stop_server || true
+            return 0
+        fi
+    done
+    boot_template_view >"$work/boot-template-before.txt"
+
+    local t_a t_b t_c
+    t_a="$(boot_traffic)"
+    boot_round 1 boot-write.sh
+    t_b="$(boot_traffic)"
+    boot_round 2 boot-verify.sh
+    t_c="$(boot_traffic)"
+
+    boot_template_view >"$work/boot-template-after.txt"
+    if cmp -s "$work/boot-template-before.txt" "$work/boot-template-after.txt" \
+        && ! grep -q 'g1\|g2' "$work/boot-template-after.txt"; then
+        pass "boot/template-unchanged" "$(wc -l <"$work/boot-template-after.txt") paths compared"
+    else
+        fail "boot/template-unchanged" "$(diff "$work/boot-template-before.txt" "$work/boot-template-after.txt" | tr '\n' ' ' | cut -c1-300)"
+    fi
+
+    # Table 6.2: storage traffic of the first and the second boot (both guests, one envoyd).
+    read -r r1 b1 w1 wb1 <<<"$(awk -v a="$t_a" -v b="$t_b" 'BEGIN { split(a, x); split(b, y); print y[1]-x[1], y[2]-x[2], y[3]-x[3], y[4]-x[4] }')"
+    read -r r2 b2 w2 wb2 <<<"$(awk -v a="$t_b" -v b="$t_c" 'BEGIN { split(a, x); split(b, y); print y[1]-x[1], y[2]-x[2], y[3]-x[3], y[4]-x[4] }')"
+    say "boot: storage traffic, first boot (g1+g2): $r1 reads / $b1 bytes, $w1 writes / $wb1 bytes"
+    say "boot: storage traffic, second boot (g1+g2): $r2 reads / $b2 bytes, $w2 writes / $wb2 bytes"
+    if [[ -n "$b1" && "$b1" -gt 0 ]]; then
+        say "boot: second boot read $(awk -v a="$b2" -v b="$b1" 'BEGIN { printf "%.2f", 100 * a / b }')% of the first boot's store bytes"
+    fi
+    local g
+    for g in g1 g2; do
+        say "boot: kernel start -> workload: $g first boot $(boot_uptime "boot-1-$g") s, second boot $(boot_uptime "boot-2-$g") s"
+    done
+    boot_ctl stats >"$work/boot-stats.txt" 2>&1 || true
+    grep -a '^storage\|^cache' "$work/boot-stats.txt" | sed 's/^/  envoyctl stats: /' || true
+    stop_server || fail "boot/server-exit" "envoyd exited non-zero after SIGTERM"
+    store_check boot "$boot_data"
+}
