@@ -141,6 +141,9 @@ pub struct Args {
     /// Largest msize offered to clients.
     #[arg(long, default_value_t = u64::from(DEFAULT_MAX_MSIZE))]
     pub max_msize: u64,
+    /// The operator's control socket (for envoyctl); default <data>/control.sock.
+    #[arg(long)]
+    pub control: Option<PathBuf>,
 }
 
 /// Validated configuration.
@@ -158,6 +161,8 @@ pub struct Config {
     pub max_fids_per_conn: usize,
     /// Largest msize.
     pub max_msize: u32,
+    /// The control socket, `None` for none (tests).
+    pub control: Option<PathBuf>,
 }
 
 fn range(name: &'static str, v: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -191,7 +196,9 @@ impl Config {
                 .max(4),
             n => n as usize,
         };
+        let control = Some(a.control.unwrap_or_else(|| a.data.join("control.sock")));
         Ok(Config {
+            control,
             data: a.data,
             listen,
             cache_bytes: (range("--cache-mb", a.cache_mb, 1, 1 << 20)? << 20) as usize,
@@ -216,6 +223,7 @@ impl Config {
             workers: 8,
             max_fids_per_conn: 1024,
             max_msize: DEFAULT_MAX_MSIZE,
+            control: None,
         }
     }
 }

@@ -28,12 +28,15 @@
 
 pub mod cache;
 pub mod config;
+pub mod control;
+pub mod ctl_tree;
 pub mod errno;
 pub mod error;
 pub mod namespace;
 pub mod ops;
 pub mod server;
 pub mod session;
+pub mod stats;
 pub mod territory;
 pub mod transport;
 

@@ -49,6 +49,9 @@ pub enum StartError {
     /// A thread would not start.
     #[error("spawning a thread")]
     Spawn(#[source] std::io::Error),
+    /// The control socket would not open.
+    #[error("opening the control socket")]
+    Control(#[source] crate::control::server::ControlStartError),
 }
 
 type ShutdownFn = Arc<dyn Fn() + Send + Sync>;
@@ -62,6 +65,13 @@ pub struct Shared {
     /// POSIX byte-range locks.
     pub locks: LockTable,
     conns: Mutex<HashMap<u64, ShutdownFn>>,
+    /// Live connections, for the control socket's listings.
+    sessions: Mutex<HashMap<u64, std::sync::Weak<session::Conn>>>,
+    /// Per-request-type counts and latency histograms (the worker loop records them).
+    pub op_stats: crate::stats::OpStats,
+    /// When the server started.
+    pub started: std::time::SystemTime,
+    endpoints: std::sync::OnceLock<Vec<Endpoint>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -81,6 +91,7 @@ pub struct ConnRegistration {
 impl Drop for ConnRegistration {
     fn drop(&mut self) {
         lock(&self.shared.conns).remove(&self.id);
+        lock(&self.shared.sessions).remove(&self.id);
     }
 }
 
@@ -90,9 +101,15 @@ impl Shared {
         self.territories.fs()
     }
 
-    /// Registers a live connection so shutdown can close it.
-    pub fn register_conn(self: &Arc<Self>, id: u64, shutdown: ShutdownFn) -> ConnRegistration {
+    /// Registers a live connection so shutdown can close it (and the control socket list it).
+    pub fn register_conn(
+        self: &Arc<Self>,
+        conn: &Arc<session::Conn>,
+        shutdown: ShutdownFn,
+    ) -> ConnRegistration {
+        let id = conn.id;
         lock(&self.conns).insert(id, shutdown);
+        lock(&self.sessions).insert(id, Arc::downgrade(conn));
         ConnRegistration {
             shared: Arc::clone(self),
             id,
@@ -102,6 +119,19 @@ impl Shared {
     /// Number of live connections.
     pub fn connection_count(&self) -> usize {
         lock(&self.conns).len()
+    }
+
+    /// The live connections.
+    pub fn sessions(&self) -> Vec<Arc<session::Conn>> {
+        lock(&self.sessions)
+            .values()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
+    }
+
+    /// The endpoints actually bound (empty until the listeners are up).
+    pub fn endpoints(&self) -> &[Endpoint] {
+        self.endpoints.get().map_or(&[], Vec::as_slice)
     }
 }
 
@@ -131,6 +161,7 @@ pub struct ServerHandle {
     workers: Vec<JoinHandle<()>>,
     pool: Option<Sender<Job>>,
     conn_threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    control: Option<crate::control::server::ControlServer>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -145,11 +176,17 @@ fn worker(rx: Receiver<Job>) {
     while let Ok(job) = rx.recv() {
         let Job { conn, tag, msg } = job;
         let name = msg.name();
+        let ty = msg.msg_type();
+        let t0 = std::time::Instant::now();
         let fid = ops::request_fid(&msg).map(|f| f.0);
         let span = tracing::debug_span!("req", conn = conn.id, op = name, tag = tag.0, fid);
         let _e = span.enter();
         tracing::trace!(?msg, "request");
-        let reply = match ops::dispatch(&conn, msg) {
+        let result = ops::dispatch(&conn, msg);
+        conn.shared
+            .op_stats
+            .record(ty, t0.elapsed(), result.is_err());
+        let reply = match result {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "failed");
@@ -182,6 +219,10 @@ impl Server {
             territories: Territories::single(fs),
             locks: LockTable::default(),
             conns: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            op_stats: crate::stats::OpStats::default(),
+            started: std::time::SystemTime::now(),
+            endpoints: std::sync::OnceLock::new(),
             config: config.clone(),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -232,6 +273,14 @@ impl Server {
                 }
             }
         }
+        let _ = shared.endpoints.set(endpoints.clone());
+        let control = match &config.control {
+            Some(p) => Some(
+                crate::control::server::ControlServer::start(p, Arc::clone(&shared))
+                    .map_err(StartError::Control)?,
+            ),
+            None => None,
+        };
         let conn_threads = Arc::new(Mutex::new(Vec::new()));
         let mut acceptors = Vec::new();
         for mut l in listeners {
@@ -282,6 +331,7 @@ impl Server {
             workers,
             pool: Some(tx),
             conn_threads,
+            control,
         })
     }
 }
@@ -330,6 +380,9 @@ impl ServerHandle {
     fn stop_all(&mut self) {
         if self.stop.swap(true, Ordering::SeqCst) {
             return;
+        }
+        if let Some(mut c) = self.control.take() {
+            c.shutdown();
         }
         for ep in &self.endpoints {
             // Wake the blocking accept().

@@ -40,6 +40,9 @@ pub fn attach_uid(uname: &str, n_uname: u32) -> u32 {
 
 /// Tattach.
 pub fn attach(c: &Arc<Conn>, m: Tattach) -> FsResult<Message> {
+    if crate::ctl_tree::is_ctl_aname(&m.aname) {
+        return crate::ctl_tree::attach(c, &m, Cred::user(attach_uid(&m.uname, m.n_uname)));
+    }
     if m.afid != Fid::NOFID {
         return Err(FsError::Inval("no authentication: afid must be NOFID"));
     }

@@ -57,6 +57,14 @@ pub fn request_fid(m: &Message) -> Option<envoy_proto::Fid> {
 
 /// Runs one request.
 pub fn dispatch(c: &Arc<Conn>, msg: Message) -> FsResult<Message> {
+    let msg = if c.fids.has_synthetic() {
+        match crate::ctl_tree::route(c, msg) {
+            crate::ctl_tree::Routed::Ctl(reply) => return reply,
+            crate::ctl_tree::Routed::Pass(msg) => msg,
+        }
+    } else {
+        msg
+    };
     match msg {
         Message::Tauth(m) => attach::auth(c, m),
         Message::Tattach(m) => attach::attach(c, m),

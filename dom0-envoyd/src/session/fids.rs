@@ -6,6 +6,7 @@
 //! released when the last request using it finishes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use envoy_proto::Fid;
@@ -66,6 +67,9 @@ pub struct FidEntry {
     pub territory: TerritoryId,
     /// Mutable state.
     pub state: Mutex<FidMut>,
+    /// Set for a fid on the synthetic `ctl` tree ([`crate::ctl_tree`]), whose requests never
+    /// reach the ordinary handlers (the claim is then the namespace root, unused).
+    pub ctl: Option<crate::ctl_tree::CtlFid>,
 }
 
 impl FidEntry {
@@ -80,6 +84,20 @@ impl FidEntry {
                 open: OpenState::Closed,
                 dir_pos: (0, 0),
             }),
+            ctl: None,
+        }
+    }
+
+    /// A fid on the synthetic `ctl` tree.
+    pub fn synthetic(
+        claim: Claim,
+        root: Arc<Node>,
+        cred: Cred,
+        ctl: crate::ctl_tree::CtlFid,
+    ) -> FidEntry {
+        FidEntry {
+            ctl: Some(ctl),
+            ..FidEntry::new(claim, root, cred, TerritoryId(0))
         }
     }
 
@@ -104,6 +122,8 @@ impl FidEntry {
 pub struct FidTable {
     max: usize,
     map: Mutex<HashMap<Fid, Arc<FidEntry>>>,
+    /// Some entry was ever a ctl fid: only then does dispatch look for them.
+    synthetic: AtomicBool,
 }
 
 impl FidTable {
@@ -112,7 +132,29 @@ impl FidTable {
         FidTable {
             max,
             map: Mutex::new(HashMap::new()),
+            synthetic: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this connection ever held a ctl-tree fid.
+    pub fn has_synthetic(&self) -> bool {
+        self.synthetic.load(Ordering::Relaxed)
+    }
+
+    fn note(&self, e: &FidEntry) {
+        if e.ctl.is_some() {
+            self.synthetic.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Every fid with its entry (for the control socket's session listing).
+    pub fn entries(&self) -> Vec<(Fid, Arc<FidEntry>)> {
+        let mut v: Vec<_> = lock(&self.map)
+            .iter()
+            .map(|(f, e)| (*f, Arc::clone(e)))
+            .collect();
+        v.sort_by_key(|(f, _)| f.0);
+        v
     }
 
     /// The fid, or `EBADF`.
@@ -147,6 +189,7 @@ impl FidTable {
         if m.len() >= self.max {
             return Err(FsError::TooManyFids(self.max));
         }
+        self.note(&e);
         let e = Arc::new(e);
         m.insert(fid, Arc::clone(&e));
         Ok(e)
@@ -154,6 +197,7 @@ impl FidTable {
 
     /// Replaces an existing fid's entry (a walk with newfid == fid).
     pub fn replace(&self, fid: Fid, e: FidEntry) -> Arc<FidEntry> {
+        self.note(&e);
         let e = Arc::new(e);
         lock(&self.map).insert(fid, Arc::clone(&e));
         e

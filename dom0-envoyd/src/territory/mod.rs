@@ -75,6 +75,14 @@ impl Territories {
             .map(|_| self.fs.root())
     }
 
+    /// Every local territory: id and root path.
+    pub fn list(&self) -> Vec<(TerritoryId, String)> {
+        self.local
+            .iter()
+            .map(|t| (t.id, t.root_path.clone()))
+            .collect()
+    }
+
     /// The file system behind the local territories.
     pub fn fs(&self) -> &Arc<Fs> {
         &self.fs
