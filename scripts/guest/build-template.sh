@@ -85,7 +85,8 @@ mounted /tmp || mount -t tmpfs tmp /tmp
 mounted /run || mount -t tmpfs run /run
 echo 3 >/proc/sys/kernel/printk
 [ -s /etc/hostname ] && hostname "$(cat /etc/hostname)"
-n=$(($(wc -l </var/log/boot.log 2>/dev/null || echo 0) + 1))
+n=1
+[ -f /var/log/boot.log ] && n=$(($(wc -l </var/log/boot.log) + 1))
 echo "boot $n host=$(hostname) uptime=$(cut -d' ' -f1 /proc/uptime)" >>/var/log/boot.log
 EOF
 cat >"$root/etc/init.d/workload" <<'EOF'
@@ -213,10 +214,10 @@ for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
     sleep 0.25
 done
 mount -t "${fstype:-auto}" ${flags:+-o "$flags"} "$root" /newroot || die "mount of $root ($fstype, $flags) failed"
+echo "boot-init: root $root ($fstype) mounted at $(cut -d' ' -f1 /proc/uptime) s; starting $init"
 for m in dev proc sys; do
     [ -d "/newroot/$m" ] && mount --move "/$m" "/newroot/$m"
 done
-echo "boot-init: root $root ($fstype) mounted at $(cut -d' ' -f1 /proc/uptime) s; starting $init"
 exec switch_root /newroot "$init"
 EOF
 chmod 0755 "$ir/init"
