@@ -120,6 +120,14 @@ struct Args {
     /// connections.
     #[arg(long, default_value_t = 10_000)]
     mem_fids: usize,
+    /// diodload mode: run Debian's `diodload` against every server's `ctl` tree (TCP), once
+    /// per `--conns` value as its thread count, in both its modes (getattr `-g`, and
+    /// msize-sized reads of `zero` + writes to `null`), for `--secs` seconds each.
+    #[arg(long)]
+    diodload: bool,
+    /// diodload binary.
+    #[arg(long, default_value = "/usr/sbin/diodload")]
+    diodload_bin: PathBuf,
 }
 
 /// Lets this process and the servers it starts hold many descriptors (the memory mode
@@ -339,6 +347,99 @@ fn memory_mode(args: &Args, servers: &[Server]) -> BenchResult<()> {
     Ok(())
 }
 
+/// One diodload run: (ops/s, read MB/s, write MB/s) from its last line,
+/// `diodload: N ops/s, R rMB/s, W wMB/s`.
+fn diodload_once(
+    bin: &std::path::Path,
+    addr: &str,
+    threads: usize,
+    secs: u64,
+    getattr: bool,
+) -> BenchResult<(f64, f64, f64)> {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args([
+        "-s",
+        addr,
+        "-n",
+        &threads.to_string(),
+        "-r",
+        &secs.to_string(),
+    ]);
+    if getattr {
+        cmd.arg("-g");
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("ops/s"))
+        .ok_or_else(|| format!("diodload printed no result: {text}"))?;
+    if text.contains("error") {
+        return Err(format!("diodload against {addr}: {}", text.trim()).into());
+    }
+    let nums: Vec<f64> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    match nums[..] {
+        [ops, r, w, ..] => Ok((ops, r, w)),
+        _ => Err(format!("cannot parse diodload output {line:?}").into()),
+    }
+}
+
+fn diodload_mode(args: &Args, servers: &[Server]) -> BenchResult<()> {
+    let secs = args.secs.round().max(1.0) as u64;
+    println!("diodload against each server's ctl tree (aname ctl), {secs} s per cell, msize 65536");
+    println!(
+        "{:<8} {:>7} {:<8} {:>11} {:>10} {:>10}",
+        "mode", "threads", "server", "ops/s", "rMB/s", "wMB/s"
+    );
+    for getattr in [true, false] {
+        let mode = if getattr { "getattr" } else { "rw" };
+        for &threads in &args.conns {
+            let mut got = Vec::new();
+            for s in servers {
+                let Some(guest_shim::endpoint::Endpoint::Tcp { host, port }) = &s.tcp else {
+                    continue;
+                };
+                let addr = format!("{host}:{port}");
+                let (ops, r, w) = diodload_once(&args.diodload_bin, &addr, threads, secs, getattr)
+                    .map_err(|e| format!("{}: {e}", s.name))?;
+                println!(
+                    "{:<8} {:>7} {:<8} {:>11.0} {:>10.0} {:>10.0}",
+                    mode, threads, s.name, ops, r, w
+                );
+                got.push((s.name.clone(), ops, r, w));
+            }
+            if let Some((first, ops0, r0, w0)) = got.first() {
+                for (other, ops, r, w) in got.iter().skip(1) {
+                    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::INFINITY };
+                    if getattr {
+                        println!(
+                            "{mode:<8} {threads:>7} ratio {first}/{other}: ops/s {:.2}x",
+                            ratio(*ops0, *ops)
+                        );
+                    } else {
+                        println!(
+                            "{mode:<8} {threads:>7} ratio {first}/{other}: read MB/s {:.2}x, write MB/s {:.2}x",
+                            ratio(*r0, *r),
+                            ratio(*w0, *w)
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> BenchResult<()> {
     let args = Args::parse();
     raise_fd_limit();
@@ -366,10 +467,15 @@ fn main() -> BenchResult<()> {
             .ok_or("no endpoint")?;
         let c = mixes::connect(ep, args.msize, &s.aname)?;
         println!("  {} msize {}", s.name, c.msize());
+        if args.diodload {
+            continue;
+        }
         mixes::populate(&c, &tree, false)
             .map_err(|e| format!("{}: building the tree: {e}", s.name))?;
     }
-    if args.memory {
+    if args.diodload {
+        diodload_mode(&args, &servers)?;
+    } else if args.memory {
         memory_mode(&args, &servers)?;
     } else {
         run_table(&args, &servers, tree)?;

@@ -182,8 +182,8 @@ pub fn start_envoyd(bin: &Path, scratch: &Path, extra: &[String]) -> BenchResult
     Ok(s)
 }
 
-/// Starts `diod -f -n -S -l 127.0.0.1:PORT -l SOCKET -e DIR` on a fresh directory under
-/// `scratch`.
+/// Starts `diod -f -n -S -l 127.0.0.1:PORT -l SOCKET -e DIR -e ctl` on a fresh directory
+/// under `scratch`.
 pub fn start_diod(bin: &Path, scratch: &Path, extra: &[String]) -> BenchResult<Server> {
     let dir = tempfile::Builder::new()
         .prefix("loadgen-diod-")
@@ -203,6 +203,8 @@ pub fn start_diod(bin: &Path, scratch: &Path, extra: &[String]) -> BenchResult<S
         .arg(&sock)
         .arg("-e")
         .arg(&export)
+        // diod's own synthetic tree (zero, null), which diodload attaches.
+        .args(["-e", "ctl"])
         .args(extra);
     let child = spawn_logged(&mut cmd, &log)?;
     let tcp: Endpoint = format!("tcp:127.0.0.1:{port}").parse()?;
