@@ -85,6 +85,25 @@ pub enum Command {
         /// The endpoint.
         endpoint: String,
     },
+    /// Tauth keys: set, remove.
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+/// `envoyctl key …`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Sets a key's secret, read from the first line of standard input (envoyd keeps only a
+    /// salted hash). Clients prove it through Tauth; grant `key:NAME` in credential files.
+    Set {
+        /// Key name.
+        name: String,
+    },
+    /// Removes a key.
+    Remove {
+        /// Key name.
+        name: String,
+    },
 }
 
 /// `envoyctl image …`.
@@ -162,6 +181,9 @@ pub enum CtlError {
     /// envoyd refused the request.
     #[error("{0}")]
     Server(String),
+    /// `key set` with nothing on standard input.
+    #[error("no secret on standard input: pipe it in, e.g. `head -c 32 /dev/urandom | base64 | envoyctl key set NAME`")]
+    EmptySecret,
     /// A relative import source that cannot be made absolute.
     #[error("cannot resolve {path} ({source}): give the import source as an absolute path")]
     Path {
@@ -301,6 +323,21 @@ fn request_of(cmd: &Command) -> Result<Request, CtlError> {
         Command::Unbind { endpoint } => Request::Unbind {
             endpoint: endpoint.clone(),
         },
+        Command::Key(KeyCmd::Set { name }) => {
+            let mut secret = String::new();
+            std::io::stdin()
+                .read_line(&mut secret)
+                .map_err(CtlError::Io)?;
+            let secret = secret.trim_end_matches(['\n', '\r']).to_string();
+            if secret.is_empty() {
+                return Err(CtlError::EmptySecret);
+            }
+            Request::KeySet {
+                name: name.clone(),
+                secret,
+            }
+        }
+        Command::Key(KeyCmd::Remove { name }) => Request::KeyRemove { name: name.clone() },
     })
 }
 
@@ -343,8 +380,9 @@ struct DeleteView {
 #[derive(Debug, Deserialize)]
 struct GrantView {
     dir: String,
-    principal: String,
+    line: u64,
     entry: String,
+    error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -357,6 +395,8 @@ struct BindingView {
 struct GrantsView {
     grants: Vec<GrantView>,
     bindings: Vec<BindingView>,
+    #[serde(default)]
+    keys: Vec<String>,
 }
 
 fn render_images(v: &[ImageView]) -> String {
@@ -439,9 +479,18 @@ fn render(cmd: &Command, v: serde_json::Value) -> Result<String, CtlError> {
                 let rows: Vec<Vec<String>> = g
                     .grants
                     .iter()
-                    .map(|x| vec![x.dir.clone(), x.principal.clone(), x.entry.clone()])
+                    .map(|x| {
+                        vec![
+                            x.dir.clone(),
+                            x.line.to_string(),
+                            x.entry.clone(),
+                            x.error
+                                .as_ref()
+                                .map_or_else(String::new, |e| format!("IGNORED: {e}")),
+                        ]
+                    })
                     .collect();
-                table(&["DIR", "PRINCIPAL", "ENTRY"], &rows)
+                table(&["DIR", "LINE", "ENTRY", ""], &rows)
             };
             out.push('\n');
             if g.bindings.is_empty() {
@@ -454,6 +503,12 @@ fn render(cmd: &Command, v: serde_json::Value) -> Result<String, CtlError> {
                     .collect();
                 out.push_str(&table(&["ENDPOINT", "PRINCIPAL"], &rows));
             }
+            out.push('\n');
+            if g.keys.is_empty() {
+                out.push_str("no Tauth keys\n");
+            } else {
+                out.push_str(&format!("Tauth keys: {}\n", g.keys.join(", ")));
+            }
             out
         }
         Command::Grant { dir, .. } => format!("granted in {dir}\n"),
@@ -463,6 +518,8 @@ fn render(cmd: &Command, v: serde_json::Value) -> Result<String, CtlError> {
             principal,
         } => format!("bound {endpoint} to {principal}\n"),
         Command::Unbind { endpoint } => format!("unbound {endpoint}\n"),
+        Command::Key(KeyCmd::Set { name }) => format!("key {name} set\n"),
+        Command::Key(KeyCmd::Remove { name }) => format!("key {name} removed\n"),
     })
 }
 

@@ -43,11 +43,13 @@
 //! | `{"op":"image.delete","path":HEAD}` (progress) | delete report = `{objects_freed, bytes_freed, before{objects, bytes}, after{objects, bytes}}` |
 //! | `{"op":"snapshot.delete","path":"HEAD@N"}` (progress) | delete report |
 //! | `{"op":"image.import","source":HOST_PATH,"dest":P}` (progress) | `{image, files, directories, bytes}` |
-//! | `{"op":"grants"}` | `{grants[{dir, principal, entry}], bindings[{endpoint, principal}]}` |
+//! | `{"op":"grants"}` | `{grants[{dir, line, entry, error}], bindings[{endpoint, principal}], keys[]}` (`error`: why a line is ignored, else `null`) |
 //! | `{"op":"grant","dir":D,"entry":LINE}` | `null` |
 //! | `{"op":"revoke","dir":D,"principal":WHO}` | `null` |
 //! | `{"op":"bind","endpoint":E,"principal":WHO}` | `null` |
 //! | `{"op":"unbind","endpoint":E}` | `null` |
+//! | `{"op":"key.set","name":N,"secret":S}` | `null` (envoyd keeps a salted hash of `S`) |
+//! | `{"op":"key.remove","name":N}` | `null` |
 //!
 //! Progress lines are `{"progress":{"phase":NAME,"done":N,"total":M}}`.
 
@@ -161,6 +163,20 @@ pub enum Request {
         /// The endpoint.
         endpoint: String,
     },
+    /// Sets (adds or replaces) a Tauth key's secret.
+    #[serde(rename = "key.set")]
+    KeySet {
+        /// Key name (the principal is `key:NAME`).
+        name: String,
+        /// The secret; envoyd stores only a salted hash.
+        secret: String,
+    },
+    /// Removes a Tauth key.
+    #[serde(rename = "key.remove")]
+    KeyRemove {
+        /// Key name.
+        name: String,
+    },
 }
 
 /// Every `op` name, for error messages.
@@ -182,6 +198,8 @@ pub const OPS: &[&str] = &[
     "revoke",
     "bind",
     "unbind",
+    "key.set",
+    "key.remove",
 ];
 
 /// Progress of a long request.
