@@ -32,6 +32,7 @@ pub mod control;
 pub mod ctl_tree;
 pub mod errno;
 pub mod error;
+pub mod images;
 pub mod namespace;
 pub mod ops;
 pub mod server;

@@ -46,6 +46,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// Image recovery failed.
+    #[error("opening the image manager")]
+    Images(#[source] crate::images::ImageError),
     /// A thread would not start.
     #[error("spawning a thread")]
     Spawn(#[source] std::io::Error),
@@ -64,6 +67,8 @@ pub struct Shared {
     pub territories: Territories,
     /// POSIX byte-range locks.
     pub locks: LockTable,
+    /// Images, snapshots and forks ([`crate::images`]).
+    pub images: Arc<crate::images::Images>,
     conns: Mutex<HashMap<u64, ShutdownFn>>,
     /// Live connections, for the control socket's listings.
     sessions: Mutex<HashMap<u64, std::sync::Weak<session::Conn>>>,
@@ -215,9 +220,11 @@ impl Server {
             source,
         })?;
         let fs = Fs::open(Arc::new(store), config.cache_bytes).map_err(StartError::Namespace)?;
+        let images = crate::images::Images::open(Arc::clone(&fs)).map_err(StartError::Images)?;
         let shared = Arc::new(Shared {
             territories: Territories::single(fs),
             locks: LockTable::default(),
+            images,
             conns: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             op_stats: crate::stats::OpStats::default(),
@@ -353,6 +360,11 @@ impl ServerHandle {
     /// The namespace (tests freeze links through it).
     pub fn fs(&self) -> &Arc<Fs> {
         self.shared.fs()
+    }
+
+    /// The image manager.
+    pub fn images(&self) -> &Arc<crate::images::Images> {
+        &self.shared.images
     }
 
     /// Live connections.

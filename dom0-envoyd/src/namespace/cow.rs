@@ -22,7 +22,7 @@ use crate::error::{FsError, FsResult};
 impl Fs {
     /// Copies the extended attributes of a thawed object onto its clone (nothing to do on a
     /// host without xattr support).
-    fn copy_xattrs(
+    pub(crate) fn copy_xattrs(
         &self,
         from: envoy_storage::ObjectId,
         to: envoy_storage::ObjectId,
@@ -90,8 +90,14 @@ impl Fs {
                 }
                 self.store.clone_object(s.id, new_id)?;
                 self.copy_xattrs(s.id, new_id)?;
+                let old = s.id;
                 s.id = new_id;
                 s.cow = false;
+                drop(s);
+                if self.unpin(old) {
+                    // A snapshot deletion was waiting for this private reader.
+                    let _ = self.delete_shared_object(old);
+                }
                 return Ok(());
             };
             let _d = write(&parent.dir_lock);

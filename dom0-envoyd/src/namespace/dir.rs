@@ -149,6 +149,11 @@ impl DirData {
         self.entries_after(0)
     }
 
+    /// Number of blocks.
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
     /// Sets the copy-on-write flag on every entry (what a clone does on disk).
     pub fn set_cow_all(&mut self) {
         for b in &mut self.blocks {

@@ -35,11 +35,13 @@
 //! | link | set CoW on the old link → insert the new link | a frozen file with one name: harmless |
 //! | thaw | clone object → repoint the link | unreferenced clone: deleted by the scan |
 
+pub mod area;
 pub mod cow;
 pub mod dir;
 pub mod gc;
 pub mod node;
 pub mod perm;
+pub mod snapshot;
 pub mod special;
 pub mod update;
 pub mod xattr;
@@ -57,7 +59,7 @@ use envoy_storage::{
 use crate::cache::{CacheStats, DataLookup, Fill, ObjectCache};
 use crate::error::{FsError, FsResult};
 use dir::DirData;
-use node::{lock, read, Node};
+use node::{lock, read, Area, Node};
 pub use perm::Cred;
 
 /// Object ID of the global root directory.
@@ -87,6 +89,32 @@ pub struct Fs {
     rename_lock: Mutex<()>,
     root: Arc<Node>,
     writes: AtomicU64,
+    traffic: TrafficCounters,
+    /// Objects held by unlinked copy-on-write nodes that still have claims: how many such
+    /// nodes, and whether a snapshot deletion wants the object gone at the last release.
+    pinned: Mutex<std::collections::HashMap<ObjectId, (usize, bool)>>,
+}
+
+/// Requests and bytes between envoyd and the object store (reads include directory loads;
+/// cache hits cost nothing here).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Read requests sent to the store.
+    pub read_requests: u64,
+    /// Bytes read from the store.
+    pub read_bytes: u64,
+    /// Write requests sent to the store.
+    pub write_requests: u64,
+    /// Bytes written to the store.
+    pub write_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct TrafficCounters {
+    read_requests: AtomicU64,
+    read_bytes: AtomicU64,
+    write_requests: AtomicU64,
+    write_bytes: AtomicU64,
 }
 
 /// A claim held by a fid: keeps the node alive and counted in `handles`, releasing it (and
@@ -183,7 +211,16 @@ impl Fs {
                 range: Mutex::new((0, 0)),
             },
             rename_lock: Mutex::new(()),
-            root: Node::new(ROOT_ID, false, ObjectKind::Directory, None, Vec::new()),
+            root: Node::new(
+                ROOT_ID,
+                false,
+                ObjectKind::Directory,
+                None,
+                Vec::new(),
+                Area::Admin,
+            ),
+            traffic: TrafficCounters::default(),
+            pinned: Mutex::new(std::collections::HashMap::new()),
             writes: AtomicU64::new(0),
         });
         gc::scan(&fs)?;
@@ -235,6 +272,11 @@ impl Fs {
             if s.handles == 0 && s.orphan && !s.deleted && !s.cow {
                 s.deleted = true;
                 Some(s.id)
+            } else if s.handles == 0 && s.orphan && !s.deleted && s.cow {
+                // A shared object kept alive by this claim alone: a snapshot deletion may be
+                // waiting for it.
+                s.deleted = true;
+                self.unpin(s.id).then_some(s.id)
             } else {
                 None
             }
@@ -244,6 +286,44 @@ impl Fs {
             if let Err(e) = self.store.delete(id) {
                 tracing::warn!(%id, error = %e, "deleting an unlinked object failed; the start-up scan will collect it");
             }
+        }
+    }
+
+    /// Records that an unlinked copy-on-write node with claims still reads object `id`.
+    pub(crate) fn pin(&self, id: ObjectId) {
+        lock(&self.pinned).entry(id).or_insert((0, false)).0 += 1;
+    }
+
+    /// Drops one pin of `id`; true when it was the last and the object is to be deleted.
+    pub(crate) fn unpin(&self, id: ObjectId) -> bool {
+        let mut p = lock(&self.pinned);
+        let Some(e) = p.get_mut(&id) else {
+            return false;
+        };
+        e.0 = e.0.saturating_sub(1);
+        if e.0 > 0 {
+            return false;
+        }
+        let doomed = e.1;
+        p.remove(&id);
+        doomed
+    }
+
+    /// Deletes object `id` for a snapshot deletion, or, while an unlinked open file still
+    /// reads it, marks it to go at that file's last release. Returns whether it went now.
+    pub(crate) fn delete_shared_object(&self, id: ObjectId) -> FsResult<bool> {
+        {
+            let mut p = lock(&self.pinned);
+            if let Some(e) = p.get_mut(&id) {
+                e.1 = true;
+                return Ok(false);
+            }
+        }
+        self.cache.remove(id);
+        match self.store.delete(id) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -272,7 +352,7 @@ impl Fs {
         let mut buf = Vec::with_capacity(usize::try_from(st.size).unwrap_or(0).min(1 << 20));
         let mut off = 0u64;
         while off < st.size {
-            let chunk = self.store.read(id, off, envoy_storage::MAX_IO)?;
+            let chunk = self.store_read(id, off, envoy_storage::MAX_IO)?;
             if chunk.is_empty() {
                 break;
             }
@@ -284,6 +364,30 @@ impl Fs {
         Ok(d)
     }
 
+    /// The contents of directory object `id` from the cache, or read from the store without
+    /// filling the cache (for walks over whole trees, which would evict the hot set). Only
+    /// for objects that cannot change meanwhile: frozen ones, or under an exclusive gate.
+    pub fn dir_data_uncached(&self, id: ObjectId) -> FsResult<Arc<DirData>> {
+        if let Some(d) = self.cache.get(id) {
+            return Ok(d);
+        }
+        let st = self.store.stat(id)?;
+        if st.attr.kind != ObjectKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(st.size).unwrap_or(0).min(1 << 20));
+        let mut off = 0u64;
+        while off < st.size {
+            let chunk = self.store_read(id, off, envoy_storage::MAX_IO)?;
+            if chunk.is_empty() {
+                break;
+            }
+            off += chunk.len() as u64;
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Arc::new(DirData::parse(&buf).map_err(FsError::Corrupt)?))
+    }
+
     /// The contents of directory `node`, read under its shared lock so that a load from the
     /// store never interleaves with an update (which would let a stale parse into the cache).
     pub fn dir_snapshot(&self, node: &Node) -> FsResult<Arc<DirData>> {
@@ -293,7 +397,12 @@ impl Fs {
 
     /// Writes the changed blocks of a directory and installs the new contents in the cache.
     /// Called with the directory's `dir_lock` held exclusively.
-    fn commit_dir(&self, id: ObjectId, data: DirData, changed: &[usize]) -> FsResult<()> {
+    pub(crate) fn commit_dir(
+        &self,
+        id: ObjectId,
+        data: DirData,
+        changed: &[usize],
+    ) -> FsResult<()> {
         let mut done: Vec<usize> = Vec::new();
         for &b in changed {
             if done.contains(&b) {
@@ -302,10 +411,7 @@ impl Fs {
             let bytes = data
                 .block_bytes(b)
                 .ok_or(FsError::Inval("directory block out of range"))?;
-            if let Err(e) = self
-                .store
-                .write(id, (b * BLOCK_SIZE) as u64, Bytes::from(bytes))
-            {
+            if let Err(e) = self.store_write(id, (b * BLOCK_SIZE) as u64, Bytes::from(bytes)) {
                 self.cache.remove(id);
                 return Err(e.into());
             }
@@ -316,7 +422,7 @@ impl Fs {
     }
 
     /// Sets a directory's mtime to now (its entries changed).
-    fn touch_dir(&self, id: ObjectId) {
+    pub(crate) fn touch_dir(&self, id: ObjectId) {
         let now = Timestamp::now();
         let change = AttrChange {
             mtime: Some(now),
@@ -334,6 +440,19 @@ impl Fs {
 
     /// Looks `name` up in directory `dir` and claims the result. Needs search permission.
     pub fn lookup(self: &Arc<Self>, dir: &Arc<Node>, name: &[u8], cred: Cred) -> FsResult<Claim> {
+        let area = if matches!(dir.area, Area::Admin) {
+            if let Some(n) = dir.child(name) {
+                // Already live: its area is known (and this skips the metadata lookups).
+                let _g = read(&dir.dir_lock);
+                if !dir.state().orphan && n.parent().is_some_and(|p| Arc::ptr_eq(&p, dir)) {
+                    perm::check(&self.store.stat(dir.id())?.attr, &cred, perm::X)?;
+                    return Ok(self.claim(n));
+                }
+            }
+            self.classify(dir, name)?
+        } else {
+            dir.area.clone()
+        };
         let _g = read(&dir.dir_lock);
         let (id, kind, orphan) = {
             let s = dir.state();
@@ -355,7 +474,14 @@ impl Fs {
             return Ok(self.claim(n));
         }
         let kind = self.store.stat(e.id)?.attr.kind;
-        let n = Node::new(e.id, e.cow, kind, Some(Arc::clone(dir)), name.to_vec());
+        let n = Node::new(
+            e.id,
+            e.cow,
+            kind,
+            Some(Arc::clone(dir)),
+            name.to_vec(),
+            area,
+        );
         if ch.len() > 64 && ch.len().is_power_of_two() {
             ch.retain(|_, w| w.strong_count() > 0);
         }
@@ -376,21 +502,21 @@ impl Fs {
             .is_some_and(|end| end <= i64::MAX as u64);
         if node.kind() != ObjectKind::Regular || !in_range {
             // Out-of-range offsets get the store's own error.
-            return Ok(self.store.read(id, offset, len)?);
+            return Ok(self.store_read(id, offset, len)?);
         }
         let ticket = match self.cache.get_data(id) {
             DataLookup::Hit(whole) => return Ok(slice_at(&whole, offset, len)),
-            DataLookup::Bypass => return Ok(self.store.read(id, offset, len)?),
+            DataLookup::Bypass => return Ok(self.store_read(id, offset, len)?),
             DataLookup::Miss(ticket) => ticket,
         };
         let size = self.store.stat(id)?.size;
         if size > crate::cache::DATA_MAX {
             let _ = self.cache.put_data(ticket, Fill::TooBig);
-            return Ok(self.store.read(id, offset, len)?);
+            return Ok(self.store_read(id, offset, len)?);
         }
         // `size` fits in one store read (DATA_MAX < MAX_IO); a concurrent truncate or write
         // voids the ticket, so a short or stale read is never kept.
-        let whole = self.store.read(id, 0, size as usize)?;
+        let whole = self.store_read(id, 0, size as usize)?;
         let _ = self.cache.put_data(ticket, Fill::Data(whole.clone()));
         Ok(slice_at(&whole, offset, len))
     }
@@ -401,6 +527,7 @@ impl Fs {
             .checked_add(data.len() as u64)
             .filter(|&end| end <= i64::MAX as u64)
             .ok_or(FsError::TooBig("offset + count beyond the largest file"))?;
+        let _gate = Fs::enter(node)?;
         loop {
             self.thaw(node)?;
             let _io = read(&node.io);
@@ -411,7 +538,7 @@ impl Fs {
                 }
                 s.id
             };
-            let n = self.store.write(id, offset, data);
+            let n = self.store_write(id, offset, data);
             // Even a failed write may have changed part of the object.
             self.cache.invalidate(id);
             let n = n?;
@@ -427,6 +554,7 @@ impl Fs {
 
     /// Changes attributes (and size), thawing first. Permission checks are the caller's.
     pub fn setattr(&self, node: &Arc<Node>, change: &AttrChange) -> FsResult<ObjectStat> {
+        let _gate = Fs::enter(node)?;
         loop {
             self.thaw(node)?;
             let _io = read(&node.io);
@@ -459,6 +587,50 @@ impl Fs {
             self.store.sync(p.id())?;
         }
         Ok(())
+    }
+
+    /// Reads from the store, counted in [`Fs::traffic`].
+    pub(crate) fn store_read(
+        &self,
+        id: ObjectId,
+        offset: u64,
+        len: usize,
+    ) -> Result<Bytes, StoreError> {
+        let r = self.store.read(id, offset, len);
+        self.traffic.read_requests.fetch_add(1, Ordering::Relaxed);
+        if let Ok(b) = &r {
+            self.traffic
+                .read_bytes
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Writes to the store, counted in [`Fs::traffic`].
+    pub(crate) fn store_write(
+        &self,
+        id: ObjectId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<usize, StoreError> {
+        let len = data.len() as u64;
+        let r = self.store.write(id, offset, data);
+        self.traffic.write_requests.fetch_add(1, Ordering::Relaxed);
+        if r.is_ok() {
+            self.traffic.write_bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Requests and bytes between envoyd and the object store since start.
+    pub fn traffic(&self) -> Traffic {
+        let t = &self.traffic;
+        Traffic {
+            read_requests: t.read_requests.load(Ordering::Relaxed),
+            read_bytes: t.read_bytes.load(Ordering::Relaxed),
+            write_requests: t.write_requests.load(Ordering::Relaxed),
+            write_bytes: t.write_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Total data writes served (for stats).

@@ -46,6 +46,50 @@ pub struct NodeState {
     pub handles: usize,
 }
 
+/// Which part of the global tree a name is in (§4.3): fixed when the node is made, since a
+/// name never moves between areas (renames and links across them fail with `EXDEV`).
+#[derive(Debug, Clone)]
+pub enum Area {
+    /// An administrative directory, or a file in one (credential files).
+    Admin,
+    /// The hidden image metadata below an admin directory (`.envoy/`): catalogues, fork logs.
+    /// Only the image manager changes it.
+    Meta,
+    /// Inside an image head or one of its snapshots.
+    Image(Arc<ImageScope>),
+}
+
+/// What every node of one image (head or snapshot) shares.
+#[derive(Debug)]
+pub struct ImageScope {
+    /// Mutations inside the image hold it shared; a snapshot holds it exclusively, so no
+    /// write lands in an object while the image's root becomes shared.
+    pub gate: RwLock<()>,
+    /// A snapshot: nothing below may change (`EROFS`).
+    pub read_only: bool,
+    /// The image's path (`/tenants/alice/web`, `/tenants/alice/web@3`), for logs and errors.
+    pub path: String,
+}
+
+impl Area {
+    /// The image scope, if inside an image.
+    pub fn scope(&self) -> Option<&Arc<ImageScope>> {
+        match self {
+            Area::Image(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether two areas are the same (the same image, or both administrative).
+    pub fn same(&self, other: &Area) -> bool {
+        match (self, other) {
+            (Area::Admin, Area::Admin) | (Area::Meta, Area::Meta) => true,
+            (Area::Image(a), Area::Image(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
 /// One claim node.
 #[derive(Debug)]
 pub struct Node {
@@ -61,6 +105,8 @@ pub struct Node {
     pub io: RwLock<()>,
     /// Live child nodes by name.
     pub children: Mutex<HashMap<Vec<u8>, Weak<Node>>>,
+    /// Admin tree, image metadata, or which image.
+    pub area: Area,
 }
 
 static SERIAL: AtomicU64 = AtomicU64::new(1);
@@ -89,6 +135,7 @@ impl Node {
         kind: ObjectKind,
         parent: Option<Arc<Node>>,
         name: Vec<u8>,
+        area: Area,
     ) -> Arc<Node> {
         Arc::new(Node {
             serial: SERIAL.fetch_add(1, Ordering::Relaxed),
@@ -105,6 +152,7 @@ impl Node {
             dir_lock: RwLock::new(()),
             io: RwLock::new(()),
             children: Mutex::new(HashMap::new()),
+            area,
         })
     }
 

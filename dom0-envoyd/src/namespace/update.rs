@@ -11,7 +11,7 @@ use envoy_storage::dirfmt::{BlockError, DirEntry};
 use envoy_storage::{Attributes, ObjectId, ObjectKind};
 
 use super::dir::DirData;
-use super::node::{lock, write, Node};
+use super::node::{self, lock, write, Node};
 use super::perm::{self, Cred};
 use super::{Claim, Fs};
 use crate::error::{FsError, FsResult};
@@ -114,6 +114,31 @@ impl Fs {
     ) -> FsResult<Claim> {
         let dnode = dir.node();
         check_dir_usable(dnode)?;
+        self.check_client_name(dnode, name)?;
+        let _gate = Fs::enter(dnode)?;
+        let area = match &dnode.area {
+            node::Area::Admin => node::Area::Admin,
+            other => other.clone(),
+        };
+        self.create_in(dir, name, kind, mode, cred, gid, contents, area)
+    }
+
+    /// Creates `name` in `dir` with the given area, without the client-name rules or the
+    /// image gate: the image manager's own creates (metadata files, image heads).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_in(
+        self: &Arc<Self>,
+        dir: &Claim,
+        name: &[u8],
+        kind: ObjectKind,
+        mode: u32,
+        cred: Cred,
+        gid: u32,
+        contents: Option<&[u8]>,
+        area: node::Area,
+    ) -> FsResult<Claim> {
+        let dnode = dir.node();
+        check_dir_usable(dnode)?;
         loop {
             let Some(locked) = self.lock_dir_for_update(dnode, &cred)? else {
                 continue;
@@ -155,7 +180,14 @@ impl Fs {
                 return Err(e);
             }
             self.touch_dir(did);
-            let node = Node::new(id, false, kind, Some(Arc::clone(dnode)), name.to_vec());
+            let node = Node::new(
+                id,
+                false,
+                kind,
+                Some(Arc::clone(dnode)),
+                name.to_vec(),
+                area,
+            );
             lock(&dnode.children).insert(name.to_vec(), Arc::downgrade(&node));
             return Ok(self.claim(node));
         }
@@ -175,6 +207,9 @@ impl Fs {
                     s.deleted = true;
                     true
                 } else {
+                    if s.cow && s.handles > 0 && !s.deleted {
+                        self.pin(s.id);
+                    }
                     false
                 }
             }
@@ -188,6 +223,45 @@ impl Fs {
         }
     }
 
+    /// Removes the entry `name` from `dir` without deleting its object (the image manager
+    /// unlinking an image root or a snapshot, whose objects it frees itself). A live node for
+    /// the name becomes an unlinked, copy-on-write node (its object is never deleted on its
+    /// account). Returns the removed entry.
+    pub(crate) fn remove_link(&self, dir: &Arc<Node>, name: &[u8]) -> FsResult<DirEntry> {
+        let _g = write(&dir.dir_lock);
+        let did = dir.id();
+        let mut data = (*self.dir_data(did)?).clone();
+        let (e, block) = data.remove(name).ok_or(FsError::NotFound)?;
+        self.commit_dir(did, data, &[block])?;
+        self.touch_dir(did);
+        if let Some(n) = lock(&dir.children).remove(name).and_then(|w| w.upgrade()) {
+            let mut s = n.state();
+            s.orphan = true;
+            s.parent = None;
+            s.cow = true;
+            s.deleted = true;
+        }
+        Ok(e)
+    }
+
+    /// Inserts the entry `name` → `id` into `dir` (the image manager linking a snapshot or a
+    /// new image root). Fails with `EEXIST` if the name is taken.
+    pub(crate) fn insert_link(
+        &self,
+        dir: &Arc<Node>,
+        name: &[u8],
+        id: ObjectId,
+        cow: bool,
+    ) -> FsResult<()> {
+        let _g = write(&dir.dir_lock);
+        let did = dir.id();
+        let mut data = (*self.dir_data(did)?).clone();
+        let block = data.insert(name.to_vec(), id, cow).map_err(block_err)?;
+        self.commit_dir(did, data, &[block])?;
+        self.touch_dir(did);
+        Ok(())
+    }
+
     /// Checks that directory object `id` (maybe claimed by `live`) is empty.
     fn check_empty(&self, id: ObjectId) -> FsResult<()> {
         if self.dir_data(id)?.is_empty() {
@@ -199,6 +273,20 @@ impl Fs {
 
     /// Removes `name` from `dir`.
     pub fn unlink(
+        self: &Arc<Self>,
+        dir: &Arc<Node>,
+        name: &[u8],
+        what: RemoveKind,
+        cred: Cred,
+    ) -> FsResult<()> {
+        check_dir_usable(dir)?;
+        self.check_client_name(dir, name)?;
+        let _gate = Fs::enter(dir)?;
+        self.unlink_in(dir, name, what, cred)
+    }
+
+    /// [`Fs::unlink`] without the client-name rules or the image gate (the image manager).
+    pub(crate) fn unlink_in(
         &self,
         dir: &Arc<Node>,
         name: &[u8],
@@ -243,6 +331,26 @@ impl Fs {
     /// Renames `oname` in `odir` to `nname` in `ndir`, atomically replacing a compatible
     /// target (POSIX `rename`).
     pub fn rename(
+        self: &Arc<Self>,
+        odir: &Arc<Node>,
+        oname: &[u8],
+        ndir: &Arc<Node>,
+        nname: &[u8],
+        cred: Cred,
+    ) -> FsResult<()> {
+        check_dir_usable(odir)?;
+        check_dir_usable(ndir)?;
+        if !odir.area.same(&ndir.area) {
+            return Err(FsError::CrossDevice);
+        }
+        self.check_client_name(odir, oname)?;
+        self.check_client_name(ndir, nname)?;
+        let _gate = Fs::enter(odir)?;
+        self.rename_in(odir, oname, ndir, nname, cred)
+    }
+
+    /// [`Fs::rename`] without the area rules or the image gate (the image manager).
+    pub(crate) fn rename_in(
         &self,
         odir: &Arc<Node>,
         oname: &[u8],
@@ -388,7 +496,7 @@ impl Fs {
     /// second frozen link to the same object. A later write through either name thaws that
     /// name alone, so the two diverge — Envoy's documented hard-link semantics.
     pub fn link(
-        &self,
+        self: &Arc<Self>,
         dir: &Arc<Node>,
         name: &[u8],
         target: &Arc<Node>,
@@ -398,6 +506,11 @@ impl Fs {
         if target.kind() == ObjectKind::Directory {
             return Err(FsError::Perm);
         }
+        if !dir.area.same(&target.area) {
+            return Err(FsError::CrossDevice);
+        }
+        self.check_client_name(dir, name)?;
+        let _gate = Fs::enter(dir)?;
         loop {
             self.freeze(target)?;
             let Some(locked) = self.lock_dir_for_update(dir, &cred)? else {

@@ -45,6 +45,7 @@ impl Fs {
         value: &[u8],
         flags: u32,
     ) -> FsResult<()> {
+        let _gate = Fs::enter(node)?;
         loop {
             self.thaw(node)?;
             let _io = write(&node.io);

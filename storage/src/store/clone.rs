@@ -37,6 +37,28 @@ impl ObjectStore {
     /// Copies `src` to the new object `dst` (same attributes). A directory object's copy has
     /// the copy-on-write flag set on every entry.
     pub fn clone_object(&self, src: ObjectId, dst: ObjectId) -> Result<ObjectStat, StoreError> {
+        self.clone_with(src, dst, true)
+    }
+
+    /// [`ObjectStore::clone_object`] without the fsync of the copy: the copy is complete in
+    /// the host page cache when this returns (so a crash of the process cannot tear it), but
+    /// a power failure before the next [`ObjectStore::sync`] of `dst` may lose it. For callers
+    /// that make the copy durable themselves, off their latency path (image snapshots and
+    /// forks, which sync in the background).
+    pub fn clone_object_unsynced(
+        &self,
+        src: ObjectId,
+        dst: ObjectId,
+    ) -> Result<ObjectStat, StoreError> {
+        self.clone_with(src, dst, false)
+    }
+
+    fn clone_with(
+        &self,
+        src: ObjectId,
+        dst: ObjectId,
+        sync: bool,
+    ) -> Result<ObjectStat, StoreError> {
         self.check_id(src)?;
         self.check_id(dst)?;
         self.check_writable()?;
@@ -65,7 +87,7 @@ impl ObjectStore {
         let d = self.make_leaf_dir(dst)?;
         self.crash_point("clone:dirs")?;
         let tmp = d.join(name::clone_temp(dst.0));
-        let r = self.clone_steps(&src_file, src, &tmp, &d.join(&leaf), is_dir, dst);
+        let r = self.clone_steps(&src_file, src, &tmp, &d.join(&leaf), is_dir, dst, sync);
         if needs_cleanup(&r) {
             let _ = fs::remove_file(&tmp);
         }
@@ -146,6 +168,7 @@ impl ObjectStore {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn clone_steps(
         &self,
         src: &Arc<File>,
@@ -154,6 +177,7 @@ impl ObjectStore {
         fin: &Path,
         is_dir: bool,
         dst: ObjectId,
+        sync: bool,
     ) -> Result<Arc<File>, StoreError> {
         let ctx = |what: &str| format!("{what} while cloning into {dst}");
         let out = OpenOptions::new()
@@ -174,8 +198,10 @@ impl ObjectStore {
                 .map_err(|e| StoreError::io(ctx("copying"), e))?;
         }
         self.crash_point("clone:temp-written")?;
-        out.sync_all()
-            .map_err(|e| self.poison(StoreError::io(ctx("fsync of temp file"), e)))?;
+        if sync {
+            out.sync_all()
+                .map_err(|e| self.poison(StoreError::io(ctx("fsync of temp file"), e)))?;
+        }
         self.crash_point("clone:temp-synced")?;
         fs::rename(tmp, fin).map_err(|e| StoreError::io(ctx("renaming temp file"), e))?;
         self.crash_point("clone:renamed")?;

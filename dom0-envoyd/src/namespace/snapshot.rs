@@ -1,0 +1,74 @@
+//! The two namespace steps behind image snapshots and forks ([`crate::images`] orders them
+//! and keeps the metadata).
+
+use std::sync::Arc;
+
+use envoy_storage::ObjectId;
+
+use super::node::{lock, write, Node};
+use super::Fs;
+use crate::error::{FsError, FsResult};
+
+impl Fs {
+    /// Snapshots the image whose root is `head` (a child of administrative directory `admin`)
+    /// as `admin/snap_name`, returning the snapshot's root object. The caller holds the
+    /// image's gate exclusively, so no change of the image is in flight.
+    ///
+    /// Steps (each a crash point, see [`crate::images`]): clone the head's root object into
+    /// the snapshot's (every entry of the copy copy-on-write); set copy-on-write on every
+    /// entry of the head's root in place; link the snapshot, frozen.
+    pub(crate) fn snapshot_root(
+        &self,
+        admin: &Arc<Node>,
+        head: &Arc<Node>,
+        snap_name: &[u8],
+    ) -> FsResult<ObjectId> {
+        let _a = write(&admin.dir_lock);
+        let _h = write(&head.dir_lock);
+        let _io = write(&head.io);
+        let h_id = head.id();
+        let s_id = self.alloc_id()?;
+        self.store.clone_object_unsynced(h_id, s_id)?;
+        let undo = |e: FsError| {
+            let _ = self.store.delete(s_id);
+            e
+        };
+        self.copy_xattrs(h_id, s_id).map_err(undo)?;
+        let mut hd = (*self.dir_data(h_id).map_err(undo)?).clone();
+        hd.set_cow_all();
+        let blocks: Vec<usize> = (0..hd.block_count()).collect();
+        self.commit_dir(h_id, hd, &blocks).map_err(undo)?;
+        for w in lock(&head.children).values() {
+            if let Some(c) = w.upgrade() {
+                c.state().cow = true;
+            }
+        }
+        let mut ad = (*self.dir_data(admin.id()).map_err(undo)?).clone();
+        let b = ad
+            .insert(snap_name.to_vec(), s_id, true)
+            .map_err(|_| undo(FsError::Exists))?;
+        self.commit_dir(admin.id(), ad, &[b]).map_err(undo)?;
+        self.touch_dir(admin.id());
+        Ok(s_id)
+    }
+
+    /// Makes the root of a new image `admin/name` from snapshot root `snapshot`: a clone (its
+    /// entries copy-on-write, shared with the snapshot), linked thawed, so the image root is
+    /// writable from the start. Returns the new root object.
+    pub(crate) fn fork_root(
+        &self,
+        snapshot: ObjectId,
+        admin: &Arc<Node>,
+        name: &[u8],
+    ) -> FsResult<ObjectId> {
+        let f_id = self.alloc_id()?;
+        self.store.clone_object_unsynced(snapshot, f_id)?;
+        let undo = |e: FsError| {
+            let _ = self.store.delete(f_id);
+            e
+        };
+        self.copy_xattrs(snapshot, f_id).map_err(undo)?;
+        self.insert_link(admin, name, f_id, false).map_err(undo)?;
+        Ok(f_id)
+    }
+}
