@@ -254,14 +254,11 @@ pub fn route(c: &Arc<Conn>, msg: Message) -> Routed {
             .filter(|e| e.ctl.is_some())
     };
     let primary = is_ctl(first);
-    let secondary = if second_existing {
-        is_ctl(second)
-    } else {
-        None
-    };
-    match (primary, secondary) {
-        (None, None) => Routed::Pass(msg),
-        (None, Some(_)) => Routed::Ctl(Err(FsError::CrossDevice)),
+    // For a rename or link: whether its second file is on the ctl tree too.
+    let second_ctl = second_existing.then(|| is_ctl(second).is_some());
+    match (primary, second_ctl) {
+        (None, None | Some(false)) => Routed::Pass(msg),
+        (None, Some(true)) | (Some(_), Some(false)) => Routed::Ctl(Err(FsError::CrossDevice)),
         (Some(e), _) => Routed::Ctl(handle(c, &e, msg)),
     }
 }

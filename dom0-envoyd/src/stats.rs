@@ -18,7 +18,7 @@
 //! ```
 //!
 //! That is, four buckets per power of two (at most 25% wide: "HDR with two bits of
-//! precision"), up to 2^48 ns (78 hours); longer requests land in the last bucket. A
+//! precision"), up to 2^48 ns (78 hours); longer requests land in one overflow bucket. A
 //! percentile is reported as the upper bound of the bucket it falls in, so p99 = 1.25 ms
 //! means "99% of requests took at most ~1.25 ms, give or take one quarter-octave".
 //!
@@ -33,8 +33,8 @@ use envoy_proto::MsgType;
 
 /// Largest exponent with its own buckets (2^48 ns ≈ 78 h).
 pub const MAX_EXP: u32 = 47;
-/// Buckets per histogram.
-pub const BUCKETS: usize = 4 * MAX_EXP as usize + 4;
+/// Buckets per histogram: four per octave up to 2^(MAX_EXP+1) ns, then one overflow bucket.
+pub const BUCKETS: usize = 4 * MAX_EXP as usize + 1;
 /// Slots: one per even message type below 128.
 const SLOTS: usize = 64;
 
@@ -55,6 +55,9 @@ pub fn bucket_of(ns: u64) -> usize {
 pub fn bucket_upper(b: usize) -> u64 {
     if b < 4 {
         return b as u64;
+    }
+    if b >= BUCKETS - 1 {
+        return u64::MAX;
     }
     let e = (b / 4 + 1) as u32;
     let sub = (b % 4) as u64;

@@ -251,6 +251,16 @@ pub enum ControlError {
         #[source]
         source: serde_json::Error,
     },
+    /// A field the op does not take.
+    #[error(
+        "{op} takes no field {field:?}: see the request table in envoyctl's protocol documentation"
+    )]
+    UnknownField {
+        /// The op.
+        op: String,
+        /// The stray field.
+        field: String,
+    },
     /// Line too long.
     #[error("request longer than {0} bytes: send one request per line")]
     TooLong(usize),
@@ -272,7 +282,22 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ControlError> {
     if !OPS.contains(&op.as_str()) {
         return Err(ControlError::UnknownOp { op });
     }
-    serde_json::from_value(v).map_err(|source| ControlError::Fields { op, source })
+    let req: Request =
+        serde_json::from_value(v.clone()).map_err(|source| ControlError::Fields {
+            op: op.clone(),
+            source,
+        })?;
+    // serde ignores unknown fields of unit variants; check them all the same way.
+    let known = serde_json::to_value(&req).map_err(ControlError::Encode)?;
+    if let (Some(given), Some(known)) = (v.as_object(), known.as_object()) {
+        if let Some(field) = given.keys().find(|k| !known.contains_key(*k)) {
+            return Err(ControlError::UnknownField {
+                op,
+                field: field.clone(),
+            });
+        }
+    }
+    Ok(req)
 }
 
 fn to_value<T: Serialize>(v: &T) -> Result<serde_json::Value, ControlError> {
@@ -340,7 +365,11 @@ mod tests {
         let e = parse_request(br#"{"op":"status","extra":1}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("bad status request"), "{e}");
+        assert!(e.contains("status takes no field \"extra\""), "{e}");
+        let e = parse_request(br#"{"op":"image.info","path":"/a","x":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("image.info"), "{e}");
         let e = parse_request(br#"[1,2]"#).unwrap_err().to_string();
         assert!(e.contains("no \"op\""), "{e}");
     }
