@@ -5,7 +5,7 @@
 # stops envoyd itself and kills everything it started on exit.
 #
 # Usage: scripts/guest/envoy-tests.sh [options]        (root; scripts/install-deps.sh first)
-#   --only LIST        comma-separated scenarios to run (default: posix-L,posix-u,multi,tree,crash)
+#   --only LIST        comma-separated scenarios to run (default: posix-L,posix-u,multi,tree,crash,vsock)
 #                        posix-L  POSIX battery over 9P2000.L, then the diodls/diodcat check (d)
 #                        posix-u  the same battery over 9P2000.u
 #                        multi    two connections from one guest (the envoy.via mount and a
@@ -14,6 +14,9 @@
 #                                 verify from a second boot, delete, store back to baseline
 #                        crash    fsync'd writes, kill -9 envoyd mid-way, store check, restart,
 #                                 a second boot verifies every file logged SYNCED
+#                        vsock    envoy-shim over AF_VSOCK (QEMU vhost-user-vsock-pci +
+#                                 vhost-device-vsock) to envoyd's vsock-uds listener: file ops,
+#                                 peer CID seen by envoyd, files read back by diodcat over TCP
 #                        boot     import a busybox template, fork it twice, boot two guests
 #                                 from the forks at once (root on Envoy via envoy-shim init),
 #                                 twice; own changes kept, the other's absent, template intact;
@@ -36,7 +39,7 @@ repo="$(dirname "$scripts")"
 tests="$here/tests"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 
-only="posix-L,posix-u,multi,tree,crash" server=envoyd via="" build=1 keep=0 verbose=()
+only="posix-L,posix-u,multi,tree,crash,vsock" server=envoyd via="" build=1 keep=0 verbose=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
     case "$1" in
@@ -112,7 +115,7 @@ fi
 
 # ---------------------------------------------------------------- server control
 # start_server NAME DATA: starts the server on DATA; sets srv_pid, srv_port, srv_sock, aname.
-srv_pid="" srv_port="" srv_sock="" aname=""
+srv_pid="" srv_port="" srv_sock="" aname="" srv_extra=()
 start_server() {
     local name="$1" data="$2"
     srv_port="$(free_port)"
@@ -120,7 +123,7 @@ start_server() {
     rm -f "$srv_sock"
     if [[ "$server" == envoyd ]]; then
         "$envoyd_bin" --data "$data" --listen "tcp:127.0.0.1:$srv_port" --listen "unix:$srv_sock" \
-            >>"$work/$name.envoyd.log" 2>&1 &
+            "${srv_extra[@]}" >>"$work/$name.envoyd.log" 2>&1 &
         srv_pid=$!
         aname=/default
     else
@@ -342,6 +345,49 @@ scenario_crash() {
 # shellcheck source=tests/boot-host.sh
 . "$tests/boot-host.sh"
 
+# vsock: guest envoy-shim -> AF_VSOCK -> QEMU vhost-user-vsock-pci -> vhost-device-vsock (hybrid
+# vsock: guest port P becomes a connection to <uds_path>_P) -> envoyd --listen vsock-uds:CID:PATH.
+scenario_vsock() {
+    local name=vsock data="$work/vsock.data" cid=3 vport=5640
+    local vdv="$scripts/.cache/vhost-device-vsock/bin/vhost-device-vsock" uds="$work/vm.vsock"
+    local vhost="$work/vhost-vsock.sock"
+    if [[ "$server" != envoyd || "$via" != shim ]]; then say "vsock: skipped (needs envoyd and envoy-shim)"; return 0; fi
+    [[ -x "$vdv" ]] || { fail "vsock/backend" "missing $vdv (scripts/install-deps.sh builds it)"; return 0; }
+    srv_extra=(--listen "vsock-uds:$cid:${uds}_$vport")
+    start_server vsock "$data" || { srv_extra=(); fail "vsock/server-start"; return 0; }
+    srv_extra=()
+    "$vdv" --guest-cid "$cid" --socket "$vhost" --uds-path "$uds" >"$work/vsock.vdv.log" 2>&1 &
+    local vpid=$!
+    servers[$vpid]="vhost-device-vsock"
+    for _ in $(seq 100); do [[ -S "$vhost" ]] && break; sleep 0.1; done
+    if [[ -S "$vhost" ]]; then
+        local rc=0
+        "$here/run.sh" --script "$tests/vsock.sh" "${shim_add[@]}" --vhost-user-vsock "$vhost" \
+            --timeout 180 --log "$work/vsock.log" --append "envoy.vport=$vport envoy.aname=$aname" \
+            "${verbose[@]}" >"$work/vsock.run" 2>&1 &
+        local pid=$!
+        guest_pids+=("$pid")
+        wait "$pid" || rc=$?
+        summarize vsock "$rc"
+        if grep -aq "peer.*vsock:cid=$cid" "$work/vsock.envoyd.log"; then pass "vsock/peer-cid" "envoyd saw vsock:cid=$cid"; else
+            fail "vsock/peer-cid" "no connection from vsock:cid=$cid in the envoyd log"; fi
+        local f want got n=0
+        while read -r _ f want; do
+            n=$((n + 1))
+            got="$(timeout 30 diodcat -s "127.0.0.1:$srv_port" -a "$aname" "keep/$f" 2>/dev/null | sha256sum | cut -d' ' -f1)" || true
+            if [[ "$got" == "$want" ]]; then pass "vsock/diodcat-$f"; else fail "vsock/diodcat-$f" "sha256 want $want got $got"; fi
+        done < <(grep -a '^VSOCK-KEEP ' "$work/vsock.log" | tr -d '\r')
+        ((n == 2)) || fail "vsock/keep-lines" "guest logged $n VSOCK-KEEP lines, want 2"
+    else
+        fail "vsock/backend-start" "$(tail -5 "$work/vsock.vdv.log" | tr '\n' ' ')"
+    fi
+    kill "$vpid" 2>/dev/null || true
+    wait "$vpid" 2>/dev/null || true
+    unset "servers[$vpid]"
+    stop_server || fail "vsock/server-exit" "non-zero exit after SIGTERM"
+    store_check vsock "$data"
+}
+
 IFS=, read -r -a wanted <<<"$only"
 declare -A timing=()
 for s in "${wanted[@]}"; do
@@ -353,6 +399,7 @@ for s in "${wanted[@]}"; do
     multi) scenario_multi ;;
     tree) scenario_tree ;;
     crash) scenario_crash ;;
+    vsock) scenario_vsock ;;
     boot) scenario_boot ;;
     *) say "unknown scenario $s"; exit 2 ;;
     esac
