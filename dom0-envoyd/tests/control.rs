@@ -337,3 +337,55 @@ fn non_owner_peer_refused() {
     // The owner is still served.
     assert!(ctl.ok(&["status"]).starts_with("envoyd"));
 }
+
+#[test]
+fn image_lifecycle_through_envoyctl() {
+    let ctl = Ctl::start();
+    let created = ctl.json(&["image", "create", "/tenants/bob/web"]);
+    assert_eq!(created["path"], "/tenants/bob/web");
+    let snap = ctl.json(&["image", "snapshot", "/tenants/bob/web"]);
+    assert_eq!(snap["path"], "/tenants/bob/web@1");
+    assert_eq!(snap["number"].as_u64(), Some(1));
+    ctl.ok(&["image", "snapshot", "/tenants/bob/web"]);
+    let fork = ctl.json(&["image", "fork", "/tenants/bob/web@1", "/tenants/alice/web"]);
+    assert_eq!(fork["origin"], "/tenants/bob/web@1");
+    let list = ctl.ok(&["image", "list"]);
+    let bob = list
+        .lines()
+        .find(|l| l.starts_with("/tenants/bob/web "))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        bob.contains("@1 @2") && bob.contains("/tenants/alice/web"),
+        "{list}"
+    );
+    // Deleting a snapshot streams progress to stderr and reports what was freed.
+    let o = ctl.envoyctl(&["snapshot", "delete", "/tenants/bob/web@2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!o.stderr.is_empty(), "no progress lines");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("freed "));
+    let info = ctl.json(&["image", "info", "/tenants/bob/web"]);
+    assert_eq!(info["snapshots"].as_array().unwrap().len(), 1, "{info}");
+    ctl.ok(&["image", "delete", "/tenants/alice/web"]);
+    // Operator errors: a sentence on stderr, status 1, nothing on stdout.
+    let o = ctl.envoyctl(&["image", "info", "/tenants/bob/nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("/tenants/bob/nope") && err.contains("envoyctl image list"),
+        "{err}"
+    );
+}
+
+#[test]
+fn grants_listed_and_malformed_grant_explained() {
+    let ctl = Ctl::start();
+    let v = ctl.json(&["grants"]);
+    assert!(v["grants"].is_array() && v["bindings"].is_array(), "{v}");
+    let o = ctl.envoyctl(&["grant", "/", "not a credential line at all"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("malformed"), "{err}");
+    let o = ctl.envoyctl(&["revoke", "/", "name:nobody-here"]);
+    assert_eq!(o.status.code(), Some(1));
+}

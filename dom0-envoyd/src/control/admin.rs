@@ -22,7 +22,7 @@ pub enum AdminError {
     #[error("image import is not available in this envoyd build: create the image and copy files in through a 9P mount")]
     ImportUnavailable,
     /// Credentials and bindings.
-    #[error("{0}: list what is there with `envoyctl grants`")]
+    #[error("{0}{advice}", advice = access_advice(.0))]
     Access(#[from] crate::access::AccessError),
     /// A read-only request reached this module (a bug).
     #[error("envoyd sent a status request to its image handler; please report this")]
@@ -30,6 +30,14 @@ pub enum AdminError {
     /// An import source that is not absolute.
     #[error("the import source {0} is not an absolute path: envoyd resolves it on its own host; give the full path")]
     RelativeSource(String),
+}
+
+/// What to do after an access error that does not say so itself.
+fn access_advice(e: &crate::access::AccessError) -> &'static str {
+    match e {
+        crate::access::AccessError::Missing { .. } => ": list what is there with `envoyctl grants`",
+        _ => "",
+    }
 }
 
 fn snapshot_json(s: &SnapshotInfo) -> Value {
