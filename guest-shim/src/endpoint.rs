@@ -9,15 +9,17 @@
 //! | `vsock:CID:PORT` | AF_VSOCK stream socket (CID 2 is the host) |
 //! | `serial:PATH` | a virtio-serial port's character device, e.g. `/dev/vport0p1` |
 //! | `serial-name:NAME` | the virtio-serial port whose `/sys/class/virtio-ports/*/name` is `NAME` |
+//! | `ivshmem:auto` | a ring of envoyd's `ring:` file through the first ivshmem PCI device's BAR 2 |
+//! | `ivshmem:BDF` / `ivshmem:PATH` | the same through PCI device `BDF` (`0000:00:04.0`) or a mapped file |
 //!
 //! [`Endpoint::connect`] yields a [`Connection`]: independent read and write halves (so a
 //! reader thread and writers can run at once) and a [`Closer`] that unblocks the reader.
 //!
 //! A serial port is a byte stream without connection boundaries: opening it again continues
 //! the same stream the host has been reading, so [`Endpoint::is_persistent_stream`] tells the
-//! relay to keep it frame-aligned across guest sessions (see [`crate::relay`]). New kinds
-//! (the shared-memory ring) are new variants; everything above this module only sees
-//! `Read`/`Write` halves.
+//! relay to keep it frame-aligned across guest sessions (see [`crate::relay`]). A shared-memory
+//! ring (`ivshmem:`, [`crate::ivshmem`]) is claimed per connection and released by its
+//! [`Closer`]; everything above this module only sees `Read`/`Write` halves.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -57,13 +59,15 @@ pub enum Endpoint {
     Serial(PathBuf),
     /// `serial-name:NAME`: a virtio-serial port found by name.
     SerialName(String),
+    /// `ivshmem:auto|BDF|PATH`: a ring in shared memory (see [`crate::ivshmem::open`]).
+    Ivshmem(String),
 }
 
 /// An endpoint string that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EndpointParseError {
     /// No `KIND:` prefix or an unknown kind.
-    #[error("unknown endpoint kind in {0:?}: use tcp:HOST:PORT, unix:PATH, vsock:CID:PORT, serial:PATH or serial-name:NAME")]
+    #[error("unknown endpoint kind in {0:?}: use tcp:HOST:PORT, unix:PATH, vsock:CID:PORT, serial:PATH, serial-name:NAME or ivshmem:auto|BDF|PATH")]
     UnknownKind(String),
     /// The address part is empty.
     #[error("endpoint {0:?} has an empty address")]
@@ -118,6 +122,7 @@ impl FromStr for Endpoint {
             }
             "serial" => Ok(Endpoint::Serial(rest.into())),
             "serial-name" => Ok(Endpoint::SerialName(rest.into())),
+            "ivshmem" => Ok(Endpoint::Ivshmem(rest.into())),
             _ => Err(EndpointParseError::UnknownKind(s.into())),
         }
     }
@@ -132,6 +137,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Vsock { cid, port } => write!(f, "vsock:{cid}:{port}"),
             Endpoint::Serial(p) => write!(f, "serial:{}", p.display()),
             Endpoint::SerialName(n) => write!(f, "serial-name:{n}"),
+            Endpoint::Ivshmem(s) => write!(f, "ivshmem:{s}"),
         }
     }
 }
@@ -145,6 +151,8 @@ pub enum Closer {
     Unix(UnixStream),
     /// Any other socket (vsock).
     Socket(OwnedFd),
+    /// A shared-memory ring: detaching ends both halves.
+    Ring(std::sync::Arc<crate::ivshmem::RingDetach>),
     /// A device or pipe: nothing to shut down (its reader ends when the peer does).
     Nothing,
 }
@@ -160,6 +168,10 @@ impl Closer {
                 nix::sys::socket::Shutdown::Both,
             )
             .map_err(io::Error::from),
+            Closer::Ring(d) => {
+                d.detach();
+                Ok(())
+            }
             Closer::Nothing => Ok(()),
         };
     }
@@ -219,6 +231,9 @@ pub enum ConnectError {
     /// A TCP host name resolved to nothing.
     #[error("cannot resolve {0}")]
     Resolve(String),
+    /// The shared-memory ring could not be used.
+    #[error(transparent)]
+    Ivshmem(#[from] crate::ivshmem::IvshmemError),
     /// No virtio-serial port has this name.
     #[error(
         "no virtio-serial port named {name:?} under {dir} (is the port configured on the VM?)"
@@ -271,6 +286,7 @@ impl Endpoint {
                 let dev = find_serial_port(Path::new(VIRTIO_PORTS_DIR), name)?;
                 open_serial(&dev).map_err(io)
             }
+            Endpoint::Ivshmem(spec) => Ok(crate::ivshmem::open(spec)?.attach()?),
         }
     }
 }
@@ -343,6 +359,9 @@ mod tests {
             "vsock:2:5640",
             "serial:/dev/vport0p1",
             "serial-name:envoy",
+            "ivshmem:auto",
+            "ivshmem:0000:00:04.0",
+            "ivshmem:/dev/shm/envoy",
         ] {
             let ep: Endpoint = text.parse().unwrap();
             assert_eq!(ep.to_string(), text);

@@ -122,7 +122,7 @@ fn connect_hint(e: &ConnectError) -> &'static str {
         ConnectError::Resolve(_) => {
             "; give an IP address (a static binary in an initramfs has no name service)"
         }
-        ConnectError::NoSuchPort { .. } => "",
+        ConnectError::NoSuchPort { .. } | ConnectError::Ivshmem(_) => "",
     }
 }
 
