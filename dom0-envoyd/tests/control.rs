@@ -389,3 +389,38 @@ fn grants_listed_and_malformed_grant_explained() {
     let o = ctl.envoyctl(&["revoke", "/", "name:nobody-here"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn image_import_directory_streams_progress_and_serves_files() {
+    let ctl = Ctl::start();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("etc")).unwrap();
+    std::fs::write(src.path().join("etc/hostname"), b"guest\n").unwrap();
+    std::fs::write(src.path().join("big"), vec![3u8; 300_000]).unwrap();
+    let o = ctl.envoyctl(&[
+        "image",
+        "import",
+        src.path().to_str().unwrap(),
+        "/tenants/bob/imported",
+    ]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("imported /tenants/bob/imported: 2 files, 1 directories"),
+        "{out}"
+    );
+    let c = ctl.client();
+    let f = c.alloc_fid();
+    c.attach(f, Fid::NOFID, "root", "/tenants/bob/imported", 0)
+        .unwrap();
+    assert_eq!(read_file(&c, f, "etc/hostname").unwrap(), b"guest\n");
+    // A missing source fails with a sentence and publishes nothing.
+    let o = ctl.envoyctl(&["image", "import", "/nonexistent/tree", "/tenants/bob/x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/tree"));
+    let list = ctl.ok(&["image", "list"]);
+    assert!(!list.contains("/tenants/bob/x"), "{list}");
+}

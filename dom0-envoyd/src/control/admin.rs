@@ -18,9 +18,9 @@ pub enum AdminError {
     /// Images, snapshots, forks.
     #[error(transparent)]
     Image(#[from] crate::images::ImageError),
-    /// Import is not wired into this build yet.
-    #[error("image import is not available in this envoyd build: create the image and copy files in through a 9P mount")]
-    ImportUnavailable,
+    /// Import of a directory tree or archive (nothing was published).
+    #[error(transparent)]
+    Import(#[from] crate::images::import::ImportError),
     /// Credentials and bindings.
     #[error("{0}{advice}", advice = access_advice(.0))]
     Access(#[from] crate::access::AccessError),
@@ -96,8 +96,17 @@ fn run(
             if !src.is_absolute() {
                 return Err(AdminError::RelativeSource(source));
             }
-            let _ = (dest, progress);
-            return Err(AdminError::ImportUnavailable);
+            let r = crate::images::import::import(images, src, &dest, &adapt(progress))?;
+            json!({
+                "image": r.path,
+                "files": r.files,
+                "directories": r.directories,
+                "symlinks": r.symlinks,
+                "special": r.special,
+                "hard_links": r.hard_links,
+                "xattrs": r.xattrs,
+                "bytes": r.bytes,
+            })
         }
         Request::Grants => {
             let grants: Vec<Value> = access
