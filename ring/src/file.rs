@@ -460,7 +460,8 @@ impl RingFile {
         };
         Ok(BackendRing {
             index: i,
-            reader: RingReader::new(cons, Arc::clone(&bell), waiter, Arc::clone(&closed)),
+            reader: RingReader::new(cons, Arc::clone(&bell), waiter, Arc::clone(&closed))
+                .with_msize_limit(self.order.ring_size()),
             writer: RingWriter::new(prod, Arc::clone(&bell), waiter, closed),
             closer: BackendCloser {
                 file: self.clone(),

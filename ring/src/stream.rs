@@ -27,12 +27,20 @@ fn io_err(e: RingError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+/// 9P message type of Tversion.
+const TVERSION: u8 = 100;
+
 /// Blocking reader over a [`Consumer`].
 pub struct RingReader {
     cons: Consumer,
     bell: Arc<dyn Doorbell>,
     waiter: Waiter,
     closed: Closed,
+    /// Cap applied to the msize of every Tversion read (backend side), see
+    /// [`RingReader::with_msize_limit`].
+    msize_limit: Option<u32>,
+    /// Bytes left of the message being streamed out (0: at a message boundary).
+    msg_left: u32,
 }
 
 impl std::fmt::Debug for RingReader {
@@ -51,7 +59,47 @@ impl RingReader {
             bell,
             waiter,
             closed,
+            msize_limit: None,
+            msg_left: 0,
         }
+    }
+
+    /// Backend side: lowers the `msize` of every Tversion passing through to at most `limit`
+    /// (the ring size), so the server never negotiates replies that could not fit in the ring
+    /// — the transport's msize cap, done where the transport is. Clamping needs the whole
+    /// Tversion in one `read` call (it always is: a Tversion is a few dozen bytes, and the
+    /// session reads 128 KiB at a time); a client that splits a Tversion over a non-message
+    /// boundary simply is not clamped, and its oversized replies end its connection.
+    pub fn with_msize_limit(mut self, limit: u32) -> Self {
+        self.msize_limit = Some(limit);
+        self
+    }
+
+    /// At a message boundary with a whole Tversion queued that fits `buf`: copies it with its
+    /// msize clamped. Otherwise notes the size of the next message and returns `None`.
+    fn clamp_tversion(&mut self, buf: &mut [u8], limit: u32) -> Result<Option<usize>, RingError> {
+        let Some(h) = self.cons.peek_header()? else {
+            // Fewer than 7 bytes at a boundary: the frontend publishes partial messages, so
+            // boundaries cannot be followed; stop clamping rather than guess.
+            self.msize_limit = None;
+            return Ok(None);
+        };
+        let size = h.size as usize;
+        if h.msg_type == TVERSION
+            && size >= MSG_HEADER + 4
+            && size <= buf.len()
+            && self.cons.available()? >= h.size
+        {
+            let b = buf.get_mut(..size).unwrap_or_default();
+            let n = self.cons.read(b)?;
+            if let Some(f) = b.get_mut(MSG_HEADER..MSG_HEADER + 4) {
+                let msize = u32::from_le_bytes([f[0], f[1], f[2], f[3]]);
+                f.copy_from_slice(&msize.min(limit).to_le_bytes());
+            }
+            return Ok(Some(n));
+        }
+        self.msg_left = h.size.max(1);
+        Ok(None)
     }
 
     /// The next whole message (one copy out of the ring), for callers that want frames rather
@@ -61,10 +109,21 @@ impl RingReader {
         let m =
             self.waiter
                 .wait_for(&*self.bell, || cons.read_message(max), &*self.closed, None)?;
-        if m.is_some() {
-            self.bell.notify()?;
+        let Some(m) = m else {
+            return Ok(None);
+        };
+        self.bell.notify()?;
+        match self.msize_limit {
+            Some(limit) if m.len() >= MSG_HEADER + 4 && m.get(4) == Some(&TVERSION) => {
+                let mut b = bytes::BytesMut::from(&m[..]);
+                if let Some(f) = b.get_mut(MSG_HEADER..MSG_HEADER + 4) {
+                    let msize = u32::from_le_bytes([f[0], f[1], f[2], f[3]]);
+                    f.copy_from_slice(&msize.min(limit).to_le_bytes());
+                }
+                Ok(Some(b.freeze()))
+            }
+            _ => Ok(Some(m)),
         }
-        Ok(m)
     }
 }
 
@@ -83,13 +142,27 @@ impl Read for RingReader {
                 None,
             )
             .map_err(io_err)?;
-        if avail.is_none() {
-            // Closed: hand out what is still queued first, then EOF.
-            let n = self.cons.read(buf).map_err(io_err)?;
-            return Ok(n);
+        if let (Some(limit), 0) = (self.msize_limit, self.msg_left) {
+            if let Some(n) = self.clamp_tversion(buf, limit).map_err(io_err)? {
+                self.bell.notify().map_err(io_err)?;
+                return Ok(n);
+            }
         }
+        // While clamping, never read past the current message, so the next read starts at a
+        // boundary and its header is a real header.
+        let buf = match (self.msize_limit, self.msg_left) {
+            (Some(_), left) if left > 0 => {
+                let k = buf.len().min(left as usize);
+                buf.get_mut(..k).unwrap_or_default()
+            }
+            _ => buf,
+        };
         let n = self.cons.read(buf).map_err(io_err)?;
-        self.bell.notify().map_err(io_err)?;
+        self.msg_left = self.msg_left.saturating_sub(n as u32);
+        if avail.is_some() {
+            self.bell.notify().map_err(io_err)?;
+        }
+        // Closed: what was still queued went out first; then EOF (0).
         Ok(n)
     }
 }

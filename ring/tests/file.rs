@@ -13,6 +13,9 @@ use envoy_ring::{RingError, RingOrder, Waiter};
 fn msg(size: u32, seed: u8) -> Vec<u8> {
     let mut m: Vec<u8> = (0..size).map(|i| (i as u8) ^ seed).collect();
     m[..4].copy_from_slice(&size.to_le_bytes());
+    if m.len() > 4 {
+        m[4] = 118; // Twrite: never a Tversion, whose msize a backend reader clamps
+    }
     m
 }
 
@@ -222,4 +225,34 @@ fn ring_file_wait_attach_stops_on_flag() {
         None
     );
     assert!(t.elapsed() >= Duration::from_millis(150));
+}
+
+#[test]
+fn ring_file_backend_clamps_tversion_msize_to_ring() {
+    let (_d, f) = file(1, 0); // 2 KiB per direction
+    let c = f.attach(Waiter::default()).unwrap();
+    let i = f
+        .wait_attach(&NO_STOP, Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    let mut s = f.serve(i, Waiter::default()).unwrap();
+    let (_r, mut w, _g) = c.into_parts().unwrap();
+    // Tversion tag NOTAG msize 1 MiB "9P2000.L", then a Tclunk, then another Tversion.
+    let mut tv = Vec::new();
+    tv.extend_from_slice(&21u32.to_le_bytes());
+    tv.push(100);
+    tv.extend_from_slice(&0xFFFFu16.to_le_bytes());
+    tv.extend_from_slice(&(1u32 << 20).to_le_bytes());
+    tv.extend_from_slice(&8u16.to_le_bytes());
+    tv.extend_from_slice(b"9P2000.L");
+    let clunk = [11u8, 0, 0, 0, 120, 1, 0, 100, 0, 0, 0]; // fid 100: a 100 in the body
+    w.write_all(&tv).unwrap();
+    w.write_all(&clunk).unwrap();
+    w.write_all(&tv).unwrap();
+    let mut got = vec![0u8; 21 + 11 + 21];
+    s.reader.read_exact(&mut got).unwrap();
+    let msize = |m: &[u8]| u32::from_le_bytes([m[7], m[8], m[9], m[10]]);
+    assert_eq!(msize(&got[..21]), 2048);
+    assert_eq!(&got[21..32], &clunk, "other messages pass unchanged");
+    assert_eq!(msize(&got[32..]), 2048);
 }
