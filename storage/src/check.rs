@@ -169,9 +169,14 @@ pub fn check(dir: &Path) -> CheckReport {
             for e in rd.flatten() {
                 let n = e.file_name();
                 let n = n.to_string_lossy();
+                // envoyd's control socket (`<data>/control.sock`) may outlive a killed envoyd;
+                // a socket holds no data and the next envoyd replaces it.
+                let socket = e
+                    .file_type()
+                    .is_ok_and(|t| std::os::unix::fs::FileTypeExt::is_socket(&t));
                 if n == META_TMP {
                     r.problems.push(Problem::Leftover(e.path()));
-                } else if n != META_FILE && n != LOCK_FILE && n != OBJECTS_DIR {
+                } else if n != META_FILE && n != LOCK_FILE && n != OBJECTS_DIR && !socket {
                     r.problems.push(Problem::BadPath {
                         path: e.path(),
                         reason: "unexpected entry in the store directory",
