@@ -17,6 +17,10 @@
 //! stats     -r--r--r--  the text of `envoyctl stats` (taken when the fid is opened)
 //! ```
 //!
+//! Any client that reaches envoyd may attach it, without credentials (Tauth with aname
+//! `ctl` answers "no authentication required", as diod does): it holds no file data, only a
+//! zero source, a sink, the version and aggregate counters, never who is connected.
+//!
 //! Qids are synthetic: `path = CTL_QID_BASE + index`, `version` 0, type `QTTMP` (plus
 //! `QTDIR` for the root), as diod marks them. Sizes are reported as 0 (the contents are
 //! generated). The tree is 9P2000.L only, like diod's (attaching it in another dialect fails
