@@ -26,6 +26,7 @@
 //!
 //! Errors: handlers return [`error::FsError`]; [`errno`] maps it to the wire once.
 
+pub mod access;
 pub mod cache;
 pub mod config;
 pub mod control;

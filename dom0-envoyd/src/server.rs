@@ -37,6 +37,9 @@ pub enum StartError {
     /// The namespace would not open.
     #[error("opening the namespace")]
     Namespace(#[source] FsError),
+    /// The access-control files could not be set up.
+    #[error("setting up credentials")]
+    Access(#[source] crate::access::AccessError),
     /// A listener would not bind.
     #[error("listening on {endpoint}")]
     Listen {
@@ -69,6 +72,8 @@ pub struct Shared {
     pub locks: LockTable,
     /// Images, snapshots and forks ([`crate::images`]).
     pub images: Arc<crate::images::Images>,
+    /// Credentials: who may attach what ([`crate::access`]).
+    pub access: Arc<crate::access::Access>,
     conns: Mutex<HashMap<u64, ShutdownFn>>,
     /// Live connections, for the control socket's listings.
     sessions: Mutex<HashMap<u64, std::sync::Weak<session::Conn>>>,
@@ -221,7 +226,9 @@ impl Server {
         })?;
         let fs = Fs::open(Arc::new(store), config.cache_bytes).map_err(StartError::Namespace)?;
         let images = crate::images::Images::open(Arc::clone(&fs)).map_err(StartError::Images)?;
+        let access = crate::access::Access::open(Arc::clone(&fs)).map_err(StartError::Access)?;
         let shared = Arc::new(Shared {
+            access,
             territories: Territories::single(fs),
             locks: LockTable::default(),
             images,
@@ -365,6 +372,11 @@ impl ServerHandle {
     /// The image manager.
     pub fn images(&self) -> &Arc<crate::images::Images> {
         &self.shared.images
+    }
+
+    /// The access-control service (credential files, bindings, keys).
+    pub fn access(&self) -> &Arc<crate::access::Access> {
+        &self.shared.access
     }
 
     /// Live connections.

@@ -176,7 +176,7 @@ fn apply(e: &FidEntry, w: Wanted) -> FsResult<()> {
 
 /// Tsetattr.
 pub fn setattr(c: &Arc<Conn>, m: Tsetattr) -> FsResult<Message> {
-    let e = c.fids.get(m.fid)?;
+    let e = c.fids.get_writable(m.fid)?;
     let v = m.valid;
     let time = |set: u32, flag: u32, sec, nsec| -> FsResult<Option<Option<Timestamp>>> {
         Ok(if v & flag == 0 {
@@ -285,6 +285,10 @@ pub fn stat(c: &Arc<Conn>, m: Tstat) -> FsResult<Message> {
 pub fn wstat(c: &Arc<Conn>, m: Twstat) -> FsResult<Message> {
     let e = c.fids.get(m.fid)?;
     let s = &m.stat;
+    if !crate::access::wstat_is_noop(s) {
+        // The all-"don't touch" Twstat is 9P2000's fsync and allowed on read-only attaches.
+        e.check_writable()?;
+    }
     let mut w = Wanted::default();
     if s.mode != u32::MAX {
         let mut mode = s.mode & 0o777;

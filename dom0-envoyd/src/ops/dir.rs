@@ -184,7 +184,7 @@ pub fn read_stats(c: &Arc<Conn>, e: &FidEntry, offset: u64, count: u32) -> FsRes
 
 /// Tmkdir.
 pub fn mkdir(c: &Arc<Conn>, m: Tmkdir) -> FsResult<Message> {
-    let e = c.fids.get(m.dfid)?;
+    let e = c.fids.get_writable(m.dfid)?;
     let name = check_name(&m.name)?;
     let fs = e.claim.fs();
     let claim = fs.create_with_gid(
@@ -202,7 +202,7 @@ pub fn mkdir(c: &Arc<Conn>, m: Tmkdir) -> FsResult<Message> {
 
 /// Tunlinkat: `AT_REMOVEDIR` removes an empty directory, otherwise a non-directory.
 pub fn unlinkat(c: &Arc<Conn>, m: Tunlinkat) -> FsResult<Message> {
-    let e = c.fids.get(m.dirfid)?;
+    let e = c.fids.get_writable(m.dirfid)?;
     let name = check_name(&m.name)?;
     let what = if m.flags & unlinkat::REMOVEDIR != 0 {
         RemoveKind::Dir

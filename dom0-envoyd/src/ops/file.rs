@@ -44,8 +44,11 @@ fn open_entry(e: &FidEntry, flags: u32, check: bool) -> FsResult<envoy_proto::Qi
     if !matches!(st.open, OpenState::Closed) {
         return Err(FsError::FidState("fid already open"));
     }
-    let stat = fs.stat(node)?;
     let want = wants(flags);
+    if want & perm::W != 0 || flags & (lopen::TRUNC | RCLOSE_FLAG) != 0 {
+        e.check_writable()?;
+    }
+    let stat = fs.stat(node)?;
     match stat.attr.kind {
         ObjectKind::Directory if want & perm::W != 0 || flags & lopen::TRUNC != 0 => {
             return Err(FsError::IsDir)
@@ -90,7 +93,7 @@ pub fn lopen(c: &Arc<Conn>, m: Tlopen) -> FsResult<Message> {
 
 /// Tlcreate: exclusive create of a regular file; the fid becomes the new file, opened.
 pub fn lcreate(c: &Arc<Conn>, m: Tlcreate) -> FsResult<Message> {
-    let e = c.fids.get(m.fid)?;
+    let e = c.fids.get_writable(m.fid)?;
     if e.is_open() {
         return Err(FsError::FidState("fid already open"));
     }
@@ -105,7 +108,7 @@ pub fn lcreate(c: &Arc<Conn>, m: Tlcreate) -> FsResult<Message> {
         m.gid,
         None,
     )?;
-    let ne = FidEntry::new(claim, Arc::clone(&e.root), e.cred, e.territory);
+    let ne = e.derive(claim);
     // The creator may open what it created, whatever the mode says (POSIX).
     let flags = m.flags & !(lopen::TRUNC | RCLOSE_FLAG);
     let qid = open_entry(&ne, flags, false)?;
@@ -140,7 +143,7 @@ pub fn open(c: &Arc<Conn>, m: Topen) -> FsResult<Message> {
 /// `DMNAMEDPIPE`, `DMSOCKET`, `DMLINK`, else a regular file); `extension` carries the symlink
 /// target, `"c|b major minor"` or the link target's fid number. The fid becomes the new file.
 pub fn create(c: &Arc<Conn>, m: Tcreate) -> FsResult<Message> {
-    let e = c.fids.get(m.fid)?;
+    let e = c.fids.get_writable(m.fid)?;
     if e.is_open() {
         return Err(FsError::FidState("fid already open"));
     }
@@ -173,10 +176,7 @@ pub fn create(c: &Arc<Conn>, m: Tcreate) -> FsResult<Message> {
         fs.link(e.node(), name, target.node(), e.cred)?;
         let claim = fs.lookup(e.node(), name, e.cred)?;
         let qid = qid_of(&fs.stat(claim.node())?);
-        c.fids.replace(
-            m.fid,
-            FidEntry::new(claim, Arc::clone(&e.root), e.cred, e.territory),
-        );
+        c.fids.replace(m.fid, e.derive(claim));
         return Ok(Rcreate { qid, iounit: 0 }.into());
     }
     let (kind, contents): (ObjectKind, Option<Vec<u8>>) = if m.perm & dm::DIR != 0 {
@@ -207,7 +207,7 @@ pub fn create(c: &Arc<Conn>, m: Tcreate) -> FsResult<Message> {
         (ObjectKind::Regular, None)
     };
     let claim = fs.create(&e.claim, name, kind, mode, e.cred, contents.as_deref())?;
-    let ne = FidEntry::new(claim, Arc::clone(&e.root), e.cred, e.territory);
+    let ne = e.derive(claim);
     let qid = match kind {
         ObjectKind::Regular | ObjectKind::Directory => {
             let flags = if kind == ObjectKind::Directory {
@@ -305,6 +305,7 @@ pub fn remove_entry(e: &FidEntry) -> FsResult<()> {
 /// Tremove: the fid is clunked whether or not the removal succeeds.
 pub fn remove(c: &Arc<Conn>, m: Tremove) -> FsResult<Message> {
     let e = c.fids.remove(m.fid)?;
+    e.check_writable()?;
     remove_entry(&e)?;
     Ok(Rremove {}.into())
 }

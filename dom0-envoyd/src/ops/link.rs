@@ -33,7 +33,7 @@ pub fn same_attach(a: &FidEntry, b: &FidEntry) -> FsResult<()> {
 
 /// Tsymlink.
 pub fn symlink(c: &Arc<Conn>, m: Tsymlink) -> FsResult<Message> {
-    let e = c.fids.get(m.fid)?;
+    let e = c.fids.get_writable(m.fid)?;
     let name = check_name(&m.name)?;
     if m.symtgt.is_empty() {
         return Err(FsError::NotFound);
@@ -68,7 +68,7 @@ pub fn readlink(c: &Arc<Conn>, m: Treadlink) -> FsResult<Message> {
 
 /// Tmknod: FIFOs, sockets, devices (root only) and regular files.
 pub fn mknod(c: &Arc<Conn>, m: Tmknod) -> FsResult<Message> {
-    let e = c.fids.get(m.dfid)?;
+    let e = c.fids.get_writable(m.dfid)?;
     let name = check_name(&m.name)?;
     let kind = special::kind_from_mode(m.mode).ok_or(FsError::Inval("unknown file type"))?;
     let contents = match kind {
@@ -99,8 +99,8 @@ pub fn mknod(c: &Arc<Conn>, m: Tmknod) -> FsResult<Message> {
 
 /// Tlink: a second, frozen name for fid's file (§5.4.5).
 pub fn link(c: &Arc<Conn>, m: Tlink) -> FsResult<Message> {
-    let d = c.fids.get(m.dfid)?;
-    let t = c.fids.get(m.fid)?;
+    let d = c.fids.get_writable(m.dfid)?;
+    let t = c.fids.get_writable(m.fid)?;
     let name = check_name(&m.name)?;
     same_attach(&d, &t)?;
     d.claim.fs().link(d.node(), name, t.node(), d.cred)?;
@@ -109,8 +109,8 @@ pub fn link(c: &Arc<Conn>, m: Tlink) -> FsResult<Message> {
 
 /// Trename: move fid's file into dfid as `name`; the fid follows.
 pub fn rename(c: &Arc<Conn>, m: Trename) -> FsResult<Message> {
-    let e = c.fids.get(m.fid)?;
-    let d = c.fids.get(m.dfid)?;
+    let e = c.fids.get_writable(m.fid)?;
+    let d = c.fids.get_writable(m.dfid)?;
     let name = check_name(&m.name)?;
     same_attach(&e, &d)?;
     let node = e.node();
@@ -128,8 +128,8 @@ pub fn rename(c: &Arc<Conn>, m: Trename) -> FsResult<Message> {
 
 /// Trenameat.
 pub fn renameat(c: &Arc<Conn>, m: Trenameat) -> FsResult<Message> {
-    let o = c.fids.get(m.olddirfid)?;
-    let n = c.fids.get(m.newdirfid)?;
+    let o = c.fids.get_writable(m.olddirfid)?;
+    let n = c.fids.get_writable(m.newdirfid)?;
     let oname = check_name(&m.oldname)?;
     let nname = check_name(&m.newname)?;
     same_attach(&o, &n)?;

@@ -57,6 +57,9 @@ pub fn request_fid(m: &Message) -> Option<envoy_proto::Fid> {
 
 /// Runs one request.
 pub fn dispatch(c: &Arc<Conn>, msg: Message) -> FsResult<Message> {
+    if let Some(reply) = crate::access::auth::intercept(c, &msg) {
+        return reply;
+    }
     let msg = if c.fids.has_synthetic() {
         match crate::ctl_tree::route(c, msg) {
             crate::ctl_tree::Routed::Ctl(reply) => return reply,

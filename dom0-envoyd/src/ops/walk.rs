@@ -56,7 +56,7 @@ pub fn walk(c: &Arc<Conn>, m: Twalk) -> FsResult<Message> {
             Err(_) => return Ok(Rwalk { wqids }.into()),
         }
     }
-    let ne = FidEntry::new(cur, Arc::clone(&e.root), e.cred, e.territory);
+    let ne = e.derive(cur);
     if m.newfid == m.fid {
         c.fids.replace(m.fid, ne);
     } else {

@@ -59,7 +59,7 @@ pub fn xattrwalk(c: &Arc<Conn>, m: Txattrwalk) -> FsResult<Message> {
         fs.xattr_get(e.node(), &m.name)?
     };
     let size = value.len() as u64;
-    let ne = FidEntry::new(e.claim.dup(), Arc::clone(&e.root), e.cred, e.territory);
+    let ne = e.derive(e.claim.dup());
     lock(&ne.state).open = OpenState::XattrRead { value };
     if m.newfid == m.fid {
         c.fids.replace(m.fid, ne);
@@ -71,7 +71,7 @@ pub fn xattrwalk(c: &Arc<Conn>, m: Txattrwalk) -> FsResult<Message> {
 
 /// Txattrcreate.
 pub fn xattrcreate(c: &Arc<Conn>, m: Txattrcreate) -> FsResult<Message> {
-    let e = c.fids.get(m.fid)?;
+    let e = c.fids.get_writable(m.fid)?;
     if e.is_open() {
         return Err(FsError::FidState("fid already open"));
     }

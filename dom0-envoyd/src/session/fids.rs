@@ -4,6 +4,16 @@
 //! memory without limit). Entries are `Arc`s: a request looks its fid up once and keeps the
 //! `Arc`, so a Tclunk racing an in-flight read only removes the table entry; the claim is
 //! released when the last request using it finishes.
+//!
+//! Every entry carries what its attach decided ([`crate::access`]): the identity, whether the
+//! attach is read-only, and the rights granted. Fids made from a fid (walks, creates, xattr
+//! fids) inherit all three through [`FidEntry::derive`], so no path leads from a read-only
+//! attach to a writable fid. Mutating handlers take their fids through
+//! [`FidTable::get_writable`] (`EROFS` on a read-only attach).
+//!
+//! Auth fids (9P `Tauth`, [`crate::access::auth`]) share the fid numbers and the bound but
+//! live in their own map: they are not files, and every ordinary handler sees them as
+//! unknown (`EBADF`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +21,8 @@ use std::sync::{Arc, Mutex};
 
 use envoy_proto::Fid;
 
+use crate::access::auth::AuthFid;
+use crate::access::{AttachGrant, Rights};
 use crate::error::{FsError, FsResult};
 use crate::namespace::node::{lock, Node};
 use crate::namespace::{Claim, Cred};
@@ -61,8 +73,12 @@ pub struct FidEntry {
     pub claim: Claim,
     /// The attach root (`..` stops there).
     pub root: Arc<Node>,
-    /// Who attached.
+    /// Who attached (the identity the credentials allowed).
     pub cred: Cred,
+    /// The attach is read-only: every mutating request fails with `EROFS`.
+    pub read_only: bool,
+    /// The rights the attach was granted.
+    pub rights: Rights,
     /// The territory the claim lives in.
     pub territory: TerritoryId,
     /// Mutable state.
@@ -73,12 +89,14 @@ pub struct FidEntry {
 }
 
 impl FidEntry {
-    /// A new, unopened fid.
+    /// A new, unopened, writable fid with no rights (synthetic trees).
     pub fn new(claim: Claim, root: Arc<Node>, cred: Cred, territory: TerritoryId) -> FidEntry {
         FidEntry {
             claim,
             root,
             cred,
+            read_only: false,
+            rights: Rights::NONE,
             territory,
             state: Mutex::new(FidMut {
                 open: OpenState::Closed,
@@ -99,6 +117,34 @@ impl FidEntry {
             ctl: Some(ctl),
             ..FidEntry::new(claim, root, cred, TerritoryId(0))
         }
+    }
+
+    /// The root fid of an attach that `grant` allowed.
+    pub fn attached(claim: Claim, grant: &AttachGrant, territory: TerritoryId) -> FidEntry {
+        let root = Arc::clone(claim.node());
+        FidEntry {
+            read_only: grant.read_only,
+            rights: grant.rights,
+            ..FidEntry::new(claim, root, grant.cred, territory)
+        }
+    }
+
+    /// A new, unopened fid on `claim` in the same attach (same root, identity, read-only
+    /// flag and rights).
+    pub fn derive(&self, claim: Claim) -> FidEntry {
+        FidEntry {
+            read_only: self.read_only,
+            rights: self.rights,
+            ..FidEntry::new(claim, Arc::clone(&self.root), self.cred, self.territory)
+        }
+    }
+
+    /// `EROFS` when the fid belongs to a read-only attach.
+    pub fn check_writable(&self) -> FsResult<()> {
+        if self.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        Ok(())
     }
 
     /// The node.
@@ -122,6 +168,10 @@ impl FidEntry {
 pub struct FidTable {
     max: usize,
     map: Mutex<HashMap<Fid, Arc<FidEntry>>>,
+    /// Auth fids (taken after `map` when both are locked).
+    auth: Mutex<HashMap<Fid, Arc<AuthFid>>>,
+    /// Some auth fid was ever created: only then does dispatch look for them.
+    any_auth: AtomicBool,
     /// Some entry was ever a ctl fid: only then does dispatch look for them.
     synthetic: AtomicBool,
 }
@@ -132,6 +182,8 @@ impl FidTable {
         FidTable {
             max,
             map: Mutex::new(HashMap::new()),
+            auth: Mutex::new(HashMap::new()),
+            any_auth: AtomicBool::new(false),
             synthetic: AtomicBool::new(false),
         }
     }
@@ -165,16 +217,63 @@ impl FidTable {
             .ok_or(FsError::BadFid(fid.0))
     }
 
-    /// Fails if `fid` is in use or the table is full.
-    pub fn check_free(&self, fid: Fid) -> FsResult<()> {
-        let m = lock(&self.map);
-        if m.contains_key(&fid) {
+    /// The fid, or `EBADF`; `EROFS` if it belongs to a read-only attach. Every handler that
+    /// changes something takes its fids this way.
+    pub fn get_writable(&self, fid: Fid) -> FsResult<Arc<FidEntry>> {
+        let e = self.get(fid)?;
+        e.check_writable()?;
+        Ok(e)
+    }
+
+    /// Fails if `fid` (file or auth fid) is in use or the table is full.
+    fn check_free_locked(
+        &self,
+        m: &HashMap<Fid, Arc<FidEntry>>,
+        a: &HashMap<Fid, Arc<AuthFid>>,
+        fid: Fid,
+    ) -> FsResult<()> {
+        if m.contains_key(&fid) || a.contains_key(&fid) {
             return Err(FsError::FidInUse(fid.0));
         }
-        if m.len() >= self.max {
+        if m.len() + a.len() >= self.max {
             return Err(FsError::TooManyFids(self.max));
         }
         Ok(())
+    }
+
+    /// Fails if `fid` is in use or the table is full.
+    pub fn check_free(&self, fid: Fid) -> FsResult<()> {
+        let m = lock(&self.map);
+        let a = lock(&self.auth);
+        self.check_free_locked(&m, &a, fid)
+    }
+
+    /// Adds an auth fid (Tauth).
+    pub fn insert_auth(&self, fid: Fid, a: AuthFid) -> FsResult<()> {
+        if fid == Fid::NOFID {
+            return Err(FsError::Inval("NOFID cannot name an auth fid"));
+        }
+        let m = lock(&self.map);
+        let mut am = lock(&self.auth);
+        self.check_free_locked(&m, &am, fid)?;
+        self.any_auth.store(true, Ordering::Relaxed);
+        am.insert(fid, Arc::new(a));
+        Ok(())
+    }
+
+    /// Whether this connection ever made an auth fid.
+    pub fn has_auth(&self) -> bool {
+        self.any_auth.load(Ordering::Relaxed)
+    }
+
+    /// The auth fid `fid`, if it is one.
+    pub fn get_auth(&self, fid: Fid) -> Option<Arc<AuthFid>> {
+        lock(&self.auth).get(&fid).cloned()
+    }
+
+    /// Removes auth fid `fid`, if it is one.
+    pub fn remove_auth(&self, fid: Fid) -> Option<Arc<AuthFid>> {
+        lock(&self.auth).remove(&fid)
     }
 
     /// Adds a new fid (fails if in use or full).
@@ -183,12 +282,7 @@ impl FidTable {
             return Err(FsError::Inval("NOFID cannot name a file"));
         }
         let mut m = lock(&self.map);
-        if m.contains_key(&fid) {
-            return Err(FsError::FidInUse(fid.0));
-        }
-        if m.len() >= self.max {
-            return Err(FsError::TooManyFids(self.max));
-        }
+        self.check_free_locked(&m, &lock(&self.auth), fid)?;
         self.note(&e);
         let e = Arc::new(e);
         m.insert(fid, Arc::clone(&e));
@@ -211,7 +305,8 @@ impl FidTable {
     /// Drops every fid (Tversion, disconnect).
     pub fn clear(&self) -> usize {
         let old: Vec<_> = lock(&self.map).drain().collect();
-        old.len()
+        let auth = lock(&self.auth).drain().count();
+        old.len() + auth
     }
 
     /// Bytes declared by the xattr write fids of this table (their values are buffered
