@@ -119,7 +119,9 @@ fn create_file(c: &Client, dir: Fid, name: &str, data: &Bytes) -> BenchResult<()
 /// Builds the tree unless `lg/ready` says it is there; prints what it did.
 pub fn populate(c: &Client, tree: &Tree, quiet: bool) -> BenchResult<()> {
     let top = Fid(2);
-    if c.walk(ROOT_FID, top, &[TOP, "ready"]).is_ok() {
+    if c.walk(ROOT_FID, top, &[TOP, "ready"])
+        .is_ok_and(|q| q.len() == 2)
+    {
         c.clunk(top)?;
         return Ok(());
     }
@@ -638,14 +640,19 @@ pub fn make_slot(mix: &str, ctx: &SlotCtx<'_>) -> BenchResult<Box<dyn SlotOp>> {
         }
         "seqwrite" => {
             let fid = ctx.fid(0);
-            c.walk(ROOT_FID, fid, &[TOP, "wr"])?;
-            c.lcreate(
-                fid,
-                &format!("c{}-s{}", ctx.conn, ctx.slot),
-                lopen::RDWR | lopen::CREATE | lopen::TRUNC,
-                0o644,
-                0,
-            )?;
+            // The slot's file from an earlier cell is reused (truncated), so runs do not
+            // pile up files.
+            let name = format!("c{}-s{}", ctx.conn, ctx.slot);
+            let path = [TOP, "wr", name.as_str()];
+            // A walk that stops early answers with fewer qids (and creates no fid).
+            if c.walk(ROOT_FID, fid, &path)
+                .is_ok_and(|q| q.len() == path.len())
+            {
+                c.lopen(fid, lopen::RDWR | lopen::TRUNC)?;
+            } else {
+                c.walk(ROOT_FID, fid, &[TOP, "wr"])?;
+                c.lcreate(fid, &name, lopen::RDWR | lopen::CREATE, 0o644, 0)?;
+            }
             Box::new(SeqOp {
                 fid,
                 write: true,
