@@ -189,6 +189,10 @@ fn sessions_live_connection_lists_fids_with_paths() {
         .unwrap_or_else(|| panic!("fid {} not listed: {s}", f.0));
     assert_eq!(held["path"], "/default/held");
     assert_eq!(held["open"], "read");
+    assert_eq!(held["uid"].as_u64(), Some(0));
+    assert_eq!(held["rights"], "admin");
+    assert_eq!(held["read_only"], false);
+    assert_eq!(s["principal"], "uid 0 admin");
     let root = fids
         .iter()
         .find(|x| x["fid"].as_u64() == Some(u64::from(ROOT.0)))

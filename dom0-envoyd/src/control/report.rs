@@ -113,6 +113,10 @@ pub struct FidReport {
     pub open: String,
     /// The uid the fid acts as.
     pub uid: u32,
+    /// The rights its attach was granted (`admin`, `mount-rw`, …; `-` on the ctl tree).
+    pub rights: String,
+    /// Its attach is read-only.
+    pub read_only: bool,
 }
 
 /// One 9P connection.
@@ -122,7 +126,8 @@ pub struct SessionReport {
     pub id: u64,
     /// Transport peer, e.g. `tcp:127.0.0.1:40112` or `unix:pid=…,uid=…`.
     pub peer: String,
-    /// Uids its fids act as (distinct, ascending): the principal(s) of the session.
+    /// The identities its attaches were granted: uids (distinct, ascending) with the rights,
+    /// e.g. `uid 1000 mount-rw`, `uid 65534 mount-ro (read-only)`.
     pub principal: String,
     /// Negotiated dialect, `-` before Tversion.
     pub dialect: String,
@@ -259,18 +264,34 @@ pub fn sessions(shared: &Shared) -> Vec<SessionReport> {
                     },
                     open: open_name(&e),
                     uid: e.cred.uid,
+                    rights: if e.ctl.is_some() {
+                        "-".into()
+                    } else {
+                        e.rights.to_string()
+                    },
+                    read_only: e.read_only,
                 })
                 .collect();
-            let mut uids: Vec<u32> = fids.iter().map(|f| f.uid).collect();
-            uids.sort_unstable();
-            uids.dedup();
-            let principal = if uids.is_empty() {
+            let mut ids: Vec<String> = fids
+                .iter()
+                .map(|f| {
+                    let mut s = format!("uid {}", f.uid);
+                    if f.rights != "-" {
+                        s.push(' ');
+                        s.push_str(&f.rights);
+                    }
+                    if f.read_only {
+                        s.push_str(" (read-only)");
+                    }
+                    s
+                })
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let principal = if ids.is_empty() {
                 "-".to_string()
             } else {
-                uids.iter()
-                    .map(|u| format!("uid {u}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                ids.join(", ")
             };
             SessionReport {
                 id: c.id,
@@ -510,11 +531,16 @@ pub fn render_sessions(v: &[SessionReport]) -> String {
                     f.fid.to_string(),
                     f.open.clone(),
                     f.uid.to_string(),
+                    if f.read_only {
+                        format!("{} ro", f.rights)
+                    } else {
+                        f.rights.clone()
+                    },
                     f.path.clone(),
                 ]
             })
             .collect();
-        for l in table(&["FID", "OPEN", "UID", "PATH"], &rows).lines() {
+        for l in table(&["FID", "OPEN", "UID", "RIGHTS", "PATH"], &rows).lines() {
             let _ = writeln!(out, "  {l}");
         }
     }
