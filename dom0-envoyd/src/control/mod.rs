@@ -33,7 +33,7 @@
 //! |---|---|
 //! | `{"op":"status"}` | [`report::StatusReport`]: `version, pid, uptime_s, data_dir, endpoints[], workers, connections, requests, cache_capacity, max_msize` |
 //! | `{"op":"stats"}` | [`report::StatsReport`]: `uptime_s, connections, requests, writes, locks, ops[{op, count, errors, mean_ns, p50_ns, p99_ns, p999_ns}], cache{dir_hits, dir_misses, dir_hit_rate, data_hits, data_misses, data_bypassed, data_hit_rate, evictions, entries, bytes, capacity}, storage{read_requests, read_bytes, write_requests, write_bytes}` |
-//! | `{"op":"sessions"}` | `[`[`report::SessionReport`]`]`: `{id, peer, principal, dialect, msize, fids[{fid, path, open, uid}]}` |
+//! | `{"op":"sessions"}` | `[`[`report::SessionReport`]`]`: `{id, peer, principal, dialect, msize, fids[{fid, path, open, uid, rights, read_only}]}` |
 //! | `{"op":"territories"}` | [`report::TerritoriesReport`]: `envoy, territories[{id, root, owner, exits[], claims, claimed_dirs[]}]` |
 //! | `{"op":"image.list"}` | `[image]`, image = `{path, snapshots[{path, number}], origin, forks[]}` |
 //! | `{"op":"image.info","path":P}` | image |
