@@ -163,8 +163,10 @@ impl SimXen {
                         if i.stop.load(Ordering::SeqCst) {
                             break;
                         }
-                        if let Ok(s) = s {
-                            serve_xenstore(&i, s, DomId(0));
+                        match s {
+                            Ok(s) => serve_xenstore(&i, s, DomId(0)),
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(_) => break,
                         }
                     }
                 })
@@ -332,7 +334,9 @@ impl SimXen {
 impl Drop for SimXen {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::SeqCst);
-        let _ = UnixStream::connect(self.xenstored_path());
+        // shutdown() on a listening socket wakes a blocked accept() (EINVAL), even when the
+        // socket file is already gone.
+        let _ = sock::shutdown(self.xs_listener.as_raw_fd(), sock::Shutdown::Both);
         let _ = sock::shutdown(self.ctl_fd.as_raw_fd(), sock::Shutdown::Both);
         for s in lock(&self.inner.streams).drain(..) {
             let _ = s.shutdown(std::net::Shutdown::Both);
@@ -340,7 +344,6 @@ impl Drop for SimXen {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        let _ = &self.xs_listener;
         let _ = std::fs::remove_file(self.xenstored_path());
         let _ = std::fs::remove_file(self.ctl_path());
     }

@@ -185,16 +185,6 @@ impl Store {
         pkt: &Packet,
         out: &mut Vec<(ConnId, Packet)>,
     ) -> Result<Option<Vec<u8>>, XsErrno> {
-        self.dispatch_inner(conn, domid, pkt, out)
-    }
-
-    fn dispatch_inner(
-        &mut self,
-        conn: ConnId,
-        domid: DomId,
-        pkt: &Packet,
-        out: &mut Vec<(ConnId, Packet)>,
-    ) -> Result<Option<Vec<u8>>, XsErrno> {
         let ty = MsgType::from_u32(pkt.header.msg_type).ok_or(XsErrno::Inval)?;
         let parts = wire::split_nul(&pkt.payload);
         let first = parts.first().copied().unwrap_or(b"");

@@ -1,0 +1,351 @@
+//! The 9pfs backend against the simulated Xen, with the Linux-like frontend emulator in
+//! separate processes (`xen-frontend-emu`). The backend answers every frame with an echo
+//! (type + 1, same tag, same body), so these tests exercise the transport alone; the 9P
+//! session against envoyd is in `dom0-envoyd/tests/xen_e2e.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_xen::backend::{Backend, BackendConfig, XenConnection};
+use envoy_xen::sim::client::{SimCtl, SimEvtchns, SimGrants};
+use envoy_xen::sim::SimXen;
+use envoy_xen::xenstore::client::XsClient;
+use envoy_xen::{DomId, XenbusState};
+
+const EMU: &str = env!("CARGO_BIN_EXE_xen-frontend-emu");
+const T: Duration = Duration::from_secs(30);
+
+struct Harness {
+    sim: SimXen,
+    stop: Arc<AtomicBool>,
+    backend: Option<std::thread::JoinHandle<()>>,
+    connections: Arc<AtomicUsize>,
+    delay: Duration,
+    // Last: the sockets live in it.
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = SimXen::start(dir.path()).unwrap();
+        Harness {
+            _dir: dir,
+            sim,
+            stop: Arc::new(AtomicBool::new(false)),
+            backend: None,
+            connections: Arc::new(AtomicUsize::new(0)),
+            delay: Duration::ZERO,
+        }
+    }
+
+    fn start_backend(&mut self) {
+        let ctl = Arc::new(SimCtl::connect(&self.sim.ctl_path(), DomId(0)).unwrap());
+        // dom0 reaches xenstored through its socket path, as with a real daemon.
+        let xs = XsClient::connect_socket(&self.sim.xenstored_path()).unwrap();
+        let backend = Backend::new(
+            Arc::new(xs),
+            Arc::new(SimGrants::new(Arc::clone(&ctl))),
+            Arc::new(SimEvtchns::new(ctl)),
+            BackendConfig::default(),
+        );
+        let stop = Arc::clone(&self.stop);
+        let n = Arc::clone(&self.connections);
+        let delay = self.delay;
+        self.backend = Some(std::thread::spawn(move || {
+            backend
+                .run(&stop, &mut |c: XenConnection| {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    std::thread::spawn(move || echo(c, delay));
+                })
+                .unwrap();
+        }));
+    }
+
+    fn guest(&self, domid: u16) {
+        self.sim.create_domain(DomId(domid), 4096).unwrap();
+        self.sim.add_9pfs_device(DomId(domid), 0, "share");
+    }
+
+    fn be_state(&self, domid: u16) -> String {
+        format!("/local/domain/0/backend/9pfs/{domid}/0/state")
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(b) = self.backend.take() {
+            let _ = b.join();
+        }
+    }
+}
+
+/// The backend's peer: echoes every frame back.
+fn echo(c: XenConnection, delay: Duration) {
+    let mut s = c.stream;
+    while let Some(f) = s.reader.next_frame() {
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        let mut r = f.to_vec();
+        r[4] = r[4].wrapping_add(1);
+        if s.writer.send_frame(r.into()).is_err() {
+            break;
+        }
+    }
+    s.closer.close();
+}
+
+/// Kills the emulator if a test fails before collecting it.
+struct Emu(Option<Child>);
+
+impl Drop for Emu {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn emu(h: &Harness, domid: u16, args: &[&str]) -> Emu {
+    let mut a = vec![
+        "--ctl".to_string(),
+        h.sim.ctl_path().display().to_string(),
+        "--domid".into(),
+        domid.to_string(),
+    ];
+    a.extend(args.iter().map(|s| s.to_string()));
+    Emu(Some(
+        Command::new(EMU)
+            .args(&a)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+fn finish(mut e: Emu) -> (bool, String) {
+    let o = e.0.take().unwrap().wait_with_output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn handshake_backend_first_connects_echoes_and_closes() {
+    let mut h = Harness::new();
+    h.start_backend();
+    h.guest(1);
+    assert!(h.sim.wait_state(&h.be_state(1), XenbusState::InitWait, T));
+    // Features are published before InitWait.
+    let be = "/local/domain/0/backend/9pfs/1/0";
+    assert_eq!(h.sim.read(&format!("{be}/versions")).unwrap(), b"1");
+    let rings: u32 = String::from_utf8(h.sim.read(&format!("{be}/max-rings")).unwrap())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rings >= 2);
+    assert_eq!(
+        h.sim.read(&format!("{be}/max-ring-page-order")).unwrap(),
+        b"9"
+    );
+    let (ok, out) = finish(emu(
+        &h,
+        1,
+        &[
+            "--scenario",
+            "echo",
+            "--count",
+            "300",
+            "--min",
+            "7",
+            "--max",
+            "3000",
+        ],
+    ));
+    assert!(ok, "{out}");
+    assert!(out.contains("CONNECTED order=9 rings=2"), "{out}");
+    assert!(out.contains("ECHO-OK count=300"), "{out}");
+    assert!(out.contains("CLOSED backend=6"), "{out}");
+    assert_eq!(h.connections.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn handshake_frontend_first_waits_for_backend_then_connects() {
+    let mut h = Harness::new();
+    h.guest(1);
+    let child = emu(&h, 1, &["--scenario", "echo", "--count", "50"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        h.sim.read(&h.be_state(1)).unwrap(),
+        b"1",
+        "nobody answered yet"
+    );
+    h.start_backend();
+    let (ok, out) = finish(child);
+    assert!(ok, "{out}");
+    assert!(out.contains("ECHO-OK count=50"), "{out}");
+}
+
+#[test]
+fn ring_orders_2_to_9_carry_frames_up_to_half_a_ring() {
+    let mut h = Harness::new();
+    h.start_backend();
+    for (i, order) in (2..=9u32).enumerate() {
+        let domid = 10 + i as u16;
+        h.guest(domid);
+        let half = (1usize << (order + 11)) / 2;
+        let count = if order >= 8 { "24" } else { "120" };
+        let (ok, out) = finish(emu(
+            &h,
+            domid,
+            &[
+                "--scenario",
+                "echo",
+                "--order",
+                &order.to_string(),
+                "--count",
+                count,
+                "--min",
+                "7",
+                "--max",
+                &half.to_string(),
+                "--window",
+                "8",
+            ],
+        ));
+        assert!(ok, "order {order}: {out}");
+        assert!(out.contains(&format!("CONNECTED order={order}")), "{out}");
+        assert!(out.contains("ECHO-OK"), "order {order}: {out}");
+    }
+}
+
+/// Frames of 4097 bytes (odd, more than half of the 8 KiB order-2 ring): each ring receives
+/// 8192 of them, so frames start at every one of the 8192 offsets and about half of them
+/// wrap, splitting at every point of the frame (the 7-byte header included).
+#[test]
+fn ring_wraparound_every_offset_order2_echoes_intact() {
+    let mut h = Harness::new();
+    h.start_backend();
+    h.guest(2);
+    let (ok, out) = finish(emu(
+        &h,
+        2,
+        &[
+            "--scenario",
+            "echo",
+            "--order",
+            "2",
+            "--count",
+            "16384",
+            "--min",
+            "4097",
+            "--max",
+            "4097",
+            "--window",
+            "4",
+        ],
+    ));
+    assert!(ok, "{out}");
+    assert!(out.contains("ECHO-OK count=16384"), "{out}");
+}
+
+/// A slow backend and a deep window: the request rings fill (the frontend waits for whole-
+/// message space) and the reply path backs up through the reader's bounded channel.
+#[test]
+fn full_rings_many_outstanding_all_echoed() {
+    let mut h = Harness::new();
+    h.delay = Duration::from_micros(300);
+    h.start_backend();
+    h.guest(3);
+    let (ok, out) = finish(emu(
+        &h,
+        3,
+        &[
+            "--scenario",
+            "echo",
+            "--order",
+            "2",
+            "--count",
+            "2000",
+            "--min",
+            "7",
+            "--max",
+            "2000",
+            "--window",
+            "1000",
+        ],
+    ));
+    assert!(ok, "{out}");
+    assert!(out.contains("ECHO-OK count=2000"), "{out}");
+}
+
+#[test]
+fn guest_vanishing_mid_request_released_backend_serves_others() {
+    let mut h = Harness::new();
+    h.start_backend();
+    h.guest(4);
+    let (ok, out) = finish(emu(&h, 4, &["--scenario", "vanish"]));
+    assert!(ok, "{out}");
+    assert!(out.contains("VANISHING"), "{out}");
+    // The sim's toolstack removed the guest's directories; the backend forgot the device.
+    assert!(h.sim.wait_for(&h.be_state(4), T, |v| v.is_none()));
+    assert!(!h.sim.domain_alive(DomId(4)));
+    h.guest(5);
+    let (ok, out) = finish(emu(&h, 5, &["--scenario", "echo", "--count", "100"]));
+    assert!(ok, "{out}");
+    assert!(out.contains("ECHO-OK count=100"), "{out}");
+}
+
+#[test]
+fn hostile_frontends_disconnected_good_guest_unaffected() {
+    let mut h = Harness::new();
+    h.start_backend();
+    h.guest(20);
+    // A good guest streams the whole time.
+    let good = emu(
+        &h,
+        20,
+        &[
+            "--scenario",
+            "echo",
+            "--count",
+            "4000",
+            "--min",
+            "7",
+            "--max",
+            "5000",
+            "--window",
+            "8",
+        ],
+    );
+    let cases = [
+        ("hostile-ring-order", "REFUSED backend went to state 5"),
+        ("hostile-bad-ref", "REFUSED backend went to state 5"),
+        ("hostile-indexes", "BACKEND-STATE 5"),
+        ("hostile-oversize", "BACKEND-STATE 5"),
+        ("hostile-garbage", "BACKEND-STATE 5"),
+    ];
+    for (i, (scenario, want)) in cases.iter().enumerate() {
+        let domid = 30 + i as u16;
+        h.guest(domid);
+        let (ok, out) = finish(emu(&h, domid, &["--scenario", scenario]));
+        assert!(ok, "{scenario}: {out}");
+        assert!(out.contains(want), "{scenario}: {out}");
+        // The emulator exited, so the guest is gone and the backend forgot the device.
+        assert!(
+            h.sim.wait_for(&h.be_state(domid), T, |v| v.is_none()),
+            "{scenario}"
+        );
+    }
+    let (ok, out) = finish(good);
+    assert!(ok, "{out}");
+    assert!(out.contains("ECHO-OK count=4000"), "{out}");
+}
