@@ -5,7 +5,7 @@
 # stops envoyd itself and kills everything it started on exit.
 #
 # Usage: scripts/guest/envoy-tests.sh [options]        (root; scripts/install-deps.sh first)
-#   --only LIST        comma-separated scenarios to run (default: posix-L,posix-u,multi,tree,crash,vsock)
+#   --only LIST        comma-separated scenarios to run (default: posix-L,posix-u,multi,tree,crash,vsock,ctl)
 #                        posix-L  POSIX battery over 9P2000.L, then the diodls/diodcat check (d)
 #                        posix-u  the same battery over 9P2000.u
 #                        multi    two connections from one guest (the envoy.via mount and a
@@ -21,6 +21,9 @@
 #                                 from the forks at once (root on Envoy via envoy-shim init),
 #                                 twice; own changes kept, the other's absent, template intact;
 #                                 storage traffic of both boots (scripts/guest/tests/boot-host.sh)
+#                        ctl      the synthetic ctl tree (aname=ctl) mounted by the Linux client
+#                                 (tests/ctl.sh: zero, null, version, stats, refusals), the
+#                                 guest's reads counted by `envoyctl stats`, diodload against it
 #   --server envoyd|diod   server under test (default envoyd; diod validates the scripts: it
 #                      exports a plain directory, speaks only 9P2000.L and is reached over TCP)
 #   --via shim|tcp     guest transport (default shim for envoyd: envoy-shim over virtio-serial;
@@ -39,7 +42,7 @@ repo="$(dirname "$scripts")"
 tests="$here/tests"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 
-only="posix-L,posix-u,multi,tree,crash,vsock" server=envoyd via="" build=1 keep=0 verbose=()
+only="posix-L,posix-u,multi,tree,crash,vsock,ctl" server=envoyd via="" build=1 keep=0 verbose=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
     case "$1" in
@@ -88,11 +91,12 @@ t_all="$(now)"
 tree_tar="$(sed -n 's/^install-deps: source tree: \([^ ]*\) .*/\1/p' "$work/install-deps.log" | tail -1)"
 envoyd_bin="$target/release/envoyd"
 storaged_bin="$target/release/envoy-storaged"
+envoyctl_bin="$target/release/envoyctl"
 shim_bin="$target/x86_64-unknown-linux-gnu/release/envoy-shim"
 if [[ "$server" == envoyd ]] && ((build)); then
     t0="$(now)"
     say "building envoyd, envoy-storaged (release) and the static envoy-shim"
-    (cd "$repo" && cargo build --release --locked -q -p dom0-envoyd --bin envoyd \
+    (cd "$repo" && cargo build --release --locked -q -p dom0-envoyd --bin envoyd --bin envoyctl \
         && cargo build --release --locked -q -p envoy-storage --bin envoy-storaged) || { say "build failed"; exit 2; }
     if [[ "$via" == shim ]]; then
         (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -q \
@@ -388,6 +392,23 @@ scenario_vsock() {
     store_check vsock "$data"
 }
 
+# The synthetic ctl tree (aname=ctl) through the Linux client (tests/ctl.sh), the guest's
+# requests seen in `envoyctl stats`, and Debian's diodload run against it.
+scenario_ctl() {
+    [[ "$server" == envoyd ]] || { say "ctl: skipped (envoyd's ctl tree and envoyctl)"; return 0; }
+    local data="$work/ctl.data" version=9p2000.L reads out
+    start_server ctl "$data" || { fail "ctl/server-start"; return 0; }
+    aname=ctl guest ctl "$tests/ctl.sh" 200 || true
+    reads="$("$envoyctl_bin" --data "$data" stats 2>&1 | awk '$1 == "Tread" { print $2 }')"
+    if [[ "${reads:-0}" -ge 512 ]]; then pass "ctl/envoyctl-stats" "$reads Treads counted"; else
+        fail "ctl/envoyctl-stats" "want >= 512 Treads (2 x 16 MiB of zero), got '${reads}'"; fi
+    out="$(timeout 60 diodload -s "127.0.0.1:$srv_port" -n 2 -r 2 2>&1)" || true
+    if grep -q '[1-9][0-9]* ops/s' <<<"$out" && ! grep -q error <<<"$out"; then pass "ctl/diodload" "$(tail -1 <<<"$out")"; else
+        fail "ctl/diodload" "$(tr '\n' ' ' <<<"$out" | cut -c1-300)"; fi
+    stop_server || fail "ctl/server-exit" "non-zero exit after SIGTERM"
+    store_check ctl "$data"
+}
+
 IFS=, read -r -a wanted <<<"$only"
 declare -A timing=()
 for s in "${wanted[@]}"; do
@@ -401,6 +422,7 @@ for s in "${wanted[@]}"; do
     crash) scenario_crash ;;
     vsock) scenario_vsock ;;
     boot) scenario_boot ;;
+    ctl) scenario_ctl ;;
     *) say "unknown scenario $s"; exit 2 ;;
     esac
     timing[$s]="$(elapsed "$t0" "$(now)")"
