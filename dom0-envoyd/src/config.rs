@@ -32,6 +32,10 @@ pub enum Endpoint {
         /// The socket to bind.
         path: PathBuf,
     },
+    /// `xen` (the hypervisor: xenstored, `/dev/xen/gntdev`, `/dev/xen/evtchn`) or
+    /// `xen-sim:DIR` (the simulated Xen whose sockets are in DIR): Xen 9pfs grant rings, one
+    /// connection per guest device (see [`crate::transport::xen`]).
+    Xen(Option<PathBuf>),
 }
 
 impl std::str::FromStr for Endpoint {
@@ -74,6 +78,13 @@ impl std::str::FromStr for Endpoint {
                 cid,
                 path: PathBuf::from(path),
             })
+        } else if s == "xen" {
+            Ok(Endpoint::Xen(None))
+        } else if let Some(p) = s.strip_prefix("xen-sim:") {
+            if p.is_empty() {
+                return Err(ConfigError::Endpoint(s.to_string()));
+            }
+            Ok(Endpoint::Xen(Some(PathBuf::from(p))))
         } else {
             Err(ConfigError::Endpoint(s.to_string()))
         }
@@ -88,6 +99,8 @@ impl std::fmt::Display for Endpoint {
             Endpoint::Ring(p) => write!(f, "ring:{}", p.display()),
             Endpoint::Vsock(port) => write!(f, "vsock:{port}"),
             Endpoint::VsockUds { cid, path } => write!(f, "vsock-uds:{cid}:{}", path.display()),
+            Endpoint::Xen(None) => write!(f, "xen"),
+            Endpoint::Xen(Some(p)) => write!(f, "xen-sim:{}", p.display()),
         }
     }
 }
@@ -129,6 +142,9 @@ pub struct Args {
     /// (repeatable).
     #[arg(long = "listen")]
     pub listen: Vec<String>,
+    /// Serve the 9pfs devices of Xen guests (run in dom0; same as `--listen xen`).
+    #[arg(long)]
+    pub xen: bool,
     /// Memory cache budget in MiB.
     #[arg(long, default_value_t = 64)]
     pub cache_mb: u64,
@@ -181,7 +197,7 @@ fn range(name: &'static str, v: u64, min: u64, max: u64) -> Result<u64, ConfigEr
 impl Config {
     /// Validates parsed arguments.
     pub fn from_args(a: Args) -> Result<Config, ConfigError> {
-        let listen = if a.listen.is_empty() {
+        let mut listen = if a.listen.is_empty() && !a.xen {
             vec![Endpoint::Tcp("127.0.0.1:5640".into())]
         } else {
             a.listen
@@ -189,6 +205,9 @@ impl Config {
                 .map(|s| s.parse())
                 .collect::<Result<Vec<_>, _>>()?
         };
+        if a.xen && !listen.contains(&Endpoint::Xen(None)) {
+            listen.push(Endpoint::Xen(None));
+        }
         let workers = match range("--workers", a.workers, 0, 1024)? {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get())

@@ -285,6 +285,16 @@ impl Server {
                     endpoints.push(ep.clone());
                     listeners.push(Box::new(l));
                 }
+                Endpoint::Xen(sim) => {
+                    let l = crate::transport::xen::XenListener::start(
+                        sim.as_deref(),
+                        config.max_msize,
+                        Arc::clone(&stop),
+                    )
+                    .map_err(bind_err)?;
+                    endpoints.push(ep.clone());
+                    listeners.push(Box::new(l));
+                }
             }
         }
         let _ = shared.endpoints.set(endpoints.clone());
@@ -421,6 +431,8 @@ impl ServerHandle {
                 }
                 // Its accept wakes up every ACCEPT_POLL by itself.
                 Endpoint::Vsock(_) => {}
+                // Its accept re-checks the stop flag every 100 ms.
+                Endpoint::Xen(_) => {}
             }
         }
         for h in self.acceptors.drain(..) {

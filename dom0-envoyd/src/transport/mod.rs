@@ -8,6 +8,7 @@ pub mod ring;
 pub mod tcp;
 pub mod unix;
 pub mod vsock;
+pub mod xen;
 
 use std::io::{self, Read, Write};
 
