@@ -5,7 +5,8 @@
 # stops envoyd itself and kills everything it started on exit.
 #
 # Usage: scripts/guest/envoy-tests.sh [options]        (root; scripts/install-deps.sh first)
-#   --only LIST        comma-separated scenarios to run (default: posix-L,posix-u,multi,tree,crash,vsock,ctl)
+#   --only LIST        comma-separated scenarios to run (default: posix-L,posix-u,multi,tree,crash,
+#                      access,vsock,ctl)
 #                        posix-L  POSIX battery over 9P2000.L, then the diodls/diodcat check (d)
 #                        posix-u  the same battery over 9P2000.u
 #                        multi    two connections from one guest (the envoy.via mount and a
@@ -21,6 +22,11 @@
 #                                 from the forks at once (root on Envoy via envoy-shim init),
 #                                 twice; own changes kept, the other's absent, template intact;
 #                                 storage traffic of both boots (scripts/guest/tests/boot-host.sh)
+#                        access   credentials: a mount through an endpoint with no grant (a
+#                                 socat relay from 127.0.0.2) fails; a grant appended to
+#                                 /.access lets it mount read-only (EROFS on writes); symlinks
+#                                 and `..` never leave the image (tests/access.sh in the guest;
+#                                 diodls/diodcat walk `..` and a symlink on the server)
 #                        ctl      the synthetic ctl tree (aname=ctl) mounted by the Linux client
 #                                 (tests/ctl.sh: zero, null, version, stats, refusals), the
 #                                 guest's reads counted by `envoyctl stats`, diodload against it
@@ -42,7 +48,7 @@ repo="$(dirname "$scripts")"
 tests="$here/tests"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 
-only="posix-L,posix-u,multi,tree,crash,vsock,ctl" server=envoyd via="" build=1 keep=0 verbose=()
+only="posix-L,posix-u,multi,tree,crash,access,vsock,ctl" server=envoyd via="" build=1 keep=0 verbose=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
     case "$1" in
@@ -346,6 +352,48 @@ scenario_crash() {
     store_check crash-after-restart "$data"
 }
 
+# Credentials with the real Linux client (tests/access.sh) plus server-side escape checks.
+scenario_access() {
+    [[ "$server" == envoyd ]] || { say "access: skipped (envoyd's credentials)"; return 0; }
+    local data="$work/access.data" version=9p2000.L
+    start_server access "$data" || { fail "access/server-start"; return 0; }
+    local relay_port relay_pid
+    relay_port="$(free_port)"
+    # Connections through the relay reach envoyd from 127.0.0.2, which no default grant names.
+    socat "TCP-LISTEN:$relay_port,bind=127.0.0.1,reuseaddr,fork" "TCP:127.0.0.1:$srv_port,bind=127.0.0.2" \
+        2>>"$work/access.socat.log" &
+    relay_pid=$!
+    servers[$relay_pid]="socat relay"
+    for _ in $(seq 50); do port_open "$relay_port" && break; sleep 0.1; done
+    echo "$relay_port" >"$work/relay-port"
+    # envoy_mount (the shim) attaches the administrative root; the image goes over trans=tcp.
+    local aname=/
+    guest access "$tests/access.sh" 240 --netdev-user --add "$work/relay-port:/test/relay-port" || true
+    local srv="127.0.0.1:$srv_port" got
+    # Server side: `..` at the attach root is the root itself (a Twalk of "..", which the
+    # Linux client never sends), and a symlink is never followed or opened by the server.
+    got="$(timeout 30 diodls -s "$srv" -a /default ../.. 2>&1 | tr -d '\r' | sort | tr '\n' ' ')" || true
+    if [[ " $got " == *" marker "* && " $got " != *" .access "* && " $got " != *" default "* ]]; then
+        pass "access/server-dotdot-stays-in-image" "$got"
+    else
+        fail "access/server-dotdot-stays-in-image" "diodls /default/../.. listed '$got'"
+    fi
+    for p in pw up/etc/passwd; do
+        got="$(timeout 30 diodcat -s "$srv" -a /default "$p" 2>&1)" && rc=0 || rc=$?
+        if ((rc != 0)) && ! grep -qxF "$(head -1 /etc/passwd)" <<<"$got"; then
+            pass "access/server-no-symlink-follow-$p"
+        else
+            fail "access/server-no-symlink-follow-$p" "diodcat $p rc=$rc: $(head -c 200 <<<"$got")"
+        fi
+    done
+    kill "$relay_pid" 2>/dev/null || true
+    wait "$relay_pid" 2>/dev/null || true
+    unset "servers[$relay_pid]"
+    stop_server || fail "access/server-exit" "non-zero exit after SIGTERM"
+    grep -a 'attach refused' "$work/access.envoyd.log" | head -3 | sed 's/\x1b\[[0-9;]*m//g; s/^/  envoyd: /' || true
+    store_check access "$data"
+}
+
 # shellcheck source=tests/boot-host.sh
 . "$tests/boot-host.sh"
 
@@ -423,6 +471,7 @@ for s in "${wanted[@]}"; do
     vsock) scenario_vsock ;;
     boot) scenario_boot ;;
     ctl) scenario_ctl ;;
+    access) scenario_access ;;
     *) say "unknown scenario $s"; exit 2 ;;
     esac
     timing[$s]="$(elapsed "$t0" "$(now)")"
