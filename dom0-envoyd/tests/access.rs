@@ -490,3 +490,82 @@ fn unix_socket_peer_of_own_uid_granted_by_default() {
     drop(c);
     server.shutdown();
 }
+
+#[test]
+fn image_grant_rw_head_snapshot_always_read_only() {
+    let env = Env::new();
+    let images = env.server().images();
+    images.create("/tenants/web").unwrap();
+    let a = env.client("9P2000.L");
+    a.attach(ROOT, Fid::NOFID, "root", "/tenants/web", 0)
+        .unwrap();
+    create_file(&a, ROOT, "index.html", b"v1");
+    let snap = images.snapshot("/tenants/web").unwrap();
+    let acc = env.server().access();
+    acc.grant("/tenants", "tcp:127.0.0.2 mount-rw squash path=web")
+        .unwrap();
+    acc.grant(
+        "/tenants",
+        &format!("tcp:127.0.0.2 mount-rw any path=web@{}", snap.number),
+    )
+    .unwrap();
+    let s = stranger(&env);
+    // The head: read-write as granted (root squashed, so the root-owned directory is closed).
+    s.attach(ROOT, Fid::NOFID, "root", "/tenants/web", 1000)
+        .unwrap();
+    assert_eq!(read_file(&s, ROOT, "index.html").unwrap(), b"v1");
+    // The snapshot: read-only whatever the grant says.
+    s.attach(Fid(2), Fid::NOFID, "root", &snap.path, 0).unwrap();
+    assert_eq!(read_file(&s, Fid(2), "index.html").unwrap(), b"v1");
+    let f = s.alloc_fid();
+    s.walk(Fid(2), f, &[]).unwrap();
+    assert_eq!(
+        errno(s.lcreate(f, "x", O_RDWR, 0o644, 0).map(drop)),
+        E(libc::EROFS)
+    );
+    let g = s.alloc_fid();
+    s.walk(Fid(2), g, &["index.html"]).unwrap();
+    assert_eq!(errno(s.lopen(g, O_RDWR).map(drop)), E(libc::EROFS));
+    // The administrative directory above is not the image: no admin right, no attach.
+    assert_eq!(
+        errno(s.attach(Fid(3), Fid::NOFID, "root", "/tenants", 0)),
+        E(libc::EACCES)
+    );
+    // Credential files inside an image mean nothing.
+    create_file(&a, ROOT, ".access", b"tcp:127.0.0.2 admin any\n");
+    assert_eq!(
+        errno(s.attach(Fid(3), Fid::NOFID, "root", "/tenants", 0)),
+        E(libc::EACCES)
+    );
+}
+
+#[test]
+fn rights_for_reports_fork_below_granted_dir() {
+    let env = Env::new();
+    env.server().images().create("/templates/debian").unwrap();
+    let acc = env.server().access();
+    acc.grant("/templates", "tcp:127.0.0.0/30 fork uid=65534")
+        .unwrap();
+    let who = dom0_envoyd::access::Who {
+        peer: dom0_envoyd::transport::Peer::Tcp("127.0.0.2:999".parse().unwrap()),
+        key: None,
+    };
+    use dom0_envoyd::access::Rights;
+    let r = acc.rights_for(&who, "/templates/debian").unwrap();
+    assert!(r.contains(Rights::FORK) && r.contains(Rights::MOUNT_RO));
+    assert!(!r.contains(Rights::MOUNT_RW) && !r.contains(Rights::ADMIN));
+    // Paths that do not exist yet (a fork's destination) are judged by the dirs above.
+    let r = acc.rights_for(&who, "/templates/new/fork").unwrap();
+    assert!(r.contains(Rights::FORK));
+    assert_eq!(acc.rights_for(&who, "/elsewhere").unwrap(), Rights::NONE);
+    let s = stranger(&env);
+    s.attach(ROOT, Fid::NOFID, "root", "/templates/debian", 0)
+        .unwrap();
+    let f = s.alloc_fid();
+    s.walk(ROOT, f, &[]).unwrap();
+    assert_eq!(
+        errno(s.lcreate(f, "x", O_RDWR, 0o644, 0).map(drop)),
+        E(libc::EROFS),
+        "fork gives read access only"
+    );
+}
