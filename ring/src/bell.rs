@@ -40,6 +40,30 @@ pub trait Doorbell: Send + Sync {
     /// caller re-checks its condition in every case. A notification sent after `ready()`
     /// returned false must end the wait.
     fn wait(&self, ready: &mut dyn FnMut() -> bool, timeout: Duration) -> Result<(), RingError>;
+    /// Tells the peer that space was freed (bytes consumed). Doorbells with one channel for
+    /// everything (a Xen event channel) keep this default; a doorbell with a separate
+    /// "space" channel spares the peer's *data* waiters a wake-up per consumed message.
+    fn notify_space(&self) -> Result<(), RingError> {
+        self.notify()
+    }
+    /// Waits for [`Doorbell::notify_space`] from the peer (a producer waiting for room), with
+    /// the contract of [`Doorbell::wait`].
+    fn wait_space(
+        &self,
+        ready: &mut dyn FnMut() -> bool,
+        timeout: Duration,
+    ) -> Result<(), RingError> {
+        self.wait(ready, timeout)
+    }
+}
+
+/// What a waiter waits for, i.e. which doorbell channel wakes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitKind {
+    /// Bytes to consume ([`Doorbell::wait`]).
+    Data,
+    /// Room to produce into ([`Doorbell::wait_space`]).
+    Space,
 }
 
 /// No doorbell: waits are plain sleeps of at most 100 µs (polling).
@@ -73,41 +97,83 @@ pub struct FutexBell {
     mem: SharedMem,
     ours: usize,
     theirs: usize,
+    /// Separate (ours, theirs) words for "space freed", if any.
+    space: Option<(usize, usize)>,
 }
 
 impl FutexBell {
-    /// A doorbell on the words at `ours` and `theirs` (each 8 bytes: sequence, waiters).
+    /// A doorbell on the words at `ours` and `theirs` (each 8 bytes: sequence, waiters); data
+    /// and space notifications share them.
     pub fn new(mem: SharedMem, ours: usize, theirs: usize) -> Result<FutexBell, RingError> {
         for off in [ours, theirs] {
             mem.atomic_u32(off)?;
             mem.atomic_u32(off + 4)?;
         }
-        Ok(FutexBell { mem, ours, theirs })
+        Ok(FutexBell {
+            mem,
+            ours,
+            theirs,
+            space: None,
+        })
+    }
+
+    /// Adds a second pair of words (`ours_space`, `theirs_space`) for space notifications, so
+    /// a consumer's "I freed space" does not wake the peer's threads waiting for data.
+    pub fn with_space(mut self, ours_space: usize, theirs_space: usize) -> Result<Self, RingError> {
+        for off in [ours_space, theirs_space] {
+            self.mem.atomic_u32(off)?;
+            self.mem.atomic_u32(off + 4)?;
+        }
+        self.space = Some((ours_space, theirs_space));
+        Ok(self)
+    }
+
+    fn ring_word(&self, word: usize) -> Result<(), RingError> {
+        self.mem.atomic_u32(word)?.fetch_add(1, Ordering::SeqCst);
+        if self.mem.atomic_u32(word + 4)?.load(Ordering::SeqCst) != 0 {
+            self.mem.futex_wake(word)?;
+        }
+        Ok(())
+    }
+
+    fn wait_word(
+        &self,
+        word: usize,
+        ready: &mut dyn FnMut() -> bool,
+        timeout: Duration,
+    ) -> Result<(), RingError> {
+        let waiters = self.mem.atomic_u32(word + 4)?;
+        waiters.fetch_add(1, Ordering::SeqCst);
+        let seq = self.mem.atomic_u32(word)?.load(Ordering::SeqCst);
+        let r = if ready() {
+            Ok(())
+        } else {
+            self.mem.futex_wait(word, seq, timeout)
+        };
+        waiters.fetch_sub(1, Ordering::SeqCst);
+        r
     }
 }
 
 impl Doorbell for FutexBell {
     fn notify(&self) -> Result<(), RingError> {
-        self.mem
-            .atomic_u32(self.theirs)?
-            .fetch_add(1, Ordering::SeqCst);
-        if self.mem.atomic_u32(self.theirs + 4)?.load(Ordering::SeqCst) != 0 {
-            self.mem.futex_wake(self.theirs)?;
-        }
-        Ok(())
+        self.ring_word(self.theirs)
     }
 
     fn wait(&self, ready: &mut dyn FnMut() -> bool, timeout: Duration) -> Result<(), RingError> {
-        let waiters = self.mem.atomic_u32(self.ours + 4)?;
-        waiters.fetch_add(1, Ordering::SeqCst);
-        let seq = self.mem.atomic_u32(self.ours)?.load(Ordering::SeqCst);
-        let r = if ready() {
-            Ok(())
-        } else {
-            self.mem.futex_wait(self.ours, seq, timeout)
-        };
-        waiters.fetch_sub(1, Ordering::SeqCst);
-        r
+        self.wait_word(self.ours, ready, timeout)
+    }
+
+    fn notify_space(&self) -> Result<(), RingError> {
+        self.ring_word(self.space.map_or(self.theirs, |s| s.1))
+    }
+
+    fn wait_space(
+        &self,
+        ready: &mut dyn FnMut() -> bool,
+        timeout: Duration,
+    ) -> Result<(), RingError> {
+        self.wait_word(self.space.map_or(self.ours, |s| s.0), ready, timeout)
     }
 }
 
@@ -232,7 +298,7 @@ pub struct Waiter {
 impl Default for Waiter {
     fn default() -> Waiter {
         Waiter {
-            spin: Duration::from_micros(50),
+            spin: Duration::from_micros(30),
             slice: Duration::from_millis(50),
         }
     }
@@ -240,16 +306,28 @@ impl Default for Waiter {
 
 impl Waiter {
     /// Polls `poll` until it yields `Some`, fails, `closed()` becomes true (→ `Ok(None)`), or
-    /// `deadline` passes (→ `Ok(None)`).
+    /// `deadline` passes (→ `Ok(None)`); blocks on the doorbell's data channel.
     pub fn wait_for<T>(
         &self,
+        bell: &dyn Doorbell,
+        poll: impl FnMut() -> Result<Option<T>, RingError>,
+        closed: &dyn Fn() -> bool,
+        deadline: Option<Instant>,
+    ) -> Result<Option<T>, RingError> {
+        self.wait_for_kind(WaitKind::Data, bell, poll, closed, deadline)
+    }
+
+    /// [`Waiter::wait_for`] on the channel `kind`. The spin is a plain `spin_loop` (no
+    /// `sched_yield`: on a busy host a yield can cost a whole scheduler slice).
+    pub fn wait_for_kind<T>(
+        &self,
+        kind: WaitKind,
         bell: &dyn Doorbell,
         mut poll: impl FnMut() -> Result<Option<T>, RingError>,
         closed: &dyn Fn() -> bool,
         deadline: Option<Instant>,
     ) -> Result<Option<T>, RingError> {
         let start = Instant::now();
-        let mut spins = 0u32;
         loop {
             if let Some(v) = poll()? {
                 return Ok(Some(v));
@@ -262,30 +340,45 @@ impl Waiter {
                 return Ok(None);
             }
             if now.duration_since(start) < self.spin {
-                spins = spins.wrapping_add(1);
-                if spins % 64 == 0 {
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
+                std::hint::spin_loop();
                 continue;
             }
             let mut t = self.slice;
             if let Some(d) = deadline {
                 t = t.min(d.saturating_duration_since(now));
             }
+            // `poll` may have side effects (it can consume or produce a message), so a value
+            // it yields inside the doorbell's readiness check is kept and returned, never
+            // dropped and polled for again.
+            let mut got: Option<T> = None;
             let mut failed = None;
-            let mut ready = || match poll() {
-                Ok(Some(_)) => true,
-                Ok(None) => closed(),
-                Err(e) => {
-                    failed = Some(e);
-                    true
+            {
+                let mut ready = || {
+                    if got.is_some() || failed.is_some() {
+                        return true;
+                    }
+                    match poll() {
+                        Ok(Some(v)) => {
+                            got = Some(v);
+                            true
+                        }
+                        Ok(None) => closed(),
+                        Err(e) => {
+                            failed = Some(e);
+                            true
+                        }
+                    }
+                };
+                match kind {
+                    WaitKind::Data => bell.wait(&mut ready, t)?,
+                    WaitKind::Space => bell.wait_space(&mut ready, t)?,
                 }
-            };
-            bell.wait(&mut ready, t)?;
+            }
             if let Some(e) = failed {
                 return Err(e);
+            }
+            if got.is_some() {
+                return Ok(got);
             }
         }
     }
@@ -347,6 +440,40 @@ mod tests {
         let f = FutexBell::new(m.clone(), 0, 8).unwrap();
         let b = FutexBell::new(m, 8, 0).unwrap();
         two_waiters_both_woken(Arc::new(f), Arc::new(b));
+    }
+
+    /// The doorbell calls `ready` (and so `poll`) itself; a value produced there is the
+    /// result, not lost (a poll that consumes a message must see each message exactly once).
+    #[test]
+    fn waiter_value_polled_inside_doorbell_wait_is_returned() {
+        struct CallsReady;
+        impl Doorbell for CallsReady {
+            fn notify(&self) -> Result<(), RingError> {
+                Ok(())
+            }
+            fn wait(
+                &self,
+                ready: &mut dyn FnMut() -> bool,
+                _timeout: Duration,
+            ) -> Result<(), RingError> {
+                ready();
+                Ok(())
+            }
+        }
+        let w = Waiter {
+            spin: Duration::ZERO,
+            slice: Duration::from_millis(1),
+        };
+        let mut queue = vec![3, 2, 1];
+        let mut calls = 0;
+        let mut poll = || {
+            calls += 1;
+            // Nothing on the first look (before the doorbell), then one value per poll.
+            Ok(if calls == 1 { None } else { queue.pop() })
+        };
+        let got = w.wait_for(&CallsReady, &mut poll, &|| false, None).unwrap();
+        assert_eq!(got, Some(1));
+        assert_eq!(queue, vec![3, 2], "exactly one value consumed");
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //!        16  to_frontend    futex doorbell (sequence, waiters): the server rings the client
 //!        24  client_pid     the claiming process (0 = unknown, e.g. another pid namespace)
 //!        28  sessions       attachments served so far (information)
+//!        32  to_backend_space   futex doorbell: the client freed reply space
+//!        40  to_frontend_space  futex doorbell: the server freed request space
 //! ring i at byte 4096 * (1 + i * (1 + 2^ring_order)):
 //!     one interface page (the Xen `xen_9pfs_data_intf`, see crate::layout; `ref[k] = k`)
 //!     2^ring_order data pages (in half, then out half)
@@ -80,6 +82,8 @@ const CTL_TO_BACKEND: usize = 8;
 const CTL_TO_FRONTEND: usize = 16;
 const CTL_PID: usize = 24;
 const CTL_SESSIONS: usize = 28;
+const CTL_TO_BACKEND_SPACE: usize = 32;
+const CTL_TO_FRONTEND_SPACE: usize = 40;
 
 /// `client_state` values.
 pub mod client_state {
@@ -279,12 +283,24 @@ impl RingFile {
 
     fn bell(&self, i: u32, backend: bool) -> Result<FutexBell, RingError> {
         let base = CTL + 64 * i as usize;
-        let (ours, theirs) = if backend {
-            (base + CTL_TO_BACKEND, base + CTL_TO_FRONTEND)
+        let (b, f) = (base + CTL_TO_BACKEND, base + CTL_TO_FRONTEND);
+        let (bs, fs) = (base + CTL_TO_BACKEND_SPACE, base + CTL_TO_FRONTEND_SPACE);
+        if backend {
+            FutexBell::new(self.mem.clone(), b, f)?.with_space(bs, fs)
         } else {
-            (base + CTL_TO_FRONTEND, base + CTL_TO_BACKEND)
-        };
-        FutexBell::new(self.mem.clone(), ours, theirs)
+            FutexBell::new(self.mem.clone(), f, b)?.with_space(fs, bs)
+        }
+    }
+
+    /// Rings every doorbell of ring `i` in both directions (state changes: whoever waits
+    /// for whatever re-checks).
+    fn wake_all(&self, i: u32) {
+        for backend in [true, false] {
+            if let Ok(b) = self.bell(i, backend) {
+                let _ = b.notify();
+                let _ = b.notify_space();
+            }
+        }
     }
 
     fn bump_attach(&self) -> Result<(), RingError> {
@@ -356,7 +372,6 @@ impl RingFile {
             guard: Arc::new(Detach {
                 file: self.clone(),
                 index: i,
-                bell,
                 detached,
             }),
         })
@@ -394,7 +409,7 @@ impl RingFile {
                     if pid != 0 && !process_alive(pid) {
                         self.ctl_store(i, CTL_CLIENT, client_state::DETACHED)?;
                         // Wakes our own serving threads, which then see the detach.
-                        self.bell(i, false)?.notify()?;
+                        self.wake_all(i);
                     }
                 }
                 (client_state::DETACHED, server_state::CLOSED)
@@ -467,7 +482,6 @@ impl RingFile {
                 file: self.clone(),
                 index: i,
                 stop,
-                bell,
             },
         })
     }
@@ -502,7 +516,6 @@ pub struct BackendCloser {
     file: RingFile,
     index: u32,
     stop: Arc<AtomicBool>,
-    bell: Arc<dyn Doorbell>,
 }
 
 impl std::fmt::Debug for BackendCloser {
@@ -521,10 +534,7 @@ impl BackendCloser {
         let _ = self
             .file
             .ctl_store(self.index, CTL_SERVER, server_state::CLOSED);
-        let _ = self.bell.notify();
-        if let Ok(own) = self.file.bell(self.index, false) {
-            let _ = own.notify();
-        }
+        self.file.wake_all(self.index);
         let _ = self.file.bump_attach();
     }
 }
@@ -569,7 +579,6 @@ impl DetachGuard {
 struct Detach {
     file: RingFile,
     index: u32,
-    bell: Arc<dyn Doorbell>,
     detached: Arc<AtomicBool>,
 }
 
@@ -589,10 +598,8 @@ impl Detach {
         let _ = self
             .file
             .ctl_store(self.index, CTL_CLIENT, client_state::DETACHED);
-        let _ = self.bell.notify();
-        if let Ok(own) = self.file.bell(self.index, true) {
-            let _ = own.notify(); // our own reader thread, if it waits
-        }
+        // The server's threads and our own (a reader waiting for a reply) re-check.
+        self.file.wake_all(self.index);
         let _ = self.file.bump_attach();
     }
 }

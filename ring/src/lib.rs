@@ -31,7 +31,7 @@ pub mod mem;
 pub mod ring;
 pub mod stream;
 
-pub use bell::{Doorbell, EventFdBell, FutexBell, NoBell, Waiter};
+pub use bell::{Doorbell, EventFdBell, FutexBell, NoBell, WaitKind, Waiter};
 pub use layout::{RingOrder, MAX_RING_ORDER, XEN_PAGE_SIZE};
 pub use mem::SharedMem;
 pub use ring::{Consumer, MsgHeader, Producer, RingMem};

@@ -8,10 +8,11 @@
 //! * 32-bit atomics for the ring indexes and control words ([`SharedMem::atomic_u32`]); an
 //!   `AtomicU32` is interior-mutable, so a reference to one in shared memory is sound even while
 //!   the peer writes it;
-//! * volatile copies between shared memory and private buffers ([`SharedMem::read`],
-//!   [`SharedMem::write`]): 8-byte volatile words in the middle, single volatile bytes at the
-//!   unaligned ends. The copied-out bytes are private from then on and are validated by the
-//!   caller (the peer can change the ring after the copy; it cannot change our copy);
+//! * copies between shared memory and private buffers ([`SharedMem::read`],
+//!   [`SharedMem::write`]): volatile bytes up to 8 bytes, `memcpy` beyond (vm-memory's policy;
+//!   see `volatile_copy_from` for why). The copied-out bytes are private from then on and are
+//!   validated by the caller (the peer can change the ring after the copy; it cannot change
+//!   our copy);
 //! * futex wait/wake on a 32-bit word ([`SharedMem::futex_wait`], [`SharedMem::futex_wake`]),
 //!   which is how two processes mapping the same file ring each other's doorbell.
 //!
@@ -246,61 +247,46 @@ impl SharedMem {
     }
 }
 
-/// Volatile copy from shared memory into a private buffer.
+/// Copy from shared memory into a private buffer.
+///
+/// Copies of up to 8 bytes are volatile byte loads; longer ones are one `memcpy`
+/// (`copy_nonoverlapping`), the policy of rust-vmm's vm-memory for guest memory: a volatile
+/// word loop runs at a quarter of memcpy's speed (4.6 vs 16.5 GB/s measured here, 512 KiB),
+/// and the only effect a peer writing the range meanwhile can have is garbage in `dst` — the
+/// destination is private and the caller validates what it parses from it. No reference to
+/// the shared bytes is ever formed, so the compiler cannot assume they are stable.
 ///
 /// # Safety
 ///
-/// `src..src + dst.len()` must be mapped and readable.
+/// `src..src + dst.len()` must be mapped and readable, and must not overlap `dst`.
 unsafe fn volatile_copy_from(src: *const u8, dst: &mut [u8]) {
     let n = dst.len();
-    let mut i = 0;
-    // Leading bytes up to 8-byte alignment of the source.
-    while i < n && (src as usize + i) % 8 != 0 {
-        // SAFETY: i < n, so src + i is inside the caller's range.
-        dst[i] = unsafe { std::ptr::read_volatile(src.add(i)) };
-        i += 1;
+    if n > 8 {
+        // SAFETY: the source range is mapped (caller) and disjoint from the private dst.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), n) };
+        return;
     }
-    while i + 8 <= n {
-        // SAFETY: src + i is 8-aligned and i + 8 <= n (see above).
-        let w = unsafe { std::ptr::read_volatile(src.add(i).cast::<u64>()) };
-        if let Some(d) = dst.get_mut(i..i + 8) {
-            d.copy_from_slice(&w.to_ne_bytes());
-        }
-        i += 8;
-    }
-    while i < n {
-        // SAFETY: i < n.
-        dst[i] = unsafe { std::ptr::read_volatile(src.add(i)) };
-        i += 1;
+    for (i, d) in dst.iter_mut().enumerate() {
+        // SAFETY: i < n: inside the caller's source range.
+        *d = unsafe { std::ptr::read_volatile(src.add(i)) };
     }
 }
 
-/// Volatile copy from a private buffer into shared memory.
+/// Copy from a private buffer into shared memory (the mirror of [`volatile_copy_from`]).
 ///
 /// # Safety
 ///
-/// `dst..dst + src.len()` must be mapped and writable.
+/// `dst..dst + src.len()` must be mapped and writable, and must not overlap `src`.
 unsafe fn volatile_copy_to(dst: *mut u8, src: &[u8]) {
     let n = src.len();
-    let mut i = 0;
-    while i < n && (dst as usize + i) % 8 != 0 {
-        // SAFETY: i < n, inside the caller's range.
-        unsafe { std::ptr::write_volatile(dst.add(i), src[i]) };
-        i += 1;
+    if n > 8 {
+        // SAFETY: the destination range is mapped (caller) and disjoint from the private src.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, n) };
+        return;
     }
-    while i + 8 <= n {
-        let mut w = [0u8; 8];
-        if let Some(s) = src.get(i..i + 8) {
-            w.copy_from_slice(s);
-        }
-        // SAFETY: dst + i is 8-aligned and i + 8 <= n.
-        unsafe { std::ptr::write_volatile(dst.add(i).cast::<u64>(), u64::from_ne_bytes(w)) };
-        i += 8;
-    }
-    while i < n {
-        // SAFETY: i < n.
-        unsafe { std::ptr::write_volatile(dst.add(i), src[i]) };
-        i += 1;
+    for (i, b) in src.iter().enumerate() {
+        // SAFETY: i < n: inside the caller's destination range.
+        unsafe { std::ptr::write_volatile(dst.add(i), *b) };
     }
 }
 
@@ -320,6 +306,29 @@ mod tests {
                 assert_eq!(dst, src, "off {off} len {len}");
             }
         }
+    }
+
+    /// `cargo test --release -p envoy-ring copy_speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing probe, not a check"]
+    fn copy_speed_probe() {
+        let n = 512 * 1024;
+        let m = SharedMem::anonymous(n).unwrap();
+        let src = vec![7u8; n];
+        let mut dst = vec![0u8; n];
+        let t = std::time::Instant::now();
+        for _ in 0..2000 {
+            m.write(0, &src).unwrap();
+            m.read(0, &mut dst).unwrap();
+        }
+        let gbs = 2.0 * 2000.0 * n as f64 / t.elapsed().as_secs_f64() / 1e9;
+        let t = std::time::Instant::now();
+        for _ in 0..2000 {
+            dst.copy_from_slice(&src);
+            std::hint::black_box(&mut dst);
+        }
+        let memcpy = 2000.0 * n as f64 / t.elapsed().as_secs_f64() / 1e9;
+        println!("shared-memory copy {gbs:.1} GB/s, plain memcpy {memcpy:.1} GB/s");
     }
 
     #[test]

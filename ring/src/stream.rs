@@ -15,7 +15,7 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::sync::Arc;
 
-use crate::bell::{Doorbell, Waiter};
+use crate::bell::{Doorbell, WaitKind, Waiter};
 use crate::layout::MSG_HEADER;
 use crate::ring::{Consumer, Producer};
 use crate::RingError;
@@ -112,7 +112,7 @@ impl RingReader {
         let Some(m) = m else {
             return Ok(None);
         };
-        self.bell.notify()?;
+        self.bell.notify_space()?;
         match self.msize_limit {
             Some(limit) if m.len() >= MSG_HEADER + 4 && m.get(4) == Some(&TVERSION) => {
                 let mut b = bytes::BytesMut::from(&m[..]);
@@ -144,7 +144,7 @@ impl Read for RingReader {
             .map_err(io_err)?;
         if let (Some(limit), 0) = (self.msize_limit, self.msg_left) {
             if let Some(n) = self.clamp_tversion(buf, limit).map_err(io_err)? {
-                self.bell.notify().map_err(io_err)?;
+                self.bell.notify_space().map_err(io_err)?;
                 return Ok(n);
             }
         }
@@ -160,7 +160,7 @@ impl Read for RingReader {
         let n = self.cons.read(buf).map_err(io_err)?;
         self.msg_left = self.msg_left.saturating_sub(n as u32);
         if avail.is_some() {
-            self.bell.notify().map_err(io_err)?;
+            self.bell.notify_space().map_err(io_err)?;
         }
         // Closed: what was still queued went out first; then EOF (0).
         Ok(n)
@@ -206,7 +206,8 @@ impl RingWriter {
     /// slices are copied straight into ring memory and published together.
     pub fn send_message(&mut self, parts: &[&[u8]]) -> Result<(), RingError> {
         let prod = &mut self.prod;
-        let sent = self.waiter.wait_for(
+        let sent = self.waiter.wait_for_kind(
+            WaitKind::Space,
             &*self.bell,
             || Ok(prod.write_message(parts)?.then_some(())),
             &*self.closed,
@@ -223,7 +224,8 @@ impl RingWriter {
         let prod = &self.prod;
         let r = self
             .waiter
-            .wait_for(
+            .wait_for_kind(
+                WaitKind::Space,
                 &*self.bell,
                 || Ok((prod.free()? >= n).then_some(())),
                 &*self.closed,
