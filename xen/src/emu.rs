@@ -369,6 +369,10 @@ pub struct EmuArgs {
     pub window: usize,
     /// `session`: attach name.
     pub aname: String,
+    /// `session`: msize to ask for (default: Linux's, min(128 KiB, half a ring)).
+    pub msize: Option<u32>,
+    /// `echo`: pause before reading each reply (a slow guest: the reply ring fills).
+    pub read_delay: Duration,
 }
 
 impl EmuArgs {
@@ -389,6 +393,8 @@ impl EmuArgs {
             max: 64,
             window: 16,
             aname: "/default".into(),
+            msize: None,
+            read_delay: Duration::ZERO,
         };
         let mut it = args.iter();
         while let Some(k) = it.next() {
@@ -409,6 +415,8 @@ impl EmuArgs {
                 "--max" => a.max = num(v)? as usize,
                 "--window" => a.window = num(v)? as usize,
                 "--aname" => a.aname = v.clone(),
+                "--msize" => a.msize = Some(num(v)? as u32),
+                "--read-delay-us" => a.read_delay = Duration::from_micros(num(v)?),
                 _ => return Err(format!("unknown option {k}")),
             }
         }
@@ -511,6 +519,9 @@ fn echo(f: &mut Frontend, a: &EmuArgs) -> Result<(), EmuError> {
             s.writer.send_frame(fr).map_err(err)?;
             next += 1;
         }
+        if !a.read_delay.is_zero() {
+            std::thread::sleep(a.read_delay);
+        }
         let Some(r) = s.reader.next_frame() else {
             return Err(EmuError::Protocol("stream ended".into()));
         };
@@ -524,6 +535,11 @@ fn echo(f: &mut Frontend, a: &EmuArgs) -> Result<(), EmuError> {
         done += 1;
     }
     say(&format!("ECHO-OK count={done}"));
+    let st = s.closer.stats();
+    say(&format!(
+        "STATS send_waits={} recv_stalls={}",
+        st.send_waits, st.recv_stalls
+    ));
     s.closer.close();
     let st = f.close(a.cfg.timeout)?;
     say(&format!("CLOSED backend={st}"));
@@ -542,7 +558,7 @@ fn session(f: &mut Frontend, a: &EmuArgs) -> Result<(), EmuError> {
         move |e: guest_shim::client::ClientError| EmuError::Protocol(format!("{w}: {e}"))
     };
     let n = c
-        .handshake(f.max_msize().min(128 << 10), "9P2000.L")
+        .handshake(a.msize.unwrap_or(f.max_msize().min(128 << 10)), "9P2000.L")
         .map_err(e("version"))?;
     say(&format!(
         "VERSION msize={} dialect={:?}",

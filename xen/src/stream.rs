@@ -30,7 +30,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -71,8 +71,20 @@ struct RingShared {
     stalled: AtomicBool,
 }
 
+/// How often each direction ran into a full ring or a full reader.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Frames that had to wait for space in the peer-bound ring (it was full).
+    pub send_waits: u64,
+    /// Times a pump stopped consuming because the reader's queue was full (the incoming ring
+    /// then fills up).
+    pub recv_stalls: u64,
+}
+
 struct StreamShared {
     rings: Vec<Arc<RingShared>>,
+    send_waits: AtomicU64,
+    recv_stalls: AtomicU64,
     dead: AtomicBool,
     live_pumps: AtomicUsize,
     reason: Mutex<Option<String>>,
@@ -146,6 +158,8 @@ impl RingStream {
         }
         let shared = Arc::new(StreamShared {
             rings,
+            send_waits: AtomicU64::new(0),
+            recv_stalls: AtomicU64::new(0),
             dead: AtomicBool::new(false),
             live_pumps: AtomicUsize::new(parts.len()),
             reason: Mutex::new(None),
@@ -163,6 +177,7 @@ impl RingStream {
                         ring: r,
                         tx,
                         held: None,
+                        waiting: false,
                         opts,
                     };
                     if let Err(e) = pump.run(&s) {
@@ -203,6 +218,8 @@ struct Pump {
     ring: Arc<RingShared>,
     tx: SyncSender<Bytes>,
     held: Option<Bytes>,
+    /// The front outgoing frame already counted as waiting for space.
+    waiting: bool,
     opts: StreamOptions,
 }
 
@@ -219,8 +236,13 @@ impl Pump {
                     break;
                 };
                 if !self.producer.write_message(&[&f])? {
+                    if !self.waiting {
+                        self.waiting = true;
+                        s.send_waits.fetch_add(1, Ordering::Relaxed);
+                    }
                     break;
                 }
+                self.waiting = false;
                 lock(&self.ring.outgoing).pop_front();
                 progressed = true;
             }
@@ -240,6 +262,7 @@ impl Pump {
                     Ok(()) => {}
                     Err(TrySendError::Full(f)) => {
                         self.held = Some(f);
+                        s.recv_stalls.fetch_add(1, Ordering::Relaxed);
                         self.ring.stalled.store(true, Ordering::SeqCst);
                         break;
                     }
@@ -402,6 +425,14 @@ impl RingStreamCloser {
     /// Whether every pump has exited and released its ring.
     pub fn is_released(&self) -> bool {
         self.0.live_pumps.load(Ordering::SeqCst) == 0
+    }
+
+    /// Full-ring counters.
+    pub fn stats(&self) -> StreamStats {
+        StreamStats {
+            send_waits: self.0.send_waits.load(Ordering::Relaxed),
+            recv_stalls: self.0.recv_stalls.load(Ordering::Relaxed),
+        }
     }
 
     /// Why the stream ended, if the peer broke the protocol.

@@ -6,12 +6,13 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use envoy_xen::backend::{Backend, BackendConfig, XenConnection};
 use envoy_xen::sim::client::{SimCtl, SimEvtchns, SimGrants};
 use envoy_xen::sim::SimXen;
+use envoy_xen::stream::StreamStats;
 use envoy_xen::xenstore::client::XsClient;
 use envoy_xen::{DomId, XenbusState};
 
@@ -23,6 +24,8 @@ struct Harness {
     stop: Arc<AtomicBool>,
     backend: Option<std::thread::JoinHandle<()>>,
     connections: Arc<AtomicUsize>,
+    /// Backend-side counters of every stream that ended.
+    stats: Arc<Mutex<Vec<StreamStats>>>,
     delay: Duration,
     // Last: the sockets live in it.
     _dir: tempfile::TempDir,
@@ -38,6 +41,7 @@ impl Harness {
             stop: Arc::new(AtomicBool::new(false)),
             backend: None,
             connections: Arc::new(AtomicUsize::new(0)),
+            stats: Arc::new(Mutex::new(Vec::new())),
             delay: Duration::ZERO,
         }
     }
@@ -55,11 +59,16 @@ impl Harness {
         let stop = Arc::clone(&self.stop);
         let n = Arc::clone(&self.connections);
         let delay = self.delay;
+        let stats = Arc::clone(&self.stats);
         self.backend = Some(std::thread::spawn(move || {
             backend
                 .run(&stop, &mut |c: XenConnection| {
                     n.fetch_add(1, Ordering::SeqCst);
-                    std::thread::spawn(move || echo(c, delay));
+                    let stats = Arc::clone(&stats);
+                    std::thread::spawn(move || {
+                        let st = echo(c, delay);
+                        stats.lock().unwrap().push(st);
+                    });
                 })
                 .unwrap();
         }));
@@ -84,8 +93,8 @@ impl Drop for Harness {
     }
 }
 
-/// The backend's peer: echoes every frame back.
-fn echo(c: XenConnection, delay: Duration) {
+/// The backend's peer: echoes every frame back; returns the stream's counters.
+fn echo(c: XenConnection, delay: Duration) -> StreamStats {
     let mut s = c.stream;
     while let Some(f) = s.reader.next_frame() {
         if !delay.is_zero() {
@@ -98,6 +107,7 @@ fn echo(c: XenConnection, delay: Duration) {
         }
     }
     s.closer.close();
+    s.closer.stats()
 }
 
 /// Kills the emulator if a test fails before collecting it.
@@ -257,10 +267,17 @@ fn ring_wraparound_every_offset_order2_echoes_intact() {
     assert!(out.contains("ECHO-OK count=16384"), "{out}");
 }
 
-/// A slow backend and a deep window: the request rings fill (the frontend waits for whole-
-/// message space) and the reply path backs up through the reader's bounded channel.
+fn stat(out: &str, key: &str) -> u64 {
+    out.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {out}"))
+}
+
+/// A slow backend and 1000 requests outstanding: the request rings fill and the frontend
+/// waits for whole-message space (counted by its stream), and every frame still arrives.
 #[test]
-fn full_rings_many_outstanding_all_echoed() {
+fn request_ring_full_frontend_waits_all_echoed() {
     let mut h = Harness::new();
     h.delay = Duration::from_micros(300);
     h.start_backend();
@@ -285,6 +302,52 @@ fn full_rings_many_outstanding_all_echoed() {
     ));
     assert!(ok, "{out}");
     assert!(out.contains("ECHO-OK count=2000"), "{out}");
+    assert!(
+        stat(&out, "send_waits=") > 0,
+        "the request ring never filled: {out}"
+    );
+}
+
+/// A slow guest reader: its queue fills, it stops consuming, the reply rings fill and the
+/// backend waits for space before publishing each whole reply.
+#[test]
+fn reply_ring_full_backend_waits_all_echoed() {
+    let mut h = Harness::new();
+    h.start_backend();
+    h.guest(6);
+    let (ok, out) = finish(emu(
+        &h,
+        6,
+        &[
+            "--scenario",
+            "echo",
+            "--order",
+            "2",
+            "--count",
+            "1500",
+            "--min",
+            "7",
+            "--max",
+            "2000",
+            "--window",
+            "1000",
+            "--read-delay-us",
+            "200",
+        ],
+    ));
+    assert!(ok, "{out}");
+    assert!(out.contains("ECHO-OK count=1500"), "{out}");
+    assert!(
+        stat(&out, "recv_stalls=") > 0,
+        "the guest reader never stalled: {out}"
+    );
+    let deadline = std::time::Instant::now() + T;
+    while h.stats.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = h.stats.lock().unwrap().clone();
+    assert_eq!(st.len(), 1);
+    assert!(st[0].send_waits > 0, "the reply ring never filled: {st:?}");
 }
 
 #[test]
