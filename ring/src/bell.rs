@@ -21,7 +21,7 @@
 //! noticed.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -383,9 +383,6 @@ impl Waiter {
         }
     }
 }
-
-/// A stop flag shared by both directions of one connection.
-pub type StopFlag = std::sync::Arc<AtomicBool>;
 
 #[cfg(test)]
 mod tests {

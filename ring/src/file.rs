@@ -49,6 +49,12 @@
 //! mapping, and the peer's `FUTEX_WAKE` reaches it across processes. (Across a VM boundary an
 //! ivshmem doorbell or Xen event channel takes this role through the same `Doorbell` trait.)
 //!
+//! A client that cannot make a `FUTEX_WAKE` reach the server (a guest seeing the file as an
+//! ivshmem BAR: futexes do not cross the VM boundary) writes `client_pid` 0 and only bumps
+//! the sequence words; the server then sleeps at most [`POLL_UNKNOWN_PID`] between looks at
+//! that ring. The `*_space` words are an optimisation: a client may ring `to_backend` for
+//! everything.
+//!
 //! Every value in the file is a hint from a possibly hostile peer: the server validates ring
 //! indexes on every use, treats states as requests, and only this file's rings are affected.
 
@@ -82,6 +88,8 @@ const CTL_TO_BACKEND: usize = 8;
 const CTL_TO_FRONTEND: usize = 16;
 const CTL_PID: usize = 24;
 const CTL_SESSIONS: usize = 28;
+/// Longest sleep of a server thread on a ring whose client wrote `client_pid` 0.
+pub const POLL_UNKNOWN_PID: Duration = Duration::from_micros(250);
 const CTL_TO_BACKEND_SPACE: usize = 32;
 const CTL_TO_FRONTEND_SPACE: usize = 40;
 
@@ -459,7 +467,12 @@ impl RingFile {
 
     /// The backend ends of ring `i` (after [`RingFile::wait_attach`] returned it): a reader
     /// of requests, a writer of replies, and the closer that ends the attachment.
-    pub fn serve(&self, i: u32, waiter: Waiter) -> Result<BackendRing, RingError> {
+    pub fn serve(&self, i: u32, mut waiter: Waiter) -> Result<BackendRing, RingError> {
+        if self.ctl_load(i, CTL_PID)? == 0 {
+            // A client that cannot reach our futexes (a guest behind ivshmem-plain) only bumps
+            // the sequence words: look at the ring at least every POLL_UNKNOWN_PID.
+            waiter.slice = waiter.slice.min(POLL_UNKNOWN_PID);
+        }
         let (intf, data) = self.ring_mem(i)?;
         let ring = RingMem::with_order(intf, data, self.order)?;
         let (cons, prod) = ring.backend()?;
