@@ -179,3 +179,58 @@ fn xen_guest_without_credentials_refused_other_guest_served() {
     assert!(ok, "{out}");
     assert!(out.contains("SESSION-OK"), "{out}");
 }
+
+/// A guest asking for a 1 MiB msize on 8 KiB rings gets the ring size: the transport caps
+/// Tversion so that no reply can outgrow a ring, and the session still moves 100 KB.
+#[test]
+fn xen_msize_above_ring_capped_to_ring_size_session_ok() {
+    let s = setup(&[11]);
+    s.server
+        .as_ref()
+        .unwrap()
+        .access()
+        .grant("/", "xen:domid=11 mount-rw any")
+        .unwrap();
+    let (ok, out) = finish(emu(
+        &s.sim,
+        11,
+        &[
+            "--scenario",
+            "session",
+            "--order",
+            "2",
+            "--msize",
+            "1048576",
+        ],
+    ));
+    assert!(ok, "{out}");
+    assert!(out.contains("CONNECTED order=2 rings=2"), "{out}");
+    assert!(out.contains("VERSION msize=8192 "), "{out}");
+    assert!(out.contains("READ 100000"), "{out}");
+    assert!(out.contains("SESSION-OK"), "{out}");
+}
+
+#[test]
+fn xen_endpoints_parse_and_display() {
+    use dom0_envoyd::config::Args;
+    use std::path::PathBuf;
+    let e: Endpoint = "xen".parse().unwrap();
+    assert_eq!(e, Endpoint::Xen(None));
+    assert_eq!(e.to_string(), "xen");
+    let e: Endpoint = "xen-sim:/run/sim".parse().unwrap();
+    assert_eq!(e, Endpoint::Xen(Some(PathBuf::from("/run/sim"))));
+    assert_eq!(e.to_string(), "xen-sim:/run/sim");
+    assert!("xen-sim:".parse::<Endpoint>().is_err());
+    assert!("xenx".parse::<Endpoint>().is_err());
+    // --xen alone serves Xen only; with --listen it adds to them.
+    let c = Config::from_args(<Args as clap::Parser>::parse_from(["envoyd", "--xen"])).unwrap();
+    assert_eq!(c.listen, vec![Endpoint::Xen(None)]);
+    let c = Config::from_args(<Args as clap::Parser>::parse_from([
+        "envoyd",
+        "--xen",
+        "--listen",
+        "unix:/tmp/e.sock",
+    ]))
+    .unwrap();
+    assert_eq!(c.listen.len(), 2);
+}
