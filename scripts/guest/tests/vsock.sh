@@ -5,12 +5,17 @@
 # (`--listen vsock-uds:CID:<uds_path>_<port>`), and the kernel's 9P client mounts the relayed
 # descriptor. Then ordinary file operations, each checked; leaves keep/vsock-* for the host to
 # read back over TCP. Prints "VSOCK-KEEP <name> <sha256>" lines for the host.
+# ivshmem.sh sources this with CONNECT=ivshmem:auto TAG=ivshmem: the same operations over the
+# shared-memory ring, keep/ivshmem-* and "IVSHMEM-KEEP" lines.
 VPORT="$(arg vport)"
 ANAME="$(arg aname)"
-: "${VPORT:=5640}" "${ANAME:=/default}"
+: "${VPORT:=5640}" "${ANAME:=/default}" "${CONNECT:=vsock:2:$VPORT}" "${TAG:=vsock}"
 M=/mnt/envoy
+KEEP_MARK="$(echo "$TAG" | tr a-z A-Z)-KEEP"
 
-if [ -e /dev/vsock ] && grep -q vmw_vsock_virtio_transport /proc/modules; then
+if [ "$TAG" != vsock ]; then
+    :
+elif [ -e /dev/vsock ] && grep -q vmw_vsock_virtio_transport /proc/modules; then
     result vsock-device PASS "/dev/vsock, $(grep -c '^vsock\|^vmw_vsock' /proc/modules) vsock modules"
 else
     result vsock-device FAIL "no /dev/vsock or virtio vsock transport: $(grep vsock /proc/modules | cut -d' ' -f1 | tr '\n' ' ')"
@@ -18,9 +23,9 @@ fi
 
 mkdir -p "$M"
 t0="$(cut -d" " -f1 /proc/uptime)"
-if envoy-shim mount --connect "vsock:2:$VPORT" --aname "$ANAME" --opt uname=root,access=user \
+if envoy-shim mount --connect "$CONNECT" --aname "$ANAME" --opt uname=root,access=user \
     "$M" --daemon --log /tmp/envoy-shim.log >/tmp/envoy-shim.out 2>&1 && grep -q " $M 9p " /proc/mounts; then
-    result mount PASS "vsock:2:$VPORT ($(awk -v a="$t0" -v b="$(cut -d" " -f1 /proc/uptime)" 'BEGIN { printf "%.2f", b - a }') s; $(grep " $M 9p " /proc/mounts | cut -d' ' -f4 | cut -c1-120))"
+    result mount PASS "$CONNECT ($(awk -v a="$t0" -v b="$(cut -d" " -f1 /proc/uptime)" 'BEGIN { printf "%.2f", b - a }') s; $(grep " $M 9p " /proc/mounts | cut -d' ' -f4 | cut -c1-120))"
 else
     result mount FAIL "$(cat /tmp/envoy-shim.out /tmp/envoy-shim.log 2>/dev/null | tr '\n' ' ' | cut -c1-300)"
     return 1
@@ -29,8 +34,8 @@ fi
 cd "$M" || return 1
 check mkdir mkdir -p work/sub keep
 # create + write + read back
-echo "hello over vsock" >work/hello
-check_out read-small "hello over vsock" cat work/hello
+echo "hello over $TAG" >work/hello
+check_out read-small "hello over $TAG" cat work/hello
 # A 2 MiB file of random bytes (several msize-sized writes), read back through a fresh open.
 dd if=/dev/urandom of=/tmp/blob bs=64k count=32 2>/dev/null
 want="$(sha256sum /tmp/blob | cut -d' ' -f1)"
@@ -40,7 +45,7 @@ check_out read-big "$want" sh -c "sha256sum work/blob | cut -d' ' -f1"
 check_out size-big 2097152 stat -c %s work/blob
 # append
 echo "second line" >>work/hello
-check_out append "$(printf 'hello over vsock\nsecond line')" cat work/hello
+check_out append "$(printf 'hello over %s\nsecond line' "$TAG")" cat work/hello
 # readdir
 for i in 1 2 3 4 5 6 7 8 9 10; do echo "$i" >"work/sub/f$i"; done
 check_out readdir "f1 f10 f2 f3 f4 f5 f6 f7 f8 f9" sh -c 'ls work/sub | sort | tr "\n" " " | sed "s/ $//"'
@@ -60,9 +65,9 @@ check truncate sh -c ': >work/blob'
 check_out truncate-size 0 stat -c %s work/blob
 check cleanup sh -c 'rm work/blob && rmdir work'
 # What the host reads back over TCP after the guest is gone.
-echo "written by a guest over vsock" >keep/vsock-hello
-cp /tmp/blob keep/vsock-blob
-for f in vsock-hello vsock-blob; do echo "VSOCK-KEEP $f $(sha256sum "keep/$f" | cut -d' ' -f1)"; done
+echo "written by a guest over $TAG" >"keep/$TAG-hello"
+cp /tmp/blob "keep/$TAG-blob"
+for f in "$TAG-hello" "$TAG-blob"; do echo "$KEEP_MARK $f $(sha256sum "keep/$f" | cut -d' ' -f1)"; done
 cd /
 sync
 check umount umount "$M"
