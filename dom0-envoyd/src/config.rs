@@ -256,6 +256,7 @@ mod tests {
         let c = Config::from_args(Args::parse_from(["envoyd"])).unwrap();
         assert_eq!(c.listen, vec![Endpoint::Tcp("127.0.0.1:5640".into())]);
         assert_eq!(c.data, PathBuf::from("./envoy-data"));
+        assert_eq!(c.control, Some(PathBuf::from("./envoy-data/control.sock")));
         assert!(c.workers >= 4);
     }
 
