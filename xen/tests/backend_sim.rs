@@ -2,7 +2,7 @@
 //! separate processes (`xen-frontend-emu`). The backend answers every frame with an echo
 //! (type + 1, same tag, same body), so these tests exercise the transport alone; the 9P
 //! session against envoyd is in `dom0-envoyd/tests/xen_e2e.rs`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
