@@ -6,7 +6,7 @@
 #
 # Usage: scripts/guest/envoy-tests.sh [options]        (root; scripts/install-deps.sh first)
 #   --only LIST        comma-separated scenarios to run (default: posix-L,posix-u,multi,tree,crash,
-#                      access,vsock,ctl)
+#                      access,vsock,ctl,ivshmem)
 #                        posix-L  POSIX battery over 9P2000.L, then the diodls/diodcat check (d)
 #                        posix-u  the same battery over 9P2000.u
 #                        multi    two connections from one guest (the envoy.via mount and a
@@ -18,6 +18,9 @@
 #                        vsock    envoy-shim over AF_VSOCK (QEMU vhost-user-vsock-pci +
 #                                 vhost-device-vsock) to envoyd's vsock-uds listener: file ops,
 #                                 peer CID seen by envoyd, files read back by diodcat over TCP
+#                        ivshmem  envoy-shim as the frontend of a ring of envoyd's ring:FILE,
+#                                 reached through QEMU's ivshmem-plain BAR (polling); the same
+#                                 file operations, files read back by diodcat over TCP
 #                        boot     import a busybox template, fork it twice, boot two guests
 #                                 from the forks at once (root on Envoy via envoy-shim init),
 #                                 twice; own changes kept, the other's absent, template intact;
@@ -48,7 +51,7 @@ repo="$(dirname "$scripts")"
 tests="$here/tests"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 
-only="posix-L,posix-u,multi,tree,crash,access,vsock,ctl" server=envoyd via="" build=1 keep=0 verbose=()
+only="posix-L,posix-u,multi,tree,crash,access,vsock,ctl,ivshmem" server=envoyd via="" build=1 keep=0 verbose=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
     case "$1" in
@@ -408,6 +411,9 @@ scenario_vsock() {
     srv_extra=(--listen "vsock-uds:$cid:${uds}_$vport")
     start_server vsock "$data" || { srv_extra=(); fail "vsock/server-start"; return 0; }
     srv_extra=()
+    # A vsock guest holds no credentials by default (only this host's root and loopback do).
+    "$envoyctl_bin" --data "$data" grant / "vsock:cid=$cid mount-rw any" >>"$work/vsock.envoyctl.log" 2>&1 \
+        || fail "vsock/grant" "$(tail -3 "$work/vsock.envoyctl.log" | tr '\n' ' ')"
     "$vdv" --guest-cid "$cid" --socket "$vhost" --uds-path "$uds" >"$work/vsock.vdv.log" 2>&1 &
     local vpid=$!
     servers[$vpid]="vhost-device-vsock"
@@ -423,13 +429,7 @@ scenario_vsock() {
         summarize vsock "$rc"
         if grep -aq "peer.*vsock:cid=$cid" "$work/vsock.envoyd.log"; then pass "vsock/peer-cid" "envoyd saw vsock:cid=$cid"; else
             fail "vsock/peer-cid" "no connection from vsock:cid=$cid in the envoyd log"; fi
-        local f want got n=0
-        while read -r _ f want; do
-            n=$((n + 1))
-            got="$(timeout 30 diodcat -s "127.0.0.1:$srv_port" -a "$aname" "keep/$f" 2>/dev/null | sha256sum | cut -d' ' -f1)" || true
-            if [[ "$got" == "$want" ]]; then pass "vsock/diodcat-$f"; else fail "vsock/diodcat-$f" "sha256 want $want got $got"; fi
-        done < <(grep -a '^VSOCK-KEEP ' "$work/vsock.log" | tr -d '\r')
-        ((n == 2)) || fail "vsock/keep-lines" "guest logged $n VSOCK-KEEP lines, want 2"
+        readback_keep vsock VSOCK-KEEP
     else
         fail "vsock/backend-start" "$(tail -5 "$work/vsock.vdv.log" | tr '\n' ' ')"
     fi
@@ -457,6 +457,54 @@ scenario_ctl() {
     store_check ctl "$data"
 }
 
+# readback_keep NAME MARK: diodcat (TCP) reads each file the guest logged as "MARK file sha256".
+readback_keep() {
+    local name="$1" mark="$2" f want got n=0
+    while read -r _ f want; do
+        n=$((n + 1))
+        got="$(timeout 30 diodcat -s "127.0.0.1:$srv_port" -a "$aname" "keep/$f" 2>/dev/null | sha256sum | cut -d' ' -f1)" || true
+        if [[ "$got" == "$want" ]]; then pass "$name/diodcat-$f"; else fail "$name/diodcat-$f" "sha256 want $want got $got"; fi
+    done < <(grep -a "^$mark " "$work/$name.log" | tr -d '\r')
+    ((n == 2)) || fail "$name/keep-lines" "guest logged $n $mark lines, want 2"
+}
+
+# ivshmem: envoyd --listen ring:FILE (a /dev/shm file); QEMU's ivshmem-plain device shows FILE as
+# BAR 2; the guest's envoy-shim claims a ring as its frontend (polling: ivshmem-plain has no
+# interrupts and a futex wake does not cross the VM boundary).
+scenario_ivshmem() {
+    local name=ivshmem data="$work/ivshmem.data" shm=/dev/shm
+    if [[ "$server" != envoyd || "$via" != shim ]]; then say "ivshmem: skipped (needs envoyd and envoy-shim)"; return 0; fi
+    [[ -d "$shm" && -w "$shm" ]] || shm="$work"
+    local ring="$shm/envoy-tests-ivshmem-$$"
+    rm -f "$ring"
+    srv_extra=(--listen "ring:$ring")
+    start_server ivshmem "$data" || { srv_extra=(); fail "ivshmem/server-start"; return 0; }
+    srv_extra=()
+    for _ in $(seq 50); do [[ -s "$ring" ]] && break; sleep 0.1; done
+    # The ring file is a principal like any endpoint: grant it the image.
+    "$envoyctl_bin" --data "$data" grant / "ring:$ring mount-rw any" >>"$work/ivshmem.envoyctl.log" 2>&1 \
+        || fail "ivshmem/grant" "$(tail -3 "$work/ivshmem.envoyctl.log" | tr '\n' ' ')"
+    # A PCI BAR is a power of two: pad the file (rings first, padding ignored) to the next one.
+    local size p2=4096
+    size="$(stat -c %s "$ring")"
+    while ((p2 < size)); do p2=$((p2 * 2)); done
+    truncate -s "$p2" "$ring"
+    local rc=0
+    "$here/run.sh" --script "$tests/ivshmem.sh" --add "$tests/vsock.sh:/test/vsock.sh" "${shim_add[@]}" \
+        --ivshmem "$ring" --timeout 240 --log "$work/ivshmem.log" --append "envoy.aname=$aname" \
+        "${verbose[@]}" >"$work/ivshmem.run" 2>&1 &
+    local pid=$!
+    guest_pids+=("$pid")
+    wait "$pid" || rc=$?
+    summarize ivshmem "$rc"
+    if grep -aq "peer.*ring:$ring" "$work/ivshmem.envoyd.log"; then pass "ivshmem/peer" "envoyd saw ring:$ring"; else
+        fail "ivshmem/peer" "no connection from ring:$ring in the envoyd log"; fi
+    readback_keep ivshmem IVSHMEM-KEEP
+    stop_server || fail "ivshmem/server-exit" "non-zero exit after SIGTERM"
+    store_check ivshmem "$data"
+    rm -f "$ring"
+}
+
 IFS=, read -r -a wanted <<<"$only"
 declare -A timing=()
 for s in "${wanted[@]}"; do
@@ -469,6 +517,7 @@ for s in "${wanted[@]}"; do
     tree) scenario_tree ;;
     crash) scenario_crash ;;
     vsock) scenario_vsock ;;
+    ivshmem) scenario_ivshmem ;;
     boot) scenario_boot ;;
     ctl) scenario_ctl ;;
     access) scenario_access ;;
