@@ -90,7 +90,12 @@ impl Images {
         let m = self
             .read_meta(&meta_dir, &p.name)?
             .ok_or_else(|| ImageError::NoImage(p.head()))?;
-        let forks = m.forks_of(n);
+        let mut forks: Vec<String> = m.forks_of(n).into_iter().map(str::to_string).collect();
+        for f in self.forks_by_origin(&p.display())? {
+            if !forks.contains(&f) {
+                forks.push(f);
+            }
+        }
         if !forks.is_empty() {
             return Err(ImageError::HasForks {
                 what: p.display(),
@@ -159,15 +164,23 @@ impl Images {
         let m = self
             .read_meta(&meta_dir, &p.name)?
             .ok_or_else(|| ImageError::NoImage(p.head()))?;
-        if !m.forks.is_empty() {
+        let mut forks: Vec<String> = m
+            .forks
+            .iter()
+            .map(|(n, f)| format!("{f} from @{n}"))
+            .collect();
+        for (k, _) in self.snapshot_numbers(&admin, &p.name)? {
+            for f in self.forks_by_origin(&p.snapshot_path(k))? {
+                let line = format!("{f} from @{k}");
+                if !forks.contains(&line) {
+                    forks.push(line);
+                }
+            }
+        }
+        if !forks.is_empty() {
             return Err(ImageError::HasForks {
                 what: p.head(),
-                forks: m
-                    .forks
-                    .iter()
-                    .map(|(n, f)| format!("{f} from @{n}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                forks: forks.join(", "),
             });
         }
         if in_use(head.node(), 1) {
@@ -242,7 +255,9 @@ impl Images {
             .map_err(fs_err("reading image metadata"))?
             .entries()
             .map(|e| String::from_utf8_lossy(&e.name).into_owned())
-            .filter(|f| f.starts_with(&format!("{name}@")) && f.ends_with("@cat"))
+            .filter(|f| {
+                f.starts_with(&format!("{name}@")) && (f.ends_with("@cat") || f.ends_with("@forks"))
+            })
             .collect();
         for f in leftovers {
             self.remove_meta_file(meta_dir, &f)?;
@@ -272,11 +287,9 @@ impl Images {
         let Ok(meta_dir) = self.meta_dir(&admin, false) else {
             return Ok(());
         };
-        if let Some(mut om) = self.read_meta(&meta_dir, &o.name)? {
-            let n = om.forks.len();
-            om.forks.retain(|(_, f)| f != fork);
-            if om.forks.len() != n {
-                self.write_meta(&meta_dir, &o.name, &om)?;
+        if let (Some(om), Some(k)) = (self.read_meta(&meta_dir, &o.name)?, o.snapshot) {
+            if om.forks.iter().any(|(n, f)| *n == k && f == fork) {
+                self.append_log(&meta_dir, &o.name, &super::meta::log_line(false, k, fork))?;
             }
         }
         Ok(())

@@ -1,16 +1,19 @@
-//! The image metadata file, `ADMIN/.envoy/NAME`: where a fork came from, and the fork log.
-//!
-//! Text, one record per line, so an operator can read it with `cat`:
+//! Image metadata: `ADMIN/.envoy/NAME` (what the image is) and `ADMIN/.envoy/NAME@forks` (its
+//! fork log). Text, one record per line, so an operator can read them with `cat`:
 //!
 //! ```text
-//! envoy-image 1
-//! origin /templates/debian@2        (a fork: the snapshot it started from)
-//! fork 3 /tenants/bob/web           (the fork log: snapshot 3 of this image was forked)
+//! .envoy/web                  .envoy/web@forks
+//! envoy-image 1               fork 3 /tenants/bob/web
+//! origin /templates/deb@2     fork 3 /tenants/carol/web
+//!                             unfork 3 /tenants/bob/web
 //! ```
 //!
-//! The fork log is what forbids deleting a snapshot with more than one successor (§4.3.3).
-//! Updates rewrite the file under a temporary name and rename it over the old one, so a crash
-//! leaves the old log or the new one.
+//! The metadata file is written once, when the image is made. The fork log is append-only:
+//! forking snapshot 3 appends `fork 3 PATH`, deleting that fork appends `unfork 3 PATH`. An
+//! append is one write at the end of the file (a killed process cannot tear it); a last line
+//! without its newline — a torn append after a power failure — is ignored. The log is what
+//! forbids deleting a snapshot with more than one successor (§4.3.3); deletion also checks the
+//! `origin` lines of every image, so a lost log line can never let a forked snapshot go.
 
 use crate::error::{FsError, FsResult};
 
@@ -27,8 +30,17 @@ pub struct ImageMeta {
 }
 
 impl ImageMeta {
-    /// Parses a metadata file; anything unexpected is an error (never guessed around: the
-    /// fork log decides what may be freed).
+    /// Parses a metadata file and, if given, the fork log; anything unexpected is an error
+    /// (never guessed around: the fork log decides what may be freed).
+    pub fn parse_with_log(text: &[u8], log: Option<&[u8]>) -> FsResult<ImageMeta> {
+        let mut m = ImageMeta::parse(text)?;
+        if let Some(log) = log {
+            m.forks.extend(parse_log(log)?);
+        }
+        Ok(m)
+    }
+
+    /// Parses a metadata file.
     pub fn parse(text: &[u8]) -> FsResult<ImageMeta> {
         let text =
             std::str::from_utf8(text).map_err(|_| FsError::Inval("image metadata is not UTF-8"))?;
@@ -54,15 +66,12 @@ impl ImageMeta {
         Ok(m)
     }
 
-    /// The file's contents.
+    /// The metadata file's contents (without the fork log).
     pub fn encode(&self) -> Vec<u8> {
         let mut s = String::from(HEADER);
         s.push('\n');
         if let Some(o) = &self.origin {
             s.push_str(&format!("origin {o}\n"));
-        }
-        for (n, p) in &self.forks {
-            s.push_str(&format!("fork {n} {p}\n"));
         }
         s.into_bytes()
     }
@@ -77,6 +86,38 @@ impl ImageMeta {
     }
 }
 
+/// One fork-log line.
+pub fn log_line(fork: bool, n: u32, path: &str) -> Vec<u8> {
+    format!("{} {n} {path}\n", if fork { "fork" } else { "unfork" }).into_bytes()
+}
+
+/// The forks a log records (each `fork` not followed by its `unfork`), in order.
+pub fn parse_log(log: &[u8]) -> FsResult<Vec<(u32, String)>> {
+    let complete = match log.iter().rposition(|&c| c == b'\n') {
+        Some(i) => &log[..=i],
+        None => &log[..0],
+    };
+    let text =
+        std::str::from_utf8(complete).map_err(|_| FsError::Inval("fork log is not UTF-8"))?;
+    let mut forks: Vec<(u32, String)> = Vec::new();
+    for line in text.lines() {
+        let mut w = line.splitn(3, ' ');
+        let (kind, n, p) = match (w.next(), w.next(), w.next()) {
+            (Some(k @ ("fork" | "unfork")), Some(n), Some(p)) if p.starts_with('/') => (k, n, p),
+            _ => return Err(FsError::Inval("unknown line in fork log")),
+        };
+        let n: u32 = n
+            .parse()
+            .map_err(|_| FsError::Inval("bad snapshot number in fork log"))?;
+        if kind == "fork" {
+            forks.push((n, p.to_string()));
+        } else if let Some(i) = forks.iter().position(|(k, q)| *k == n && q == p) {
+            forks.remove(i);
+        }
+    }
+    Ok(forks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,10 +126,20 @@ mod tests {
     fn meta_round_trips_and_rejects_garbage() {
         let m = ImageMeta {
             origin: Some("/t/debian@2".into()),
-            forks: vec![(3, "/a/b".into()), (3, "/a/c d".into())],
+            forks: vec![],
         };
         assert_eq!(ImageMeta::parse(&m.encode()).unwrap(), m);
+        let mut log = log_line(true, 3, "/a/b");
+        log.extend(log_line(true, 3, "/a/c d"));
+        log.extend(log_line(true, 4, "/a/e"));
+        log.extend(log_line(false, 4, "/a/e"));
+        log.extend(b"fork 5 /torn".iter());
+        let m = ImageMeta::parse_with_log(&m.encode(), Some(&log)).unwrap();
         assert_eq!(m.forks_of(3), vec!["/a/b", "/a/c d"]);
+        assert!(m.forks_of(4).is_empty());
+        assert!(m.forks_of(5).is_empty(), "a torn last line is ignored");
+        assert!(parse_log(b"fork x /a\n").is_err());
+        assert!(parse_log(b"\0\0\0\n").is_err());
         assert!(ImageMeta::parse(b"hello\n").is_err());
         assert!(ImageMeta::parse(b"envoy-image 1\nfork x /a\n").is_err());
         assert!(ImageMeta::parse(b"envoy-image 1\nwhat\n").is_err());

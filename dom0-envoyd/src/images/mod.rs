@@ -413,7 +413,7 @@ impl Images {
             return Ok(());
         }
         let meta = self.meta_dir(&root, true)?;
-        self.write_meta(
+        self.create_meta(
             &meta,
             crate::namespace::DEFAULT_IMAGE,
             &ImageMeta::default(),
@@ -566,19 +566,74 @@ impl Images {
     }
 
     fn read_meta(&self, meta: &Claim, name: &str) -> Result<Option<ImageMeta>, ImageError> {
-        match self
-            .read_file(meta, name)
-            .map_err(fs_err(format!("reading the metadata of {name}")))?
-        {
-            None => Ok(None),
-            Some(b) => ImageMeta::parse(&b)
-                .map(Some)
-                .map_err(fs_err(format!("parsing the metadata of {name}"))),
+        let what = || format!("reading the metadata of {name}");
+        let Some(b) = self.read_file(meta, name).map_err(fs_err(what()))? else {
+            return Ok(None);
+        };
+        let log = self
+            .read_file(meta, &format!("{name}@forks"))
+            .map_err(fs_err(what()))?;
+        ImageMeta::parse_with_log(&b, log.as_deref())
+            .map(Some)
+            .map_err(fs_err(format!("parsing the metadata of {name}")))
+    }
+
+    /// Writes the metadata file of a new image (written once; see [`meta`]).
+    fn create_meta(&self, meta: &Claim, name: &str, m: &ImageMeta) -> Result<(), ImageError> {
+        self.fs
+            .create_in(
+                meta,
+                name.as_bytes(),
+                ObjectKind::Regular,
+                0o600,
+                ROOT,
+                0,
+                Some(&m.encode()),
+                Area::Meta,
+            )
+            .map(drop)
+            .map_err(fs_err(format!("writing the metadata of {name}")))
+    }
+
+    /// Appends a line to the fork log of image `name` (one write at its end).
+    fn append_log(&self, meta: &Claim, name: &str, line: &[u8]) -> Result<(), ImageError> {
+        let file = format!("{name}@forks");
+        let what = || format!("appending to the fork log of {name}");
+        match self.fs.lookup(meta.node(), file.as_bytes(), ROOT) {
+            Ok(f) => {
+                let size = self.fs.stat(f.node()).map_err(fs_err(what()))?.size;
+                self.fs
+                    .write_in(f.node(), size, bytes::Bytes::copy_from_slice(line), false)
+                    .map(drop)
+                    .map_err(fs_err(what()))
+            }
+            Err(FsError::NotFound) => self
+                .fs
+                .create_in(
+                    meta,
+                    file.as_bytes(),
+                    ObjectKind::Regular,
+                    0o600,
+                    ROOT,
+                    0,
+                    Some(line),
+                    Area::Meta,
+                )
+                .map(drop)
+                .map_err(fs_err(what())),
+            Err(e) => Err(fs_err(what())(e)),
         }
     }
 
-    fn write_meta(&self, meta: &Claim, name: &str, m: &ImageMeta) -> Result<(), ImageError> {
-        self.write_file(meta, name, &m.encode())
+    /// Heads of every image whose origin is `snapshot` (the forks, found from the forks'
+    /// side: the check that backs up the fork log).
+    fn forks_by_origin(&self, snapshot: &str) -> Result<Vec<String>, ImageError> {
+        Ok(self
+            .list_locked()?
+            .into_iter()
+            .filter(|i| i.origin.as_deref() == Some(snapshot))
+            .map(|i| i.path)
+            .collect())
     }
 
     /// Snapshot numbers of image `name` in `admin`, ascending.
@@ -636,7 +691,7 @@ impl Images {
         let meta = self.meta_dir(&admin, true)?;
         // Order: metadata, then the head (a crash between leaves metadata without a head,
         // which the next start removes).
-        self.write_meta(&meta, &p.name, &ImageMeta::default())?;
+        self.create_meta(&meta, &p.name, &ImageMeta::default())?;
         self.crash_point("create:meta")?;
         let scope = Area::Image(Arc::new(ImageScope {
             gate: RwLock::new(()),
@@ -756,11 +811,11 @@ impl Images {
         self.check_free(&d2, &dst)?;
         let meta2 = self.meta_dir(&d2, true)?;
         let src_meta_dir = self.meta_dir(&src_admin, false)?;
-        let mut src_meta = self
-            .read_meta(&src_meta_dir, &src.name)?
-            .ok_or_else(|| ImageError::NoImage(src.head()))?;
+        if self.read_meta(&src_meta_dir, &src.name)?.is_none() {
+            return Err(ImageError::NoImage(src.head()));
+        }
         // Order: the new image's metadata, the fork log, then the root (see the module docs).
-        self.write_meta(
+        self.create_meta(
             &meta2,
             &dst.name,
             &ImageMeta {
@@ -769,8 +824,11 @@ impl Images {
             },
         )?;
         self.crash_point("fork:meta")?;
-        src_meta.forks.push((n, dst.head()));
-        self.write_meta(&src_meta_dir, &src.name, &src_meta)?;
+        self.append_log(
+            &src_meta_dir,
+            &src.name,
+            &meta::log_line(true, n, &dst.head()),
+        )?;
         self.crash_point("fork:log")?;
         let f_id = self
             .fs
@@ -787,7 +845,12 @@ impl Images {
             src_meta_dir.node().id(),
         ]);
         tracing::info!(from = %src.snapshot_path(n), to = %dst.head(), "image forked");
-        self.info_locked(&dst)
+        Ok(ImageInfo {
+            path: dst.head(),
+            snapshots: Vec::new(),
+            origin: Some(src.snapshot_path(n)),
+            forks: Vec::new(),
+        })
     }
 
     /// One image.
@@ -831,6 +894,10 @@ impl Images {
     /// Every image, by path.
     pub fn list(&self) -> Result<Vec<ImageInfo>, ImageError> {
         let _op = lock(&self.op);
+        self.list_locked()
+    }
+
+    fn list_locked(&self) -> Result<Vec<ImageInfo>, ImageError> {
         let mut out = Vec::new();
         let mut stack = vec![(self.fs.root(), Vec::<String>::new())];
         while let Some((dir, comps)) = stack.pop() {
@@ -944,7 +1011,7 @@ impl Images {
     pub fn publish(&self, mut staged: Staged) -> Result<ImageInfo, ImageError> {
         let _op = lock(&self.op);
         self.check_free(&staged.admin, &staged.dest)?;
-        self.write_meta(&staged.meta, &staged.dest.name, &ImageMeta::default())?;
+        self.create_meta(&staged.meta, &staged.dest.name, &ImageMeta::default())?;
         if let Err(e) = self.crash_point("publish:meta") {
             // Keep the staging tree for recovery, as a killed process would.
             if let Some(r) = staged.root.take() {

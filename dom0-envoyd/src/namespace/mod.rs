@@ -528,6 +528,18 @@ impl Fs {
             .filter(|&end| end <= i64::MAX as u64)
             .ok_or(FsError::TooBig("offset + count beyond the largest file"))?;
         let _gate = Fs::enter(node)?;
+        self.write_in(node, offset, data, true)
+    }
+
+    /// [`Fs::write`] without the area rules or the image gate (the image manager's metadata);
+    /// `set_mtime: false` skips the attribute update.
+    pub(crate) fn write_in(
+        &self,
+        node: &Arc<Node>,
+        offset: u64,
+        data: Bytes,
+        set_mtime: bool,
+    ) -> FsResult<usize> {
         loop {
             self.thaw(node)?;
             let _io = read(&node.io);
@@ -543,11 +555,13 @@ impl Fs {
             self.cache.invalidate(id);
             let n = n?;
             self.writes.fetch_add(1, Ordering::Relaxed);
-            let change = AttrChange {
-                mtime: Some(Timestamp::now()),
-                ..AttrChange::default()
-            };
-            self.store.wstat(id, &change)?;
+            if set_mtime {
+                let change = AttrChange {
+                    mtime: Some(Timestamp::now()),
+                    ..AttrChange::default()
+                };
+                self.store.wstat(id, &change)?;
+            }
             return Ok(n);
         }
     }

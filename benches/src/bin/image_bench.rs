@@ -1,0 +1,258 @@
+//! Server-side latency of image forks and snapshots (§6.4.1–6.4.2), inactive and active
+//! images, against the dissertation's instrumented server: 339 µs per fork, 1258 µs per
+//! snapshot (means over fifty iterations). Target: at least 5× faster.
+//!
+//! The image manager runs in-process on a store in `--data` (default: a temporary directory
+//! under the current directory, so on the same disk as a real store). A template image of
+//! `--dirs` × `--files` small files is built first. Then, `--iters` times each:
+//!
+//! * `snapshot (inactive)`: snapshot the template while nothing writes to it;
+//! * `fork of a snapshot`: fork `template@1` into a new image (only the root is cloned);
+//! * `snapshot (active)`: snapshot an image while a writer thread rewrites its files (so every
+//!   snapshot waits for in-flight writes and the writer thaws paths after each one);
+//! * `fork of a live image`: snapshot + fork in one operation, while the writer runs.
+//!
+//! Like the dissertation's, the timed operation is complete in the storage layer's memory (the
+//! host page cache), not flushed to disk; the `durable` rows add the background fsync
+//! ([`Images::flush`]) to show what an operator waiting for the disk would see.
+//!
+//! ```text
+//! cargo run --release -p envoy-benches --bin image_bench -- --iters 200
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use dom0_envoyd::images::Images;
+use dom0_envoyd::namespace::{Cred, Fs};
+use envoy_storage::{EngineChoice, ObjectKind, ObjectStore, StoreOptions};
+
+/// The dissertation's mean fork latency (µs).
+const PAPER_FORK_US: f64 = 339.0;
+/// The dissertation's mean snapshot latency (µs).
+const PAPER_SNAPSHOT_US: f64 = 1258.0;
+
+#[derive(Parser, Debug)]
+#[command(about = "fork and snapshot latency vs the dissertation's Envoy")]
+struct Args {
+    /// Iterations per row.
+    #[arg(long, default_value_t = 200)]
+    iters: usize,
+    /// Directories in the template.
+    #[arg(long, default_value_t = 20)]
+    dirs: usize,
+    /// Files per directory.
+    #[arg(long, default_value_t = 50)]
+    files: usize,
+    /// Store directory (default: a temporary directory under the current one).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e6
+}
+
+fn report(name: &str, mut t: Vec<Duration>, paper: f64) {
+    t.sort();
+    let mean = t.iter().map(|d| d.as_secs_f64()).sum::<f64>() / t.len().max(1) as f64 * 1e6;
+    let p50 = percentile(&t, 0.5);
+    println!(
+        "{name:<34} {:>6} {mean:>9.1} {p50:>9.1} {:>9.1} {:>9.1} {:>8.0} {:>8.1}x",
+        t.len(),
+        percentile(&t, 0.99),
+        percentile(&t, 1.0),
+        paper,
+        paper / mean
+    );
+}
+
+fn build_template(fs: &Arc<Fs>, images: &Images, dirs: usize, files: usize) {
+    images.create("/templates/base").unwrap();
+    let root = fs.root();
+    let cred = Cred::user(0);
+    let t = fs.lookup(root.node(), b"templates", cred).unwrap();
+    let base = fs.lookup(t.node(), b"base", cred).unwrap();
+    let data = Bytes::from(vec![0x42u8; 4096]);
+    for d in 0..dirs {
+        let dir = fs
+            .create(
+                &base,
+                format!("d{d}").as_bytes(),
+                ObjectKind::Directory,
+                0o755,
+                cred,
+                None,
+            )
+            .unwrap();
+        for f in 0..files {
+            let file = fs
+                .create(
+                    &dir,
+                    format!("f{f}").as_bytes(),
+                    ObjectKind::Regular,
+                    0o644,
+                    cred,
+                    None,
+                )
+                .unwrap();
+            fs.write(file.node(), 0, data.clone()).unwrap();
+        }
+    }
+}
+
+/// Rewrites files of `image` until `stop`: thaws whatever the last snapshot froze.
+fn writer(
+    fs: Arc<Fs>,
+    image: &'static str,
+    dirs: usize,
+    files: usize,
+    stop: Arc<AtomicBool>,
+    writes: Arc<AtomicU64>,
+) {
+    let cred = Cred::user(0);
+    let root = fs.root();
+    let mut cur = fs.lookup(root.node(), b"templates", cred).unwrap();
+    for c in image.split('/').filter(|c| !c.is_empty()).skip(1) {
+        cur = fs.lookup(cur.node(), c.as_bytes(), cred).unwrap();
+    }
+    let data = Bytes::from(vec![0x17u8; 4096]);
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let d = fs
+            .lookup(cur.node(), format!("d{}", i % dirs).as_bytes(), cred)
+            .unwrap();
+        let f = fs
+            .lookup(
+                d.node(),
+                format!("f{}", (i / dirs) % files).as_bytes(),
+                cred,
+            )
+            .unwrap();
+        fs.write(f.node(), 0, data.clone()).unwrap();
+        writes.fetch_add(1, Ordering::Relaxed);
+        i += 1;
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let tmp;
+    let data = match &args.data {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir_in(".").unwrap();
+            tmp.path().to_path_buf()
+        }
+    };
+    let store = ObjectStore::open_or_create(
+        &data,
+        StoreOptions {
+            engine: EngineChoice::Uring,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let fs = Fs::open(Arc::new(store), 256 << 20).unwrap();
+    let images = Images::open(Arc::clone(&fs)).unwrap();
+    build_template(&fs, &images, args.dirs, args.files);
+    images.create("/templates/live").unwrap();
+    {
+        // The live image gets the same tree, by forking the template.
+        images.snapshot("/templates/base").unwrap();
+    }
+    images.delete_image("/templates/live", &|_| {}).unwrap();
+    images.fork("/templates/base@1", "/templates/live").unwrap();
+    images.flush();
+    println!(
+        "template: {} directories x {} files of 4 KiB; store {}; {} iterations per row",
+        args.dirs,
+        args.files,
+        data.display(),
+        args.iters
+    );
+    println!(
+        "{:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}",
+        "operation (server-side, µs)", "n", "mean", "p50", "p99", "max", "paper", "speedup"
+    );
+
+    // Inactive snapshots.
+    let mut t = Vec::with_capacity(args.iters);
+    for _ in 0..args.iters {
+        let t0 = Instant::now();
+        images.snapshot("/templates/base").unwrap();
+        t.push(t0.elapsed());
+    }
+    report("snapshot (inactive image)", t, PAPER_SNAPSHOT_US);
+    images.flush();
+
+    // Forks of a snapshot.
+    let mut t = Vec::with_capacity(args.iters);
+    for i in 0..args.iters {
+        let dest = format!("/guests/g{i}");
+        let t0 = Instant::now();
+        images.fork("/templates/base@1", &dest).unwrap();
+        t.push(t0.elapsed());
+    }
+    report("fork of a snapshot", t, PAPER_FORK_US);
+    images.flush();
+
+    // Durable variants: the operation plus the background fsyncs it queued.
+    let mut t = Vec::with_capacity(args.iters / 4 + 1);
+    for i in 0..(args.iters / 4).max(1) {
+        let dest = format!("/durable/g{i}");
+        let t0 = Instant::now();
+        images.fork("/templates/base@1", &dest).unwrap();
+        images.flush();
+        t.push(t0.elapsed());
+    }
+    report("fork of a snapshot, durable", t, PAPER_FORK_US);
+
+    // Active image: a writer rewrites files all the time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let w = {
+        let (fs, stop, writes) = (Arc::clone(&fs), Arc::clone(&stop), Arc::clone(&writes));
+        let (dirs, files) = (args.dirs, args.files);
+        std::thread::spawn(move || writer(fs, "/templates/live", dirs, files, stop, writes))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let mut t = Vec::with_capacity(args.iters);
+    for _ in 0..args.iters {
+        let t0 = Instant::now();
+        images.snapshot("/templates/live").unwrap();
+        t.push(t0.elapsed());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    report("snapshot (active image)", t, PAPER_SNAPSHOT_US);
+    let mut t = Vec::with_capacity(args.iters);
+    for i in 0..args.iters {
+        let dest = format!("/live-forks/g{i}");
+        let t0 = Instant::now();
+        images.fork("/templates/live", &dest).unwrap();
+        t.push(t0.elapsed());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    report("fork of a live image (snap+fork)", t, PAPER_FORK_US);
+    stop.store(true, Ordering::Relaxed);
+    w.join().unwrap();
+    images.flush();
+    println!(
+        "writer: {} file writes during the active rows (each snapshot re-freezes the image)",
+        writes.load(Ordering::Relaxed)
+    );
+    let u = fs.store().usage().unwrap();
+    println!(
+        "store after the run: {} objects, {} bytes",
+        u.objects, u.bytes
+    );
+}
