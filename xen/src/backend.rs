@@ -217,6 +217,7 @@ impl Backend {
                 while self.xs.next_event(Duration::ZERO)?.is_some() {}
             }
             while let Ok(key) = self.ended_rx.try_recv() {
+                let mut close = None;
                 if let Some(d) = self.devices.get_mut(&key) {
                     if d.phase == Phase::Connected {
                         tracing::info!(
@@ -225,11 +226,16 @@ impl Backend {
                             "9pfs stream ended; closing the device"
                         );
                         d.phase = Phase::Closing;
-                        let _ = self
-                            .xs
-                            .write_str(TxId::NONE, &format!("{}/state", d.be), "5");
+                        close = Some(d.be.clone());
                     }
                     d.stream = None;
+                }
+                if let Some(be) = close {
+                    if let Err(e) = self.set_state(&be, XenbusState::Closing) {
+                        if e.is_fatal() {
+                            return Err(e.into());
+                        }
+                    }
                 }
                 dirty = true;
             }
@@ -280,13 +286,20 @@ impl Backend {
             if !self.devices.contains_key(&k) {
                 if let Err(e) = self.add_device(k) {
                     tracing::warn!(domid = k.0 .0, devid = k.1, error = %e, "cannot set up 9pfs device");
-                    if !e.is_not_found() {
+                    if e.is_fatal() {
                         return Err(e.into());
                     }
                     continue;
                 }
             }
-            self.step(k, on_connect)?;
+            // A xenstore refusal for one device (its directory vanishing under us, a
+            // permission) leaves the others running; a dead connection stops the loop.
+            if let Err(BackendError::Xenstore(e)) = self.step(k, on_connect) {
+                if e.is_fatal() {
+                    return Err(e.into());
+                }
+                tracing::warn!(domid = k.0 .0, devid = k.1, error = %e, "9pfs device step failed");
+            }
         }
         Ok(())
     }
@@ -312,29 +325,44 @@ impl Backend {
         Ok(())
     }
 
+    /// Writes `nodes` below `be` in one transaction, only while `be/state` still exists: a
+    /// plain write after the toolstack removed the directory (guest destroyed) would
+    /// re-create it and leave a zombie device. Retried on conflict.
+    fn write_if_present(&self, be: &str, nodes: &[(&str, String)]) -> Result<(), XsError> {
+        loop {
+            let tx = self.xs.transaction_start()?;
+            let res = (|| {
+                self.xs.read(tx, &format!("{be}/state"))?;
+                for (k, v) in nodes {
+                    self.xs.write_str(tx, &format!("{be}/{k}"), v)?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = res {
+                let _ = self.xs.transaction_end(tx, false);
+                return Err(e);
+            }
+            match self.xs.transaction_end(tx, true) {
+                Err(e) if e.is_again() => continue,
+                other => return other,
+            }
+        }
+    }
+
     fn publish_features(&self, be: &str) -> Result<(), XsError> {
-        self.xs
-            .write_str(TxId::NONE, &format!("{be}/versions"), "1")?;
-        self.xs.write_str(
-            TxId::NONE,
-            &format!("{be}/max-rings"),
-            &self.cfg.max_rings.to_string(),
-        )?;
-        self.xs.write_str(
-            TxId::NONE,
-            &format!("{be}/max-ring-page-order"),
-            &self.cfg.max_ring_order.to_string(),
-        )?;
-        self.xs.write_str(
-            TxId::NONE,
-            &format!("{be}/state"),
-            &XenbusState::InitWait.to_string(),
+        self.write_if_present(
+            be,
+            &[
+                ("versions", "1".into()),
+                ("max-rings", self.cfg.max_rings.to_string()),
+                ("max-ring-page-order", self.cfg.max_ring_order.to_string()),
+                ("state", XenbusState::InitWait.to_string()),
+            ],
         )
     }
 
     fn set_state(&self, be: &str, s: XenbusState) -> Result<(), XsError> {
-        self.xs
-            .write_str(TxId::NONE, &format!("{be}/state"), &s.to_string())
+        self.write_if_present(be, &[("state", s.to_string())])
     }
 
     /// Advances one device according to its frontend's state.
@@ -353,33 +381,31 @@ impl Backend {
         let (phase, be) = (d.phase, d.be.clone());
         use XenbusState as S;
         match (phase, fe) {
-            (Phase::InitWait, Some(S::Initialised | S::Connected)) => {
-                match self.connect(key, &be) {
-                    Ok(conn) => {
-                        let closer = conn.stream.closer.clone();
-                        if let Some(d) = self.devices.get_mut(&key) {
-                            d.stream = Some(closer);
-                            d.phase = Phase::Connected;
-                        }
-                        tracing::info!(
-                            domid = key.0 .0,
-                            devid = key.1,
-                            rings = conn.rings,
-                            order = conn.ring_order,
-                            "9pfs device connected"
-                        );
-                        on_connect(conn);
-                        self.set_state(&be, S::Connected)?;
+            (Phase::InitWait, Some(S::Initialised | S::Connected)) => match self.connect(key) {
+                Ok(conn) => {
+                    let closer = conn.stream.closer.clone();
+                    if let Some(d) = self.devices.get_mut(&key) {
+                        d.stream = Some(closer);
+                        d.phase = Phase::Connected;
                     }
-                    Err(e) => {
-                        tracing::warn!(domid = key.0 .0, devid = key.1, error = %ErrChain(&e), "9pfs connect failed; closing the device");
-                        if let Some(d) = self.devices.get_mut(&key) {
-                            d.phase = Phase::Closing;
-                        }
-                        self.set_state(&be, S::Closing)?;
-                    }
+                    tracing::info!(
+                        domid = key.0 .0,
+                        devid = key.1,
+                        rings = conn.rings,
+                        order = conn.ring_order,
+                        "9pfs device connected"
+                    );
+                    on_connect(conn);
+                    self.set_state(&be, S::Connected)?;
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(domid = key.0 .0, devid = key.1, error = %ErrChain(&e), "9pfs connect failed; closing the device");
+                    if let Some(d) = self.devices.get_mut(&key) {
+                        d.phase = Phase::Closing;
+                    }
+                    self.set_state(&be, S::Closing)?;
+                }
+            },
             (Phase::InitWait | Phase::Connected, Some(S::Closing)) => {
                 self.release(key);
                 if let Some(d) = self.devices.get_mut(&key) {
@@ -444,11 +470,7 @@ impl Backend {
     }
 
     /// Reads the frontend's rings, maps and binds them, and starts the stream.
-    fn connect(
-        &self,
-        (domid, devid): (DomId, u32),
-        _be: &str,
-    ) -> Result<XenConnection, ConnectError> {
+    fn connect(&self, (domid, devid): (DomId, u32)) -> Result<XenConnection, ConnectError> {
         let fe = format!("/local/domain/{domid}/device/9pfs/{devid}");
         let bad = |node: &str, problem: String| ConnectError::Frontend {
             node: format!("{fe}/{node}"),

@@ -412,3 +412,29 @@ fn hostile_frontends_disconnected_good_guest_unaffected() {
     assert!(ok, "{out}");
     assert!(out.contains("ECHO-OK count=4000"), "{out}");
 }
+
+/// Linux's close sequence (Closing, then Closed) releases the rings; a frontend that comes
+/// back to Initialising is offered the device again (InitWait).
+#[test]
+fn frontend_closed_then_initialising_backend_offers_again() {
+    use envoy_xen::emu::{EmuConfig, Frontend};
+    let mut h = Harness::new();
+    h.start_backend();
+    h.guest(40);
+    let cfg = EmuConfig {
+        ctl: h.sim.ctl_path(),
+        domid: DomId(40),
+        devid: 0,
+        order: Some(4),
+        hostile: None,
+        timeout: T,
+    };
+    let f = Frontend::connect(&cfg).unwrap();
+    assert_eq!(f.order, 4);
+    assert_eq!(f.close(T).unwrap(), XenbusState::Closed);
+    h.sim.write("/local/domain/40/device/9pfs/0/state", b"1");
+    assert!(h.sim.wait_state(&h.be_state(40), XenbusState::InitWait, T));
+    drop(f);
+    // The guest is gone with its claim: the backend forgets the device.
+    assert!(h.sim.wait_for(&h.be_state(40), T, |v| v.is_none()));
+}

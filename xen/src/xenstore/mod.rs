@@ -80,6 +80,12 @@ impl XsError {
         )
     }
 
+    /// The connection itself failed (everything after will fail too), as opposed to the
+    /// daemon refusing one request.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, XsError::Io { .. } | XsError::Closed)
+    }
+
     /// A transaction conflicted: retry it from the start.
     pub fn is_again(&self) -> bool {
         matches!(
