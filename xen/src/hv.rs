@@ -124,6 +124,43 @@ pub trait EventChannels: Send + Sync {
     ) -> Result<Box<dyn EventChannel>, HvError>;
 }
 
+/// An event channel as an `envoy_ring` [`Doorbell`](envoy_ring::Doorbell), for code that
+/// drives a single ring with the ring crate's blocking `RingReader`/`RingWriter`. One channel
+/// carries both directions (data and space). A notification is never lost (the port stays
+/// pending, or the eventfd readable, until a waiter consumes it), but when two threads wait
+/// on one channel only one of them wakes; the other returns at its timeout, which the ring
+/// crate's `Waiter` keeps short. [`crate::stream`] avoids that by giving each ring one thread.
+pub struct EvtchnBell(pub Box<dyn EventChannel>);
+
+impl std::fmt::Debug for EvtchnBell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("EvtchnBell")
+            .field(&self.0.local_port())
+            .finish()
+    }
+}
+
+fn ring_err(e: HvError) -> envoy_ring::RingError {
+    envoy_ring::RingError::Doorbell(io::Error::other(e.to_string()))
+}
+
+impl envoy_ring::Doorbell for EvtchnBell {
+    fn notify(&self) -> Result<(), envoy_ring::RingError> {
+        self.0.notify().map_err(ring_err)
+    }
+
+    fn wait(
+        &self,
+        ready: &mut dyn FnMut() -> bool,
+        timeout: Duration,
+    ) -> Result<(), envoy_ring::RingError> {
+        if ready() {
+            return Ok(());
+        }
+        self.0.wait(Some(timeout)).map(|_| ()).map_err(ring_err)
+    }
+}
+
 /// An eventfd used to kick a waiter from this side.
 #[derive(Debug)]
 pub struct Kicker(OwnedFd);

@@ -119,3 +119,29 @@ fn sim_evtchn_binds_once_for_the_right_domain_and_notifies_both_ways() {
     back.kick();
     assert!(back.wait(Some(Duration::from_secs(5))).unwrap());
 }
+
+/// The event channel as the ring crate's doorbell: a notification from the peer ends a
+/// wait, a satisfied condition returns at once, and a quiet channel times out.
+#[test]
+fn sim_evtchn_as_ring_doorbell_wakes_on_peer_notify() {
+    use envoy_ring::Doorbell;
+    use envoy_xen::hv::{EventChannel, EvtchnBell};
+    let (_sim, _d, guest, dom0) = setup();
+    let front = guest.ctl().alloc_unbound(DomId(0)).unwrap();
+    let back = SimEvtchns::new(dom0)
+        .bind_interdomain(DomId(4), front.local_port())
+        .unwrap();
+    let bell = EvtchnBell(back);
+    let t0 = std::time::Instant::now();
+    bell.wait(&mut || true, Duration::from_secs(5)).unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    let t0 = std::time::Instant::now();
+    bell.wait(&mut || false, Duration::from_millis(50)).unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(40));
+    front.notify().unwrap();
+    let t0 = std::time::Instant::now();
+    bell.wait(&mut || false, Duration::from_secs(5)).unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    bell.notify().unwrap();
+    assert!(front.wait(Some(Duration::from_secs(5))).unwrap());
+}
