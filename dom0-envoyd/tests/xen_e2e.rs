@@ -234,3 +234,31 @@ fn xen_endpoints_parse_and_display() {
     .unwrap();
     assert_eq!(c.listen.len(), 2);
 }
+
+/// A guest that dies with half a request in its ring: envoyd's session for it ends, nothing
+/// is left registered, and the next guest is served.
+#[test]
+fn xen_guest_vanishing_mid_request_session_released_next_guest_served() {
+    let s = setup(&[12, 13]);
+    let server = s.server.as_ref().unwrap();
+    server
+        .access()
+        .grant("/", "xen:domid=13 mount-rw any")
+        .unwrap();
+    let (ok, out) = finish(emu(&s.sim, 12, &["--scenario", "vanish"]));
+    assert!(ok, "{out}");
+    assert!(out.contains("VANISHING"), "{out}");
+    assert!(s.sim.wait_for(
+        "/local/domain/0/backend/9pfs/12/0/state",
+        Duration::from_secs(20),
+        |v| v.is_none()
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.connection_count() != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.connection_count(), 0);
+    let (ok, out) = finish(emu(&s.sim, 13, &["--scenario", "session"]));
+    assert!(ok, "{out}");
+    assert!(out.contains("SESSION-OK"), "{out}");
+}

@@ -61,6 +61,10 @@ pub enum Hostile {
     Oversize,
     /// After connecting: the interface page overwritten with garbage.
     Garbage,
+    /// `num-rings` = 99 (above any backend's `max-rings`).
+    NumRings,
+    /// `version` = 7 (only 1 exists).
+    Version,
 }
 
 /// Emulator settings.
@@ -202,8 +206,18 @@ impl Frontend {
         loop {
             let tx = xs.transaction_start()?;
             let w = |k: &str, v: String| xs.write_str(tx, &format!("{fe}/{k}"), &v);
-            w("version", "1".into())?;
-            w("num-rings", "2".into())?;
+            let version = if cfg.hostile == Some(Hostile::Version) {
+                "7"
+            } else {
+                "1"
+            };
+            let nrings = if cfg.hostile == Some(Hostile::NumRings) {
+                "99"
+            } else {
+                "2"
+            };
+            w("version", version.into())?;
+            w("num-rings", nrings.into())?;
             for (i, (r, p)) in published.iter().enumerate() {
                 w(&format!("ring-ref{i}"), r.to_string())?;
                 w(&format!("event-channel-{i}"), p.to_string())?;
@@ -309,7 +323,7 @@ impl Frontend {
                 }
                 intf.write(0, &page)?;
             }
-            Hostile::RingOrder30 | Hostile::BadRef => {}
+            Hostile::RingOrder30 | Hostile::BadRef | Hostile::NumRings | Hostile::Version => {}
         }
         bell.notify()?;
         Ok(())
@@ -426,6 +440,8 @@ impl EmuArgs {
             "hostile-indexes" => Some(Hostile::Indexes),
             "hostile-oversize" => Some(Hostile::Oversize),
             "hostile-garbage" => Some(Hostile::Garbage),
+            "hostile-num-rings" => Some(Hostile::NumRings),
+            "hostile-version" => Some(Hostile::Version),
             _ => None,
         };
         Ok(a)
@@ -460,7 +476,10 @@ pub fn main_with_args(args: &[String]) -> i32 {
 }
 
 fn run(a: &EmuArgs) -> Result<(), EmuError> {
-    let pre_connect = matches!(a.cfg.hostile, Some(Hostile::RingOrder30 | Hostile::BadRef));
+    let pre_connect = matches!(
+        a.cfg.hostile,
+        Some(Hostile::RingOrder30 | Hostile::BadRef | Hostile::NumRings | Hostile::Version)
+    );
     if pre_connect {
         return match Frontend::connect(&a.cfg) {
             Ok(_) => Err(EmuError::Protocol("backend accepted a hostile ring".into())),

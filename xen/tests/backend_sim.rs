@@ -392,6 +392,8 @@ fn hostile_frontends_disconnected_good_guest_unaffected() {
     let cases = [
         ("hostile-ring-order", "REFUSED backend went to state 5"),
         ("hostile-bad-ref", "REFUSED backend went to state 5"),
+        ("hostile-num-rings", "REFUSED backend went to state 5"),
+        ("hostile-version", "REFUSED backend went to state 5"),
         ("hostile-indexes", "BACKEND-STATE 5"),
         ("hostile-oversize", "BACKEND-STATE 5"),
         ("hostile-garbage", "BACKEND-STATE 5"),
