@@ -295,10 +295,24 @@ pub struct Waiter {
     pub slice: Duration,
 }
 
+/// Environment variable overriding the default spin (microseconds) of [`Waiter::default`].
+pub const SPIN_ENV: &str = "ENVOY_RING_SPIN_US";
+
 impl Default for Waiter {
+    /// Spin 20 µs when the host has at least 4 CPUs, not at all on smaller hosts (a spinning
+    /// thread there takes the CPU its peer needs to answer); `ENVOY_RING_SPIN_US` overrides.
     fn default() -> Waiter {
+        let spin_us = std::env::var(SPIN_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(
+                || match std::thread::available_parallelism().map(|n| n.get()) {
+                    Ok(n) if n >= 4 => 20,
+                    _ => 0,
+                },
+            );
         Waiter {
-            spin: Duration::from_micros(30),
+            spin: Duration::from_micros(spin_us.min(10_000)),
             slice: Duration::from_millis(50),
         }
     }
