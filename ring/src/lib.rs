@@ -11,18 +11,24 @@
 //! * [`bell`]: the pluggable [`Doorbell`] (futex in shared memory, eventfd; Xen event channels
 //!   plug in the same way) and the adaptive [`Waiter`] (spin, then block).
 //! * [`stream`]: blocking `Read`/`Write` over a ring end, for code written for sockets.
-//! * [`file`]: the `ring:PATH` convention — one file holding N rings, how a client claims one,
+//! * [`file`](mod@file): the `ring:PATH` convention — one file holding N rings, how a client claims one,
 //!   how the server finds it.
 //!
 //! # Copies per byte
 //!
 //! * Reply path (backend → frontend): header and payload `Bytes` are copied once, straight
-//!   from their buffers into ring memory ([`Producer::write_message`],
-//!   [`RingWriter`]'s `write_vectored`). The frontend copies once out.
-//! * Request path (frontend → backend): [`Consumer::read_message`] copies a whole message
-//!   once into a `Bytes` the 9P decoder slices without copying (a Twrite's data stays in that
-//!   buffer). Through the `Read` seam ([`RingReader`] as `io::Read`) the caller's read buffer
-//!   adds its own copy, as it does for sockets.
+//!   from their buffers into ring memory ([`Producer::write_message`], [`RingWriter`]'s
+//!   `write_vectored`: no gathering buffer). A frontend using [`RingReader::read_message`]
+//!   copies once out (ring → an exact-size `Bytes`); one using it as `io::Read` copies into
+//!   its own read buffer and then frames from there, as with a socket.
+//! * Request path (frontend → backend): the frontend copies once in; the backend's
+//!   [`RingReader::read_message`] copies a whole message once into a `Bytes` that the 9P
+//!   decoder slices without copying (a Twrite's data stays in that buffer). envoyd's session
+//!   reads through the `io::Read` seam instead (ring → its 128 KiB read buffer → the frame's
+//!   `BytesMut`): one copy more than necessary, the same count as a socket after the kernel.
+//!   Removing it needs a frame-level seam in the session (a `Connection` that yields frames).
+//! * Copies into and out of shared memory longer than 8 bytes are `memcpy` (see
+//!   [`mem`] for why that is sound here); indexes are atomics, never plain memory.
 
 pub mod bell;
 pub mod file;

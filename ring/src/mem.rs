@@ -154,7 +154,7 @@ impl SharedMem {
     }
 
     /// The 32-bit atomic at `off` (4-byte aligned, inside the window). Values stored in it are
-    /// little-endian: use [`SharedMem::load_le`]/[`SharedMem::store_le`] helpers or convert.
+    /// little-endian: convert with `u32::to_le`/`u32::from_le` around every store and load.
     pub fn atomic_u32(&self, off: usize) -> Result<&AtomicU32, RingError> {
         self.check(off, 4)?;
         // SAFETY: in bounds (checked).
