@@ -41,6 +41,7 @@ declare -A provides=(
     [python3]=python3
     [socat]=socat
     [gcc]=gcc
+    [e2fsprogs]=mkfs.ext4
     [libc6-dev]=/usr/lib/x86_64-linux-gnu/libc.a
 )
 
