@@ -440,3 +440,39 @@ fn frontend_closed_then_initialising_backend_offers_again() {
     // The guest is gone with its claim: the backend forgets the device.
     assert!(h.sim.wait_for(&h.be_state(40), T, |v| v.is_none()));
 }
+
+/// Throughput of the transport alone (simulated grants, eventfd event channels, echoing
+/// backend): 64 KiB frames on order-9 rings, 16 outstanding. A report, not a check:
+/// `cargo test --release -p envoy-xen --test backend_sim -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement; run in release with --nocapture"]
+fn echo_throughput_report() {
+    let mut h = Harness::new();
+    h.start_backend();
+    h.guest(50);
+    let (count, size) = (4000u64, 65536u64);
+    let t0 = std::time::Instant::now();
+    let (ok, out) = finish(emu(
+        &h,
+        50,
+        &[
+            "--scenario",
+            "echo",
+            "--count",
+            &count.to_string(),
+            "--min",
+            &size.to_string(),
+            "--max",
+            &size.to_string(),
+            "--window",
+            "16",
+        ],
+    ));
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(ok, "{out}");
+    let mb = (count * size) as f64 / (1 << 20) as f64;
+    println!(
+        "xen sim echo: {count} x {size} B each way in {secs:.2} s = {:.0} MiB/s per direction",
+        mb / secs
+    );
+}
