@@ -428,3 +428,36 @@ fn image_import_directory_streams_progress_and_serves_files() {
     let list = ctl.ok(&["image", "list"]);
     assert!(!list.contains("/tenants/bob/x"), "{list}");
 }
+
+#[test]
+fn long_request_streams_progress_lines_before_its_answer() {
+    let ctl = Ctl::start();
+    ctl.ok(&["image", "create", "/t/web"]);
+    let c = ctl.client();
+    let f = c.alloc_fid();
+    c.attach(f, Fid::NOFID, "root", "/t/web", 0).unwrap();
+    for i in 0..20 {
+        create_file(&c, f, &format!("f{i}"), b"data");
+    }
+    ctl.ok(&["image", "snapshot", "/t/web"]);
+    let s = UnixStream::connect(ctl.sock()).unwrap();
+    (&s).write_all(b"{\"op\":\"snapshot.delete\",\"path\":\"/t/web@1\"}\n")
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(&s).lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let last = v.get("progress").is_none();
+        lines.push(v);
+        if last {
+            break;
+        }
+    }
+    let (answer, progress) = lines.split_last().unwrap();
+    assert!(!progress.is_empty(), "no progress before {answer}");
+    for p in progress {
+        let p = &p["progress"];
+        assert!(p["phase"].is_string(), "{p}");
+        assert!(p["done"].is_u64() && p["total"].is_u64(), "{p}");
+    }
+    assert!(answer["ok"]["objects_freed"].is_u64(), "{answer}");
+}
