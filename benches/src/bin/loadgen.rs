@@ -51,14 +51,17 @@ pub type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 #[derive(Parser, Debug)]
 #[command(about = "9P load generator: envoyd vs diod (or any 9P2000.L server), same run")]
 struct Args {
-    /// Servers to start: envoyd, diod (comma-separated; empty with --external only).
+    /// Servers to start: envoyd, diod, or NAME=PATH for another envoyd binary under its own
+    /// name (comma-separated; empty with --external only). The first is compared to the
+    /// others.
     #[arg(long, default_value = "envoyd,diod", value_delimiter = ',')]
     servers: Vec<String>,
     /// A running server: NAME=ENDPOINT@ANAME[@PID] (repeatable). Its tree is built through
     /// 9P under `lg/` unless `lg/ready` exists.
     #[arg(long)]
     external: Vec<String>,
-    /// Transports: tcp, unix (a server without the transport is skipped for it).
+    /// Transports: tcp, unix, ring (a server without the transport is skipped for it; ring:
+    /// envoyd's `--listen ring:PATH`, a file of 16 rings in /dev/shm).
     #[arg(long, default_value = "tcp", value_delimiter = ',')]
     transports: Vec<String>,
     /// Mixes (comma-separated) or `all`.
@@ -148,6 +151,7 @@ fn raise_fd_limit() {
 
 fn start_servers(args: &Args) -> BenchResult<Vec<Server>> {
     let mut out = Vec::new();
+    let want_ring = args.transports.iter().any(|t| t == "ring");
     for s in args.servers.iter().filter(|s| !s.is_empty()) {
         match s.as_str() {
             "envoyd" => {
@@ -162,6 +166,7 @@ fn start_servers(args: &Args) -> BenchResult<Vec<Server>> {
                     &bin,
                     &args.scratch,
                     &args.envoyd_arg,
+                    want_ring,
                 )?);
             }
             "diod" => out.push(servers::start_diod(
@@ -169,7 +174,25 @@ fn start_servers(args: &Args) -> BenchResult<Vec<Server>> {
                 &args.scratch,
                 &args.diod_arg,
             )?),
-            other => return Err(format!("unknown server {other:?}: envoyd or diod").into()),
+            // NAME=PATH: another envoyd build under its own name (before/after comparisons).
+            other => match other.split_once('=') {
+                Some((name, path)) => {
+                    let mut srv = servers::start_envoyd(
+                        std::path::Path::new(path),
+                        &args.scratch,
+                        &args.envoyd_arg,
+                        want_ring,
+                    )?;
+                    srv.name = name.to_string();
+                    out.push(srv);
+                }
+                None => {
+                    return Err(format!(
+                        "unknown server {other:?}: envoyd, diod or NAME=ENVOYD_PATH"
+                    )
+                    .into())
+                }
+            },
         }
     }
     for e in &args.external {
@@ -182,11 +205,14 @@ fn start_servers(args: &Args) -> BenchResult<Vec<Server>> {
 }
 
 fn describe(s: &Server) -> String {
-    let eps: Vec<String> = [&s.tcp, &s.unix]
+    let mut eps: Vec<String> = [&s.tcp, &s.unix]
         .into_iter()
         .flatten()
         .map(|e| e.to_string())
         .collect();
+    if let Some(r) = &s.ring {
+        eps.push(format!("ring:{}", r.display()));
+    }
     format!(
         "{} pid {} at {} aname {}",
         s.name,
@@ -239,7 +265,7 @@ fn run_table(args: &Args, servers: &[Server], tree: Tree) -> BenchResult<()> {
                         let s = present[i];
                         let ep = s.endpoint(transport).ok_or("no endpoint")?;
                         let st = mixes::run_mix(
-                            ep, &s.aname, args.msize, mix, conns, args.depth, tree, &payload,
+                            &ep, &s.aname, args.msize, mix, conns, args.depth, tree, &payload,
                             warmup, secs,
                         )
                         .map_err(|e| format!("{} over {transport}: {e}", s.name))?;
@@ -316,7 +342,8 @@ fn memory_mode(args: &Args, servers: &[Server]) -> BenchResult<()> {
         let mut clients = Vec::with_capacity(args.mem_conns);
         let mut opened = 0usize;
         for _ in 0..args.mem_conns {
-            let c = mixes::connect(ep, 65536, &s.aname)?;
+            let session = mixes::connect(&ep, 65536, &s.aname)?;
+            let c = &session.client;
             for k in 0..per_conn {
                 if opened >= args.mem_fids {
                     break;
@@ -327,7 +354,7 @@ fn memory_mode(args: &Args, servers: &[Server]) -> BenchResult<()> {
                 c.lopen(fid, lopen::RDONLY)?;
                 opened += 1;
             }
-            clients.push(c);
+            clients.push(session);
         }
         let secs = t0.elapsed().as_secs_f64();
         let (rss, hwm) = s.memory_kib().unwrap_or((0, 0));
@@ -465,12 +492,13 @@ fn main() -> BenchResult<()> {
             .endpoint("tcp")
             .or_else(|| s.endpoint("unix"))
             .ok_or("no endpoint")?;
-        let c = mixes::connect(ep, args.msize, &s.aname)?;
+        let session = mixes::connect(&ep, args.msize, &s.aname)?;
+        let c = &session.client;
         println!("  {} msize {}", s.name, c.msize());
         if args.diodload {
             continue;
         }
-        mixes::populate(&c, &tree, false)
+        mixes::populate(c, &tree, false)
             .map_err(|e| format!("{}: building the tree: {e}", s.name))?;
     }
     if args.diodload {

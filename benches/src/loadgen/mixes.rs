@@ -23,6 +23,7 @@
 //! ends the run: the bench measures servers that answer correctly.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,8 @@ use envoy_proto::{
     getattr, lopen, DirEntries, Fid, Message, Tclunk, Tgetattr, Tlcreate, Tlopen, Tread, Treaddir,
     Tremove, Tunlinkat, Twalk, Twrite,
 };
+use envoy_ring::file::{DetachGuard, RingFile};
+use envoy_ring::Waiter;
 use guest_shim::client::Client;
 use guest_shim::endpoint::Endpoint;
 
@@ -80,11 +83,39 @@ fn dir_name(i: usize) -> String {
     format!("e{i:05}")
 }
 
+/// Where a connection goes: a socket endpoint, or a ring of a `ring:PATH` file.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// TCP, Unix socket, …
+    Ep(Endpoint),
+    /// A shared-memory ring file served by envoyd (`--listen ring:PATH`).
+    Ring(PathBuf),
+}
+
+/// A session: the client, and for a ring the guard that detaches it when dropped (after
+/// the client, so the server sees the detach once the client is done).
+pub struct Session {
+    /// The 9P client.
+    pub client: Client,
+    _guard: Option<DetachGuard>,
+}
+
 /// Connects, negotiates 9P2000.L with `msize` and attaches `aname` as root on [`ROOT_FID`].
-pub fn connect(ep: &Endpoint, msize: u32, aname: &str) -> BenchResult<Client> {
-    let c = Client::connect_version(ep, msize, "9P2000.L")?;
-    c.attach(ROOT_FID, Fid::NOFID, "root", aname, 0)?;
-    Ok(c)
+pub fn connect(target: &Target, msize: u32, aname: &str) -> BenchResult<Session> {
+    let (client, guard) = match target {
+        Target::Ep(ep) => (Client::connect(ep)?, None),
+        Target::Ring(path) => {
+            let f = RingFile::open(path)?;
+            let (r, w, g) = f.attach(Waiter::default())?.into_parts()?;
+            (Client::from_stream(r, w), Some(g))
+        }
+    };
+    client.handshake(msize, "9P2000.L")?;
+    client.attach(ROOT_FID, Fid::NOFID, "root", aname, 0)?;
+    Ok(Session {
+        client,
+        _guard: guard,
+    })
 }
 
 /// A deterministic pattern of `len` bytes (file contents; never all zeros, so a server that
@@ -774,7 +805,7 @@ fn run_connection(
 /// `ep`; `payload` is the data written (at least 1 MiB).
 #[allow(clippy::too_many_arguments)]
 pub fn run_mix(
-    ep: &Endpoint,
+    target: &Target,
     aname: &str,
     msize: u32,
     mix: &str,
@@ -785,13 +816,13 @@ pub fn run_mix(
     warmup: Duration,
     secs: Duration,
 ) -> BenchResult<RunStats> {
-    let mut clients = Vec::with_capacity(conns);
+    let mut sessions = Vec::with_capacity(conns);
     for _ in 0..conns {
-        clients.push(Arc::new(connect(ep, msize, aname)?));
+        sessions.push(Arc::new(connect(target, msize, aname)?));
     }
     let barrier = Arc::new(Barrier::new(conns));
     let mut handles = Vec::with_capacity(conns);
-    for (conn, c) in clients.iter().enumerate() {
+    for (conn, c) in sessions.iter().enumerate() {
         let (c, barrier, payload, mix) = (
             Arc::clone(c),
             Arc::clone(&barrier),
@@ -803,7 +834,7 @@ pub fn run_mix(
                 .name(format!("loadgen-{conn}"))
                 .spawn(move || {
                     run_connection(
-                        &c, &mix, conn, conns, depth, tree, payload, &barrier, warmup, secs,
+                        &c.client, &mix, conn, conns, depth, tree, payload, &barrier, warmup, secs,
                     )
                     .map_err(|e| e.to_string())
                 })?,

@@ -13,10 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use envoy_ring::file::RingFile;
+use envoy_ring::RingOrder;
 use guest_shim::client::Client;
 use guest_shim::endpoint::Endpoint;
 use tempfile::TempDir;
 
+use super::mixes::Target;
 use super::BenchResult;
 
 /// How long a started server has to accept its first 9P session.
@@ -30,6 +33,8 @@ pub struct Server {
     pub tcp: Option<Endpoint>,
     /// Unix-socket endpoint, if the server offers one.
     pub unix: Option<Endpoint>,
+    /// Shared-memory ring file (`--listen ring:PATH`), envoyd only.
+    pub ring: Option<PathBuf>,
     /// Attach name of the tree.
     pub aname: String,
     /// Process id (for /proc/PID/status), if known.
@@ -40,11 +45,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// The endpoint for `transport` (`tcp` or `unix`), if the server has one.
-    pub fn endpoint(&self, transport: &str) -> Option<&Endpoint> {
+    /// The target for `transport` (`tcp`, `unix` or `ring`), if the server has one.
+    pub fn endpoint(&self, transport: &str) -> Option<Target> {
         match transport {
-            "tcp" => self.tcp.as_ref(),
-            "unix" => self.unix.as_ref(),
+            "tcp" => self.tcp.clone().map(Target::Ep),
+            "unix" => self.unix.clone().map(Target::Ep),
+            "ring" => self.ring.clone().map(Target::Ring),
             _ => None,
         }
     }
@@ -91,8 +97,35 @@ impl Drop for Server {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            if let Some(r) = &self.ring {
+                let _ = fs::remove_file(r);
+            }
         }
     }
+}
+
+/// Rings a started envoyd serves (one per connection of a cell, plus the setup session).
+const RINGS: u32 = 16;
+/// Ring order: 2^9 pages, 1 MiB per direction.
+const RING_ORDER: u32 = 9;
+
+/// Lets ring clients attach: appends `ring:* admin any` to the root credential file through
+/// TCP (root on a fresh store). A store without a credential file needs nothing.
+fn grant_rings(tcp: &Endpoint) -> BenchResult<()> {
+    let c = Client::connect_version(tcp, 65536, "9P2000.L")?;
+    let root = envoy_proto::Fid(1);
+    let f = envoy_proto::Fid(2);
+    if c.attach(root, envoy_proto::Fid::NOFID, "root", "/", 0)
+        .is_err()
+        || !c.walk(root, f, &[".access"]).is_ok_and(|q| q.len() == 1)
+    {
+        return Ok(());
+    }
+    c.lopen(f, envoy_proto::lopen::RDWR)?;
+    let old = c.read_all(f)?;
+    c.write_all(f, old.len() as u64, b"ring:* admin any\n")?;
+    c.clunk(f)?;
+    Ok(())
 }
 
 fn free_port() -> BenchResult<u16> {
@@ -150,8 +183,14 @@ fn wait_ready(server: &mut Server, ep: &Endpoint) -> BenchResult<()> {
     }
 }
 
-/// Starts `envoyd` on a fresh store under `scratch` (TCP and a Unix socket).
-pub fn start_envoyd(bin: &Path, scratch: &Path, extra: &[String]) -> BenchResult<Server> {
+/// Starts `envoyd` on a fresh store under `scratch` (TCP and a Unix socket; with `ring`,
+/// also a ring file of [`RINGS`] rings in /dev/shm).
+pub fn start_envoyd(
+    bin: &Path,
+    scratch: &Path,
+    extra: &[String],
+    ring: bool,
+) -> BenchResult<Server> {
     let dir = tempfile::Builder::new()
         .prefix("loadgen-envoyd-")
         .tempdir_in(scratch)?;
@@ -166,12 +205,26 @@ pub fn start_envoyd(bin: &Path, scratch: &Path, extra: &[String]) -> BenchResult
         .arg("--listen")
         .arg(format!("unix:{}", sock.display()))
         .args(extra);
+    let ring_path = if ring {
+        let p = PathBuf::from(format!(
+            "/dev/shm/loadgen-{}-{port}.ring",
+            std::process::id()
+        ));
+        let _ = fs::remove_file(&p);
+        // Created here with room for every connection; envoyd uses a file it finds as is.
+        RingFile::create(&p, RINGS, RingOrder::new(RING_ORDER)?)?;
+        cmd.arg("--listen").arg(format!("ring:{}", p.display()));
+        Some(p)
+    } else {
+        None
+    };
     let child = spawn_logged(&mut cmd, &log)?;
     let tcp: Endpoint = format!("tcp:127.0.0.1:{port}").parse()?;
     let mut s = Server {
         name: "envoyd".into(),
         tcp: Some(tcp.clone()),
         unix: Some(Endpoint::Unix(sock)),
+        ring: ring_path,
         aname: "/default".into(),
         pid: Some(child.id()),
         child: Some(child),
@@ -179,6 +232,9 @@ pub fn start_envoyd(bin: &Path, scratch: &Path, extra: &[String]) -> BenchResult
         _dir: Some(dir),
     };
     wait_ready(&mut s, &tcp)?;
+    if ring {
+        grant_rings(&tcp)?;
+    }
     Ok(s)
 }
 
@@ -212,6 +268,7 @@ pub fn start_diod(bin: &Path, scratch: &Path, extra: &[String]) -> BenchResult<S
         name: "diod".into(),
         tcp: Some(tcp.clone()),
         unix: Some(Endpoint::Unix(sock)),
+        ring: None,
         aname: export.display().to_string(),
         pid: Some(child.id()),
         child: Some(child),
@@ -249,6 +306,7 @@ pub fn external(spec: &str) -> BenchResult<Server> {
         name: name.into(),
         tcp,
         unix,
+        ring: None,
         aname,
         pid,
         child: None,
