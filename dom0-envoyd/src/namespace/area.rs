@@ -93,11 +93,17 @@ impl Fs {
     /// `EPERM` in image metadata; inside an image, the returned guard holds the image's gate
     /// shared until the change is done.
     pub fn enter(node: &Node) -> FsResult<Option<RwLockReadGuard<'_, ()>>> {
+        Fs::check_area(node)?;
+        Ok(node.area.scope().map(|s| read(&s.gate)))
+    }
+
+    /// The area rules of [`Fs::enter`] without taking the gate.
+    pub fn check_area(node: &Node) -> FsResult<()> {
         match &node.area {
-            Area::Admin => Ok(None),
+            Area::Admin => Ok(()),
             Area::Meta => Err(FsError::Perm),
             Area::Image(s) if s.read_only => Err(FsError::ReadOnly),
-            Area::Image(s) => Ok(Some(read(&s.gate))),
+            Area::Image(_) => Ok(()),
         }
     }
 

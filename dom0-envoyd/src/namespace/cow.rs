@@ -11,9 +11,10 @@
 //! A node is writable when neither its own link nor any ancestor's link is frozen; [`Fs::thaw`]
 //! establishes that, ancestors first.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use envoy_storage::ObjectKind;
+use envoy_storage::{ObjectId, ObjectKind};
 
 use super::node::{lock, write, Node};
 use super::Fs;
@@ -67,30 +68,93 @@ impl Fs {
         }
     }
 
+    /// A copy of frozen object `old` (a directory's copy has every entry frozen). Needs no
+    /// lock: a frozen object never changes.
+    fn clone_frozen(&self, old: ObjectId) -> FsResult<ObjectId> {
+        let new_id = self.alloc_id()?;
+        self.store.clone_object(old, new_id)?;
+        if let Err(e) = self.copy_xattrs(old, new_id) {
+            let _ = self.store.delete(new_id);
+            return Err(e);
+        }
+        Ok(new_id)
+    }
+
+    /// Copies, ahead of a change of `node` and outside the image gate, every frozen object the
+    /// change will have to thaw: the topmost frozen link on the path from the root and every
+    /// name below it down to `node`. A snapshot then never waits for these copies (the slow,
+    /// fsync'd part of a thaw); [`Fs::thaw_with`] only repoints links. A copy is of an
+    /// immutable object, so it stays valid whatever happens meanwhile; one left unused (the
+    /// path changed) is deleted when the [`Prepared`] is dropped.
+    pub(crate) fn prepare_thaw(&self, node: &Arc<Node>) -> Prepared<'_> {
+        let mut prep = Prepared {
+            fs: self,
+            clones: HashMap::new(),
+        };
+        let mut path = Vec::new();
+        let mut cur = Some(Arc::clone(node));
+        while let Some(n) = cur {
+            let s = n.state();
+            path.push((s.cow, s.id));
+            cur = s.parent.clone();
+        }
+        if let Some(top) = path.iter().rposition(|(cow, _)| *cow) {
+            for &(_, id) in &path[..=top] {
+                match self.clone_frozen(id) {
+                    Ok(c) => {
+                        prep.clones.insert(id, c);
+                    }
+                    // The thaw itself will try again (and report the error).
+                    Err(_) => break,
+                }
+            }
+        }
+        prep
+    }
+
     /// Makes `node` writable: thaws every frozen ancestor, then the node itself (§5.4.3).
     pub fn thaw(&self, node: &Arc<Node>) -> FsResult<()> {
+        let mut none = Prepared {
+            fs: self,
+            clones: HashMap::new(),
+        };
+        self.thaw_with(node, &mut none)
+    }
+
+    /// [`Fs::thaw`], using copies made by [`Fs::prepare_thaw`] where they fit.
+    ///
+    /// Order for each frozen name: copy the object (an unreferenced copy if we crash now),
+    /// then, under the parent's lock and after checking that nothing changed, repoint the link.
+    pub(crate) fn thaw_with(&self, node: &Arc<Node>, prep: &mut Prepared<'_>) -> FsResult<()> {
         loop {
-            let (cow, parent) = {
-                let s = node.state();
-                (s.cow, s.parent.clone())
-            };
-            if let Some(p) = &parent {
-                self.thaw(p)?;
+            if let Some(p) = node.parent() {
+                self.thaw_with(&p, prep)?;
             }
+            let (cow, parent, old) = {
+                let s = node.state();
+                (s.cow, s.parent.clone(), s.id)
+            };
             if !cow {
                 return Ok(());
             }
-            let new_id = self.alloc_id()?;
+            let new_id = match prep.clones.remove(&old) {
+                Some(c) => c,
+                None => self.clone_frozen(old)?,
+            };
+            let discard = || {
+                let _ = self.store.delete(new_id);
+            };
             let Some(parent) = parent else {
-                // An unlinked (orphan) frozen file: clone it privately, no link to update.
+                // An unlinked (orphan) frozen file: its private copy needs no link.
                 let _io = write(&node.io);
                 let mut s = node.state();
-                if !s.cow {
+                if !s.cow || s.id != old {
+                    discard();
+                    if s.cow {
+                        continue;
+                    }
                     return Ok(());
                 }
-                self.store.clone_object(s.id, new_id)?;
-                self.copy_xattrs(s.id, new_id)?;
-                let old = s.id;
                 s.id = new_id;
                 s.cow = false;
                 drop(s);
@@ -104,26 +168,28 @@ impl Fs {
             let _own = (node.kind() == ObjectKind::Directory).then(|| write(&node.dir_lock));
             let _io = write(&node.io);
             if parent.state().cow {
+                discard();
                 continue; // re-frozen meanwhile: start over
             }
             let mut s = node.state();
-            if !s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, &parent)) {
-                continue; // renamed meanwhile: start over
+            if !s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, &parent)) || s.id != old {
+                discard();
+                if !s.cow {
+                    return Ok(());
+                }
+                continue; // renamed or thawed meanwhile: start over
             }
             if !s.cow {
+                discard();
                 return Ok(());
             }
-            let old = s.id;
-            // Order: clone (an unreferenced copy if we crash now), then repoint the link.
-            self.store.clone_object(old, new_id)?;
-            if let Err(e) = self.copy_xattrs(old, new_id) {
-                let _ = self.store.delete(new_id);
-                return Err(e);
-            }
             let mut data = (*self.dir_data(parent.id())?).clone();
-            let block = data.set(&s.name, new_id, false).ok_or(FsError::NotFound)?;
+            let Some(block) = data.set(&s.name, new_id, false) else {
+                discard();
+                return Err(FsError::NotFound);
+            };
             if let Err(e) = self.commit_dir(parent.id(), data, &[block]) {
-                let _ = self.store.delete(new_id);
+                discard();
                 return Err(e);
             }
             s.id = new_id;
@@ -144,6 +210,24 @@ impl Fs {
                 }
             }
             return Ok(());
+        }
+    }
+}
+
+/// Copies of frozen objects made ahead of a change ([`Fs::prepare_thaw`]): old object → copy.
+/// Copies not used by the change are deleted on drop.
+#[derive(Debug)]
+pub struct Prepared<'a> {
+    fs: &'a Fs,
+    clones: HashMap<ObjectId, ObjectId>,
+}
+
+impl Drop for Prepared<'_> {
+    fn drop(&mut self) {
+        for (_, c) in self.clones.drain() {
+            if let Err(e) = self.fs.store.delete(c) {
+                tracing::warn!(id = %c, error = %e, "deleting an unused thaw copy failed; the start-up scan will collect it");
+            }
         }
     }
 }

@@ -527,8 +527,12 @@ impl Fs {
             .checked_add(data.len() as u64)
             .filter(|&end| end <= i64::MAX as u64)
             .ok_or(FsError::TooBig("offset + count beyond the largest file"))?;
+        Fs::check_area(node)?;
+        // The slow part of a first write after a snapshot (copying frozen objects) happens
+        // before the gate, so a snapshot never waits for it.
+        let mut prep = self.prepare_thaw(node);
         let _gate = Fs::enter(node)?;
-        self.write_in(node, offset, data, true)
+        self.write_with(node, offset, data, true, &mut prep)
     }
 
     /// [`Fs::write`] without the area rules or the image gate (the image manager's metadata);
@@ -540,8 +544,19 @@ impl Fs {
         data: Bytes,
         set_mtime: bool,
     ) -> FsResult<usize> {
+        self.write_with(node, offset, data, set_mtime, &mut self.prepare_thaw(node))
+    }
+
+    fn write_with(
+        &self,
+        node: &Arc<Node>,
+        offset: u64,
+        data: Bytes,
+        set_mtime: bool,
+        prep: &mut cow::Prepared<'_>,
+    ) -> FsResult<usize> {
         loop {
-            self.thaw(node)?;
+            self.thaw_with(node, prep)?;
             let _io = read(&node.io);
             let id = {
                 let s = node.state();
