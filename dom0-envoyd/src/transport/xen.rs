@@ -87,11 +87,20 @@ impl XenListener {
                 (s.0, s.1, s.2, format!("xen-sim:{}", dir.display()))
             }
         };
+        // Our own domain id (0 in dom0, another in a driver domain): the relative node
+        // `domid` resolves against the connection's own domain path.
+        let domid = xs
+            .read(envoy_xen::TxId::NONE, "domid")
+            .ok()
+            .and_then(|v| envoy_xen::xenstore::parse_u32(&v))
+            .and_then(|d| u16::try_from(d).ok())
+            .map_or(DomId(0), DomId);
         let backend = Backend::new(
             xs,
             gnt,
             evt,
             BackendConfig {
+                domid,
                 max_frame,
                 ..BackendConfig::default()
             },
