@@ -469,14 +469,15 @@ mod tests {
             (client_state::ATTACHED, server_state::SERVING)
         );
         let mut b = server.serve(0, Waiter::default()).unwrap();
-        // A 9P-shaped message each way (size[4] type[1] tag[2] payload).
-        let mut req = vec![12u8, 0, 0, 0, 100, 1, 0];
+        // A 9P-shaped message each way (size[4] type[1] tag[2] payload); not a Tversion, whose
+        // msize the backend rewrites.
+        let mut req = vec![12u8, 0, 0, 0, 120, 1, 0];
         req.extend_from_slice(b"hello");
         conn.writer.write_all(&req).unwrap();
         let mut got = vec![0u8; req.len()];
         b.reader.read_exact(&mut got).unwrap();
         assert_eq!(got, req);
-        let rep = [9u8, 0, 0, 0, 101, 1, 0, b'o', b'k'];
+        let rep = [9u8, 0, 0, 0, 121, 1, 0, b'o', b'k'];
         b.writer.write_all(&rep).unwrap();
         let mut got = [0u8; 9];
         conn.reader.read_exact(&mut got).unwrap();
