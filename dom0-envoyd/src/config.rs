@@ -110,7 +110,7 @@ impl std::fmt::Display for Endpoint {
 pub enum ConfigError {
     /// Not `tcp:HOST:PORT`, `unix:PATH`, `vsock:PORT` or `vsock-uds:[CID:]PATH`.
     #[error(
-        "bad endpoint {0:?}: expected tcp:HOST:PORT, unix:PATH, vsock:PORT or vsock-uds:[CID:]PATH"
+        "bad endpoint {0:?}: expected tcp:HOST:PORT, unix:PATH, vsock:PORT, vsock-uds:[CID:]PATH or ring:PATH"
     )]
     Endpoint(String),
     /// A numeric option out of range.
@@ -138,8 +138,8 @@ pub struct Args {
     /// Object store directory (created if missing).
     #[arg(long, default_value = "./envoy-data")]
     pub data: PathBuf,
-    /// Endpoint to serve 9P on: tcp:HOST:PORT, unix:PATH, vsock:PORT or vsock-uds:[CID:]PATH
-    /// (repeatable).
+    /// Endpoint to serve 9P on: tcp:HOST:PORT, unix:PATH, vsock:PORT, vsock-uds:[CID:]PATH or
+    /// ring:PATH (shared-memory rings in a file, created if missing) (repeatable).
     #[arg(long = "listen")]
     pub listen: Vec<String>,
     /// Serve the 9pfs devices of Xen guests (run in dom0; same as `--listen xen`).
@@ -274,6 +274,14 @@ mod tests {
             "tcp:[::1]:1",
         ]);
         assert_eq!(Config::from_args(a).unwrap().listen.len(), 2);
+    }
+
+    #[test]
+    fn config_ring_endpoint_parses_and_round_trips() {
+        let ep: Endpoint = "ring:/dev/shm/g1.ring".parse().unwrap();
+        assert_eq!(ep, Endpoint::Ring("/dev/shm/g1.ring".into()));
+        assert_eq!(ep.to_string().parse::<Endpoint>().unwrap(), ep);
+        assert!("ring:".parse::<Endpoint>().is_err());
     }
 
     #[test]
