@@ -126,7 +126,7 @@ pub enum ImageCmd {
         /// Head path.
         path: String,
     },
-    /// Starts a new image from a snapshot (a head means its newest snapshot).
+    /// Starts a new image from a snapshot (a head is snapshotted now and that new snapshot forked).
     Fork {
         /// `HEAD` or `HEAD@N`.
         source: String,

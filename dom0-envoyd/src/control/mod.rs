@@ -105,7 +105,7 @@ pub enum Request {
     /// A new image from a snapshot.
     #[serde(rename = "image.fork")]
     ImageFork {
-        /// Head (its newest snapshot) or `head@N`.
+        /// `head@N`, or a head: a new snapshot of the live head is taken and forked.
         source: String,
         /// New head path.
         dest: String,
