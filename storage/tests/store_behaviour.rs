@@ -800,3 +800,24 @@ fn racing_metadata_operations_leave_consistent_store() {
         .collect();
     assert_eq!(seen, disk);
 }
+
+#[test]
+fn attributes_match_stat_and_follow_wstat() {
+    let (_d, s) = new_store();
+    let id = s.reserve(1).unwrap().first;
+    s.create_object(id, &file_attr()).unwrap();
+    assert_eq!(s.attributes(id).unwrap(), s.stat(id).unwrap().attr);
+    let mtime = Timestamp { secs: 30, nanos: 3 };
+    s.wstat(
+        id,
+        &AttrChange {
+            mtime: Some(mtime),
+            ..AttrChange::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.attributes(id).unwrap().mtime, mtime);
+    assert_eq!(s.attributes(id).unwrap(), s.stat(id).unwrap().attr);
+    s.delete(id).unwrap();
+    assert!(matches!(s.attributes(id), Err(StoreError::NotFound(_))));
+}

@@ -680,6 +680,16 @@ impl ObjectStore {
         )
     }
 
+    /// The object's attributes alone (kind, mode, owner, times), from the store's in-memory
+    /// index: no descriptor is opened and nothing is `fstat`ed, unlike [`ObjectStore::stat`].
+    /// Directory listings need only the kind and the times of each entry; a stat per entry
+    /// would open (and, past the descriptor cache, close) one file per name.
+    pub fn attributes(&self, id: ObjectId) -> Result<Attributes, StoreError> {
+        self.check_id(id)?;
+        let _g = self.lock_id(id);
+        Ok(self.entry_required(id)?.attr)
+    }
+
     /// The object's attributes, size, ctime and allocation.
     pub fn stat(&self, id: ObjectId) -> Result<ObjectStat, StoreError> {
         self.check_id(id)?;
