@@ -19,7 +19,7 @@ use envoy_proto::{
     dirent_type, unlinkat, DirEntry, Message, Qid, Rmkdir, Rread, Rreaddir, Runlinkat, Tmkdir,
     Treaddir, Tunlinkat,
 };
-use envoy_storage::{ObjectKind, ObjectStat};
+use envoy_storage::{Attributes, ObjectId, ObjectKind, ObjectStat};
 
 use crate::error::{FsError, FsResult};
 use crate::namespace::node::lock;
@@ -40,6 +40,18 @@ pub fn dtype(kind: ObjectKind) -> u8 {
         ObjectKind::Fifo => dirent_type::FIFO,
         ObjectKind::Socket => dirent_type::SOCK,
     }
+}
+
+/// The qid of object `id` with attributes `attr` (the same as [`qid_of`] of its stat).
+fn qid_of_attr(id: ObjectId, attr: &Attributes) -> Qid {
+    // qid_of reads only the id, kind and mtime.
+    qid_of(&ObjectStat {
+        id,
+        attr: *attr,
+        size: 0,
+        ctime: attr.mtime,
+        blocks: 0,
+    })
 }
 
 fn open_dir(e: &FidEntry) -> FsResult<()> {
@@ -106,8 +118,10 @@ pub fn readdir(c: &Arc<Conn>, m: Treaddir) -> FsResult<Message> {
         let Ok(name) = String::from_utf8(d.name.clone()) else {
             continue; // not representable in 9P strings
         };
-        let (ty, qid) = match fs.store().stat(d.id) {
-            Ok(st) => (dtype(st.attr.kind), qid_of(&st)),
+        // Attributes from the store's index (no open/fstat per entry): the kind and mtime
+        // are all an entry's type and qid need; the qid equals what `qid_of` gives a stat.
+        let (ty, qid) = match fs.store().attributes(d.id) {
+            Ok(attr) => (dtype(attr.kind), qid_of_attr(d.id, &attr)),
             Err(_) => (
                 dirent_type::UNKNOWN,
                 Qid {
