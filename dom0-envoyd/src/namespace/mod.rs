@@ -184,6 +184,23 @@ pub fn qid_of(st: &ObjectStat) -> Qid {
     }
 }
 
+/// How far a file's or directory's recorded mtime may trail its last change: 4 ms, one tick
+/// of the coarse clock Linux file systems take their timestamps from (`HZ=250`). The store
+/// keeps attributes in the object's file name, so each mtime update is a `rename(2)`; within
+/// one tick further updates are skipped, as a Linux file system leaves an mtime that the
+/// coarse clock has not moved past.
+pub const MTIME_GRANULARITY_NS: u64 = 4_000_000;
+
+/// Whether a change at `now` must record a new mtime over `stored`: when `stored` is at least
+/// [`MTIME_GRANULARITY_NS`] old, or in the future (the clock was stepped back), or
+/// unrepresentable.
+pub fn mtime_needs_update(stored: Timestamp, now: Timestamp) -> bool {
+    match (stored.as_nanos(), now.as_nanos()) {
+        (Some(s), Some(n)) => s > n || n - s >= MTIME_GRANULARITY_NS,
+        _ => true,
+    }
+}
+
 impl Fs {
     /// Opens the namespace on `store`: creates the root (and `/default`) in a fresh store and
     /// runs the start-up scan.
@@ -421,9 +438,21 @@ impl Fs {
         Ok(())
     }
 
+    /// Whether object `id`'s mtime must be set at `now` ([`mtime_needs_update`] of its
+    /// recorded mtime; true if the store cannot say).
+    fn mtime_stale(&self, id: ObjectId, now: Timestamp) -> bool {
+        match self.store.attributes(id) {
+            Ok(attr) => mtime_needs_update(attr.mtime, now),
+            Err(_) => true,
+        }
+    }
+
     /// Sets a directory's mtime to now (its entries changed).
     pub(crate) fn touch_dir(&self, id: ObjectId) {
         let now = Timestamp::now();
+        if !self.mtime_stale(id, now) {
+            return;
+        }
         let change = AttrChange {
             mtime: Some(now),
             ..AttrChange::default()
@@ -570,9 +599,11 @@ impl Fs {
             self.cache.invalidate(id);
             let n = n?;
             self.writes.fetch_add(1, Ordering::Relaxed);
-            if set_mtime {
+            let now = Timestamp::now();
+            // At most one mtime rename per granularity tick of a streaming write.
+            if set_mtime && self.mtime_stale(id, now) {
                 let change = AttrChange {
-                    mtime: Some(Timestamp::now()),
+                    mtime: Some(now),
                     ..AttrChange::default()
                 };
                 self.store.wstat(id, &change)?;
@@ -665,5 +696,34 @@ impl Fs {
     /// Total data writes served (for stats).
     pub fn write_count(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod mtime_tests {
+    use super::*;
+
+    fn ts(ns: u64) -> Timestamp {
+        Timestamp::from_nanos(ns)
+    }
+
+    #[test]
+    fn mtime_needs_update_within_granularity_false() {
+        let t = 1_700_000_000_000_000_000;
+        assert!(!mtime_needs_update(ts(t), ts(t)));
+        assert!(!mtime_needs_update(ts(t), ts(t + MTIME_GRANULARITY_NS - 1)));
+    }
+
+    #[test]
+    fn mtime_needs_update_after_granularity_true() {
+        let t = 1_700_000_000_000_000_000;
+        assert!(mtime_needs_update(ts(t), ts(t + MTIME_GRANULARITY_NS)));
+        assert!(mtime_needs_update(ts(0), ts(t)));
+    }
+
+    #[test]
+    fn mtime_needs_update_stored_in_future_true() {
+        let t = 1_700_000_000_000_000_000;
+        assert!(mtime_needs_update(ts(t + 1), ts(t)));
     }
 }
