@@ -6,9 +6,13 @@
 #
 # Usage: scripts/guest/envoy-tests.sh [options]        (root; scripts/install-deps.sh first)
 #   --only LIST        comma-separated scenarios to run (default: posix-L,posix-u,multi,tree,crash,
-#                      access,vsock,ctl,ivshmem)
+#                      access,vsock,ctl,ivshmem,images)
 #                        posix-L  POSIX battery over 9P2000.L, then the diodls/diodcat check (d)
 #                        posix-u  the same battery over 9P2000.u
+#                        images   envoyctl forks a live image while a guest writes to it; a
+#                                 second guest mounts the snapshot read-only and two forks of
+#                                 it: they diverge; deleting forks and snapshot returns the
+#                                 space (tests/images-host.sh)
 #                        multi    two connections from one guest (the envoy.via mount and a
 #                                 trans=tcp one): coherence, renames, locks, unlink, two writers
 #                        tree     unpack a >= 5,000-file source tree, checksum, restart envoyd,
@@ -51,7 +55,7 @@ repo="$(dirname "$scripts")"
 tests="$here/tests"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 
-only="posix-L,posix-u,multi,tree,crash,access,vsock,ctl,ivshmem" server=envoyd via="" build=1 keep=0 verbose=()
+only="posix-L,posix-u,multi,tree,crash,access,vsock,ctl,ivshmem,images" server=envoyd via="" build=1 keep=0 verbose=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
     case "$1" in
@@ -399,6 +403,8 @@ scenario_access() {
 
 # shellcheck source=tests/boot-host.sh
 . "$tests/boot-host.sh"
+# shellcheck source=tests/images-host.sh
+. "$tests/images-host.sh"
 
 # vsock: guest envoy-shim -> AF_VSOCK -> QEMU vhost-user-vsock-pci -> vhost-device-vsock (hybrid
 # vsock: guest port P becomes a connection to <uds_path>_P) -> envoyd --listen vsock-uds:CID:PATH.
@@ -520,6 +526,7 @@ for s in "${wanted[@]}"; do
     ivshmem) scenario_ivshmem ;;
     boot) scenario_boot ;;
     ctl) scenario_ctl ;;
+    images) scenario_images ;;
     access) scenario_access ;;
     *) say "unknown scenario $s"; exit 2 ;;
     esac
