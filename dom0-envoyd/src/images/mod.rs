@@ -787,6 +787,9 @@ impl Images {
             )));
         }
         let _op = lock(&self.op);
+        // Check the destination first: a fork that cannot happen must not snapshot the source.
+        let d2 = self.admin_dir(&dst.admin, true)?;
+        self.check_free(&d2, &dst)?;
         let (src_admin, s_id, n) = match src.snapshot {
             None => {
                 let (info, s_id) = self.snapshot_locked(&src)?;
@@ -807,8 +810,6 @@ impl Images {
                 (admin, s_id, n)
             }
         };
-        let d2 = self.admin_dir(&dst.admin, true)?;
-        self.check_free(&d2, &dst)?;
         let meta2 = self.meta_dir(&d2, true)?;
         let src_meta_dir = self.meta_dir(&src_admin, false)?;
         if self.read_meta(&src_meta_dir, &src.name)?.is_none() {
