@@ -178,6 +178,10 @@ fn admin_tree_rules_refuse_client_changes_to_images() {
     assert_eq!(errno(admin.link(db, f, "f")), EXDEV);
     // Inside one image, rename works.
     admin.renameat(web, "f", web, "g").unwrap();
+    // Administrative directories keep their names (image metadata records paths).
+    assert_eq!(errno(admin.renameat(ROOT, ".", ROOT, "u")), 22);
+    let top = attach_at(&env, "/");
+    assert_eq!(errno(top.renameat(ROOT, "t", ROOT, "u")), EPERM);
     // Ordinary admin files (credential files) are allowed.
     let r = admin.alloc_fid();
     admin.walk(ROOT, r, &[]).unwrap();

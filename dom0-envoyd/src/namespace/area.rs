@@ -16,6 +16,7 @@
 //! | any change inside a snapshot | `EROFS` |
 //! | any change below `.envoy` | `EPERM` |
 //! | creating, removing or renaming an image head, `NAME@N`, `.envoy`, or `/ctl` in an admin directory | `EPERM` (images are managed through the control socket) |
+//! | renaming an administrative directory (image metadata records absolute paths) | `EPERM` |
 //! | a rename or hard link between two images, or between an image and the admin tree | `EXDEV` |
 //!
 //! Mutations inside an image hold the image's gate shared ([`Fs::enter`]); a snapshot holds it

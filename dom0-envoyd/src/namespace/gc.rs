@@ -4,7 +4,9 @@
 //! 1. Walk the tree from [`super::ROOT_ID`], recording every link.
 //! 2. An object named by more than one link where any link is writable (a crash inside a
 //!    cross-block rename) gets the copy-on-write flag on all its links: both names keep the
-//!    data, and the invariant "one name or read-only" holds again.
+//!    data, and the invariant "one name or read-only" holds again. A link below a
+//!    copy-on-write link counts as read-only (it is in a snapshot or shared with one), and is
+//!    never rewritten: frozen directory objects do not change.
 //! 3. Every object no link reaches (created but never linked, unlinked while open, replaced
 //!    by a rename, a thaw's copy never linked, the old object of a diverged hard link) is
 //!    deleted. If any directory fails to parse, this step is skipped: its children would look
@@ -38,9 +40,11 @@ pub fn scan(fs: &Fs) -> FsResult<ScanReport> {
     let mut report = ScanReport::default();
     let mut links: HashMap<ObjectId, Vec<(ObjectId, Vec<u8>, bool)>> = HashMap::new();
     let mut seen_dirs: HashSet<ObjectId> = HashSet::new();
-    let mut stack = vec![ROOT_ID];
+    // Each directory with whether it is reached through a copy-on-write link: everything
+    // below such a link is read-only (a snapshot, or shared with one), whatever its own flags.
+    let mut stack = vec![(ROOT_ID, false)];
     seen_dirs.insert(ROOT_ID);
-    while let Some(d) = stack.pop() {
+    while let Some((d, frozen)) = stack.pop() {
         report.directories += 1;
         let data = match fs.dir_data(d) {
             Ok(x) => x,
@@ -52,17 +56,18 @@ pub fn scan(fs: &Fs) -> FsResult<ScanReport> {
         };
         for e in data.entries() {
             report.links += 1;
+            let cow = e.cow || frozen;
             links
                 .entry(e.id)
                 .or_default()
-                .push((d, e.name.clone(), e.cow));
+                .push((d, e.name.clone(), cow));
             if seen_dirs.contains(&e.id) {
                 continue;
             }
             match store.stat(e.id) {
                 Ok(st) if st.attr.kind == ObjectKind::Directory => {
                     seen_dirs.insert(e.id);
-                    stack.push(e.id);
+                    stack.push((e.id, cow));
                 }
                 Ok(_) => {}
                 Err(err) => {

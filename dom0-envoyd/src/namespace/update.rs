@@ -348,6 +348,15 @@ impl Fs {
         }
         self.check_client_name(odir, oname)?;
         self.check_client_name(ndir, nname)?;
+        if matches!(odir.area, node::Area::Admin) {
+            // Image metadata records absolute paths (origins, fork logs): administrative
+            // directories keep their names.
+            if let Some(e) = self.dir_snapshot(odir)?.lookup(oname) {
+                if self.store.stat(e.id)?.attr.kind == ObjectKind::Directory {
+                    return Err(FsError::Perm);
+                }
+            }
+        }
         let _gate = Fs::enter(odir)?;
         self.rename_in(odir, oname, ndir, nname, cred)
     }
