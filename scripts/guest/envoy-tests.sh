@@ -6,7 +6,7 @@
 #
 # Usage: scripts/guest/envoy-tests.sh [options]        (root; scripts/install-deps.sh first)
 #   --only LIST        comma-separated scenarios to run (default: posix-L,posix-u,multi,tree,crash,
-#                      access,vsock,ctl,ivshmem,images)
+#                      access,vsock,ctl,ivshmem,images,boot)
 #                        posix-L  POSIX battery over 9P2000.L, then the diodls/diodcat check (d)
 #                        posix-u  the same battery over 9P2000.u
 #                        images   envoyctl forks a live image while a guest writes to it; a
@@ -55,7 +55,7 @@ repo="$(dirname "$scripts")"
 tests="$here/tests"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 
-only="posix-L,posix-u,multi,tree,crash,access,vsock,ctl,ivshmem,images" server=envoyd via="" build=1 keep=0 verbose=()
+only="posix-L,posix-u,multi,tree,crash,access,vsock,ctl,ivshmem,images,boot" server=envoyd via="" build=1 keep=0 verbose=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
     case "$1" in
