@@ -34,8 +34,8 @@ pub fn walk(fs: &Fs, root: ObjectId, progress: &dyn Fn(u64)) -> FsResult<Vec<u64
             if seen_dirs.contains(&e.id) {
                 continue;
             }
-            match fs.store().stat(e.id) {
-                Ok(st) if st.attr.kind == ObjectKind::Directory => {
+            match fs.store().attributes(e.id) {
+                Ok(attr) if attr.kind == ObjectKind::Directory => {
                     seen_dirs.insert(e.id);
                     stack.push(e.id);
                 }

@@ -64,8 +64,8 @@ pub fn scan(fs: &Fs) -> FsResult<ScanReport> {
             if seen_dirs.contains(&e.id) {
                 continue;
             }
-            match store.stat(e.id) {
-                Ok(st) if st.attr.kind == ObjectKind::Directory => {
+            match store.attributes(e.id) {
+                Ok(attr) if attr.kind == ObjectKind::Directory => {
                     seen_dirs.insert(e.id);
                     stack.push((e.id, cow));
                 }

@@ -474,7 +474,7 @@ impl Fs {
                 // Already live: its area is known (and this skips the metadata lookups).
                 let _g = read(&dir.dir_lock);
                 if !dir.state().orphan && n.parent().is_some_and(|p| Arc::ptr_eq(&p, dir)) {
-                    perm::check(&self.store.stat(dir.id())?.attr, &cred, perm::X)?;
+                    perm::check(&self.store.attributes(dir.id())?, &cred, perm::X)?;
                     return Ok(self.claim(n));
                 }
             }
@@ -493,7 +493,7 @@ impl Fs {
         if orphan {
             return Err(FsError::NotFound);
         }
-        let dattr = self.store.stat(id)?.attr;
+        let dattr = self.store.attributes(id)?;
         perm::check(&dattr, &cred, perm::X)?;
         let data = self.dir_data(id)?;
         let e = data.lookup(name).ok_or(FsError::NotFound)?;
@@ -502,7 +502,7 @@ impl Fs {
             drop(ch);
             return Ok(self.claim(n));
         }
-        let kind = self.store.stat(e.id)?.attr.kind;
+        let kind = self.store.attributes(e.id)?.kind;
         let n = Node::new(
             e.id,
             e.cow,

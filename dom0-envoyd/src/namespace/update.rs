@@ -76,7 +76,7 @@ impl Fs {
         if cow {
             return Ok(None);
         }
-        let attr = self.store.stat(id)?.attr;
+        let attr = self.store.attributes(id)?;
         perm::check(&attr, cred, perm::W | perm::X)?;
         let data = self.dir_data(id)?;
         Ok(Some(LockedDir {
@@ -352,7 +352,7 @@ impl Fs {
             // Image metadata records absolute paths (origins, fork logs): administrative
             // directories keep their names.
             if let Some(e) = self.dir_snapshot(odir)?.lookup(oname) {
-                if self.store.stat(e.id)?.attr.kind == ObjectKind::Directory {
+                if self.store.attributes(e.id)?.kind == ObjectKind::Directory {
                     return Err(FsError::Perm);
                 }
             }
@@ -402,17 +402,17 @@ impl Fs {
             if oorphan || norphan {
                 return Err(FsError::NotFound);
             }
-            let oattr = self.store.stat(oid)?.attr;
+            let oattr = self.store.attributes(oid)?;
             let nattr = if same {
                 oattr
             } else {
-                self.store.stat(nid)?.attr
+                self.store.attributes(nid)?
             };
             perm::check(&oattr, &cred, perm::W | perm::X)?;
             perm::check(&nattr, &cred, perm::W | perm::X)?;
             let odata = self.dir_data(oid)?;
             let src = odata.lookup(oname).cloned().ok_or(FsError::NotFound)?;
-            let sattr = self.store.stat(src.id)?.attr;
+            let sattr = self.store.attributes(src.id)?;
             let src_dir = sattr.kind == ObjectKind::Directory;
             perm::check_sticky(&oattr, &sattr, &cred)?;
             if same && oname == nname {
@@ -446,7 +446,7 @@ impl Fs {
                 if t.id == src.id {
                     return Ok(()); // two names of one object: POSIX says do nothing
                 }
-                let tattr = self.store.stat(t.id)?.attr;
+                let tattr = self.store.attributes(t.id)?;
                 let tdir = tattr.kind == ObjectKind::Directory;
                 if src_dir && !tdir {
                     return Err(FsError::NotDir);
