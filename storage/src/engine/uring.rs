@@ -16,7 +16,11 @@
 //!   submitted to the ring;
 //! * a lone write first tries `pwritev2(.., RWF_NOWAIT)`, which succeeds only if the file
 //!   system can copy into the page cache without blocking (no block allocation, no contended
-//!   lock); otherwise the write goes to the ring;
+//!   lock); otherwise the write goes to the ring. On a file system that refuses
+//!   `RWF_NOWAIT` writes altogether (ext4, tmpfs) a lone write is a plain `pwritev2` on the
+//!   calling thread instead: the caller waits for its one write either way, and the ring
+//!   would hand a buffered write to an `io-wq` kernel thread — two thread switches around a
+//!   page-cache copy (this was most of the time of an image fork);
 //! * an fsync always goes to the ring: it always waits for the device;
 //! * a batch (two or more operations needing I/O) goes to the ring whole, in one
 //!   `io_uring_enter` that waits for all of them. There one enter replaces a syscall per
@@ -41,9 +45,10 @@
 //! is not cached: it is about one operation. [`UringEngine::stats`] counts what went where.
 //!
 //! On this project's ext4 host (`benches/RESULTS.md`) this means: lone cached reads are
-//! copied inline; cold reads, batches, every write and every fsync go through io_uring — and
-//! ext4 hands each buffered ring write to an `io-wq` kernel thread, which costs thread
-//! switches (writes are the rows where this engine is slower than the synchronous one).
+//! copied inline and lone writes are written inline (plain `pwritev2`); cold reads, batches
+//! and every fsync go through io_uring, where ext4 hands each buffered write of a batch to an
+//! `io-wq` kernel thread (the batched-write rows of the store bench, measured before lone
+//! writes went inline, show that cost).
 //!
 //! # Buffer ownership (read this before the code)
 //!
@@ -327,13 +332,23 @@ impl UringEngine {
 
     /// Applies the fast-path policy to one slot: tries the inline copy unless the file system
     /// already refused it for this kind of operation, and counts the outcome in `tally`.
-    fn try_inline(&self, slot: &mut Slot, tally: &mut UringStats) {
+    fn try_inline(&self, slot: &mut Slot, tally: &mut UringStats, lone: bool) {
         let (refused, inline) = match slot {
             Slot::Read { .. } => (&self.shared.reads_refused, &mut tally.reads_inline),
             Slot::Write { .. } => (&self.shared.writes_refused, &mut tally.writes_inline),
             Slot::Fsync { .. } | Slot::Done(_) => return,
         };
+        // A lone write on a file system that refuses RWF_NOWAIT writes (ext4, tmpfs) is
+        // copied inline with a plain pwritev2: the caller waits for it either way, and the
+        // ring would hand it to an io-wq thread (two thread switches for a page-cache copy).
+        let blocking_ok = lone && matches!(slot, Slot::Write { .. });
         if refused.load(Ordering::Relaxed) {
+            if blocking_ok {
+                match slot.try_inline_copy(0) {
+                    Nowait::Finished => *inline += 1,
+                    _ => tally.nowait_misses += 1,
+                }
+            }
             return;
         }
         match slot.try_nowait() {
@@ -342,6 +357,11 @@ impl UringEngine {
             Nowait::Refused => {
                 tally.nowait_misses += 1;
                 refused.store(true, Ordering::Relaxed);
+                if blocking_ok {
+                    if let Nowait::Finished = slot.try_inline_copy(0) {
+                        *inline += 1;
+                    }
+                }
             }
         }
     }
@@ -349,14 +369,15 @@ impl UringEngine {
     /// Runs the fast path (if enabled) and then the ring on `slots`, and records the counts.
     fn execute(&self, slots: &mut [Slot]) {
         let mut tally = UringStats::default();
+        let lone = slots.iter().filter(|s| s.is_active()).count() == 1;
         let inline = match self.fast_path {
             FastPath::Off => false,
-            FastPath::LoneOps => slots.iter().filter(|s| s.is_active()).count() == 1,
+            FastPath::LoneOps => lone,
             FastPath::EveryOp => true,
         };
         if inline {
             for slot in slots.iter_mut() {
-                self.try_inline(slot, &mut tally);
+                self.try_inline(slot, &mut tally, lone);
             }
         }
         for slot in slots.iter() {
@@ -699,6 +720,13 @@ impl Slot {
     /// ring. Errors are not reported from here: the ring repeats the operation and its answer
     /// counts (so results stay those of the ring path).
     fn try_nowait(&mut self) -> Nowait {
+        self.try_inline_copy(libc::RWF_NOWAIT)
+    }
+
+    /// One inline `preadv2`/`pwritev2` with `flags`: `RWF_NOWAIT` (a page-cache copy or
+    /// nothing), or 0 (a plain copy that may block the calling thread, for file systems that
+    /// refuse `RWF_NOWAIT`; see the module docs).
+    fn try_inline_copy(&mut self, flags: libc::c_int) -> Nowait {
         loop {
             let n = match self {
                 Slot::Read {
@@ -722,8 +750,7 @@ impl Slot {
                     // (capacity `len`, `done` used); `preadv2` writes at most that and returns
                     // before we touch `buf` again. The descriptor stays open because the slot
                     // holds its `Arc<File>`.
-                    let n =
-                        unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
+                    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, flags) };
                     if n == 0 {
                         // End of file: answered without touching the device.
                         let buf = std::mem::take(buf);
@@ -763,8 +790,7 @@ impl Slot {
                     // SAFETY: `iov` names `want` initialised bytes of `data`, which the slot
                     // keeps alive; `pwritev2` only reads them and returns before the slot
                     // changes. The descriptor stays open because the slot holds its file.
-                    let n =
-                        unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
+                    let n = unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, at, flags) };
                     if n == 0 {
                         // No progress: let the ring decide (it reports `WriteZero` if the
                         // file really takes nothing).
@@ -1181,22 +1207,51 @@ mod tests {
     }
 
     #[test]
-    fn try_inline_after_refusal_skips_the_attempt_and_leaves_op_for_ring() {
+    fn try_inline_after_write_refusal_writes_inline_without_nowait_attempt() {
         let Ok(engine) = UringEngine::new(4) else {
             return;
         };
         engine.shared.writes_refused.store(true, Ordering::Relaxed);
+        let file = temp_file();
         let mut slot = Slot::new(
             IoOp::Write {
-                file: temp_file(),
+                file: Arc::clone(&file),
                 offset: 0,
                 data: Bytes::from_static(b"abc"),
             },
             &mut BytesMut::new(),
         );
         let mut tally = UringStats::default();
-        engine.try_inline(&mut slot, &mut tally);
-        assert!(slot.is_active(), "a refused kind must go to the ring");
+        engine.try_inline(&mut slot, &mut tally, true);
+        assert!(!slot.is_active(), "a lone write is copied inline");
+        assert_eq!(tally.writes_inline, 1);
+        assert_eq!(
+            tally.nowait_misses, 0,
+            "no RWF_NOWAIT attempt after the refusal"
+        );
+        assert!(matches!(slot.into_result(), Ok(IoOutcome::Write(3))));
+        let mut back = [0u8; 3];
+        file.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(&back, b"abc");
+    }
+
+    #[test]
+    fn try_inline_after_read_refusal_leaves_read_for_ring() {
+        let Ok(engine) = UringEngine::new(4) else {
+            return;
+        };
+        engine.shared.reads_refused.store(true, Ordering::Relaxed);
+        let mut slot = Slot::new(
+            IoOp::Read {
+                file: temp_file(),
+                offset: 0,
+                len: 3,
+            },
+            &mut BytesMut::new(),
+        );
+        let mut tally = UringStats::default();
+        engine.try_inline(&mut slot, &mut tally, true);
+        assert!(slot.is_active(), "a refused read kind goes to the ring");
         assert_eq!(tally, UringStats::default(), "no attempt, no miss");
     }
 
@@ -1216,11 +1271,13 @@ mod tests {
             },
             &mut BytesMut::new(),
         );
-        engine.try_inline(&mut write, &mut tally);
+        engine.try_inline(&mut write, &mut tally, true);
         let refused = engine.stats().nowait_writes_refused;
         if refused {
-            assert!(write.is_active());
+            // The refused RWF_NOWAIT attempt is a miss; the plain inline write then finishes.
+            assert!(!write.is_active());
             assert_eq!(tally.nowait_misses, 1);
+            assert_eq!(tally.writes_inline, 1);
         }
         let mut read = Slot::new(
             IoOp::Read {
@@ -1231,7 +1288,7 @@ mod tests {
             &mut BytesMut::new(),
         );
         let before = tally.nowait_misses;
-        engine.try_inline(&mut read, &mut tally);
+        engine.try_inline(&mut read, &mut tally, true);
         if !engine.stats().nowait_reads_refused {
             // Just written, so cached: the read is a pure copy.
             assert_eq!(tally.nowait_misses, before);
