@@ -60,7 +60,7 @@ impl Fs {
             if s.cow {
                 return Ok(());
             }
-            let mut data = (*self.dir_data(parent.id())?).clone();
+            let mut data = self.dir_owned(parent.id(), self.dir_data(parent.id())?);
             let block = data.set(&s.name, s.id, true).ok_or(FsError::NotFound)?;
             self.commit_dir(parent.id(), data, &[block])?;
             s.cow = true;
@@ -183,7 +183,7 @@ impl Fs {
                 discard();
                 return Ok(());
             }
-            let mut data = (*self.dir_data(parent.id())?).clone();
+            let mut data = self.dir_owned(parent.id(), self.dir_data(parent.id())?);
             let Some(block) = data.set(&s.name, new_id, false) else {
                 discard();
                 return Err(FsError::NotFound);

@@ -405,6 +405,17 @@ impl Fs {
         Ok(Arc::new(DirData::parse(&buf).map_err(FsError::Corrupt)?))
     }
 
+    /// Turns the contents of directory `id` (an `Arc` from [`Fs::dir_data`]) into a value to
+    /// change. The cache lets go of its reference, so unless a reader still holds one the
+    /// parsed directory is changed in place instead of copied: a copy is a pass over every
+    /// entry, which made each create in a directory of n entries cost O(n). The caller holds
+    /// the directory's `dir_lock` exclusively and ends with [`Fs::commit_dir`] (which caches
+    /// the result); if it gives up instead, the directory is simply reloaded on next use.
+    pub(crate) fn dir_owned(&self, id: ObjectId, data: Arc<DirData>) -> DirData {
+        self.cache.remove(id);
+        Arc::try_unwrap(data).unwrap_or_else(|shared| (*shared).clone())
+    }
+
     /// The contents of directory `node`, read under its shared lock so that a load from the
     /// store never interleaves with an update (which would let a stale parse into the cache).
     pub fn dir_snapshot(&self, node: &Node) -> FsResult<Arc<DirData>> {

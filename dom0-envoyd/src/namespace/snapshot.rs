@@ -34,7 +34,7 @@ impl Fs {
             e
         };
         self.copy_xattrs(h_id, s_id).map_err(undo)?;
-        let mut hd = (*self.dir_data(h_id).map_err(undo)?).clone();
+        let mut hd = self.dir_owned(h_id, self.dir_data(h_id).map_err(undo)?);
         hd.set_cow_all();
         let blocks: Vec<usize> = (0..hd.block_count()).collect();
         self.commit_dir(h_id, hd, &blocks).map_err(undo)?;
@@ -43,7 +43,7 @@ impl Fs {
                 c.state().cow = true;
             }
         }
-        let mut ad = (*self.dir_data(admin.id()).map_err(undo)?).clone();
+        let mut ad = self.dir_owned(admin.id(), self.dir_data(admin.id()).map_err(undo)?);
         let b = ad
             .insert(snap_name.to_vec(), s_id, true)
             .map_err(|_| undo(FsError::Exists))?;

@@ -170,7 +170,7 @@ impl Fs {
                     .map(|_| ()),
                 _ => Ok(()),
             };
-            let mut nd = (*data).clone();
+            let mut nd = self.dir_owned(did, locked.data);
             let linked = filled
                 .map_err(FsError::from)
                 .and_then(|()| nd.insert(name.to_vec(), id, false).map_err(block_err))
@@ -233,7 +233,7 @@ impl Fs {
     pub(crate) fn remove_link(&self, dir: &Arc<Node>, name: &[u8]) -> FsResult<DirEntry> {
         let _g = write(&dir.dir_lock);
         let did = dir.id();
-        let mut data = (*self.dir_data(did)?).clone();
+        let mut data = self.dir_owned(did, self.dir_data(did)?);
         let (e, block) = data.remove(name).ok_or(FsError::NotFound)?;
         self.commit_dir(did, data, &[block])?;
         self.touch_dir(did);
@@ -258,7 +258,7 @@ impl Fs {
     ) -> FsResult<()> {
         let _g = write(&dir.dir_lock);
         let did = dir.id();
-        let mut data = (*self.dir_data(did)?).clone();
+        let mut data = self.dir_owned(did, self.dir_data(did)?);
         let block = data.insert(name.to_vec(), id, cow).map_err(block_err)?;
         self.commit_dir(did, data, &[block])?;
         self.touch_dir(did);
@@ -319,7 +319,7 @@ impl Fs {
             if is_dir {
                 self.check_empty(e.id)?;
             }
-            let mut nd = (*data).clone();
+            let mut nd = self.dir_owned(did, locked.data);
             let (_, b) = nd.remove(name).ok_or(FsError::NotFound)?;
             // Order: the entry goes first (an unreferenced object if we crash), then the object.
             self.commit_dir(did, nd, &[b])?;
@@ -539,7 +539,7 @@ impl Fs {
             if !tcow {
                 continue; // written (thawed) in between: freeze the new object
             }
-            let mut nd = (*data).clone();
+            let mut nd = self.dir_owned(did, locked.data);
             let b = nd.insert(name.to_vec(), tid, true).map_err(block_err)?;
             self.commit_dir(did, nd, &[b])?;
             self.touch_dir(did);
