@@ -11,10 +11,11 @@
 //!   snapshots: an update builds a new snapshot under the directory's lock, writes the changed
 //!   block to the store (write-through) and replaces the entry, so eviction only ever drops
 //!   memory, never data.
-//! * **File data**: the whole contents of a regular file of at most [`DATA_MAX`] bytes, as
-//!   one [`Bytes`] filled on the first read miss; reads are served as slices of it (no copy).
-//!   A larger file leaves a small marker instead, so later reads go straight to the store
-//!   without a `stat`. envoyd is the only writer of its territory's objects and every change
+//! * **File data**: the whole contents of a regular file of at most [`DATA_MAX`] bytes — or
+//!   [`FROZEN_DATA_MAX`] for a frozen file (shared with a snapshot or template: it never
+//!   changes, and every fork reads the same object) — as one [`Bytes`] filled on the first
+//!   read miss; reads are served as slices of it (no copy). A larger file leaves a small
+//!   marker instead, so later reads go straight to the store without a `stat`. envoyd is the only writer of its territory's objects and every change
 //!   of an object's data passes through `Fs::write` or `Fs::setattr` (size), which
 //!   [invalidate](ObjectCache::invalidate) the entry after the store call; a thaw gives the
 //!   name a new, never cached object ID, and deletes remove the entry. Frozen (copy-on-write)
@@ -57,6 +58,11 @@ use crate::namespace::dir::DirData;
 pub const SHARDS: usize = 16;
 /// Largest regular file whose contents are cached.
 pub const DATA_MAX: u64 = 64 * 1024;
+/// Largest *frozen* regular file cached whole: an object shared with a snapshot or template
+/// never changes (a write thaws the name into a new object), so caching it costs no
+/// invalidation, and the large binaries every fork of a template reads (a boot's bulk) come
+/// from memory after the first reader. Still bounded by the cache's byte budget.
+pub const FROZEN_DATA_MAX: u64 = 8 << 20;
 /// Accounted bookkeeping per data entry (map slot, LRU node, `Bytes` header).
 pub const DATA_OVERHEAD: usize = 96;
 
@@ -183,7 +189,8 @@ pub struct FillTicket {
 /// A value read from the store to fill the cache with.
 #[derive(Debug)]
 pub enum Fill {
-    /// The whole contents of a regular file of at most [`DATA_MAX`] bytes.
+    /// The whole contents of a regular file ([`DATA_MAX`] bytes at most, or
+    /// [`FROZEN_DATA_MAX`] for a frozen one: the caller decides which applies).
     Data(Bytes),
     /// The object is larger than [`DATA_MAX`].
     TooBig,
@@ -319,7 +326,7 @@ impl ObjectCache {
     /// whether the value was kept (it may still be evicted at once if the cache is full).
     pub fn put_data(&self, ticket: FillTicket, fill: Fill) -> bool {
         let (value, weight) = match fill {
-            Fill::Data(b) if b.len() as u64 <= DATA_MAX => {
+            Fill::Data(b) if b.len() as u64 <= FROZEN_DATA_MAX => {
                 let w = b.len() + DATA_OVERHEAD;
                 (Value::Data(b), w)
             }
@@ -549,13 +556,29 @@ mod tests {
 
     #[test]
     fn cache_data_too_big_leaves_marker_and_bypasses() {
-        let c = ObjectCache::new(1 << 20);
+        let c = ObjectCache::new(16 << 20);
         let t = miss(&c, ObjectId(5));
-        let big = Bytes::from(vec![0u8; DATA_MAX as usize + 1]);
+        let big = Bytes::from(vec![0u8; FROZEN_DATA_MAX as usize + 1]);
         assert!(c.put_data(t, Fill::Data(big)));
         assert!(matches!(c.get_data(ObjectId(5)), DataLookup::Bypass));
         let s = c.stats();
         assert_eq!((s.data_bypassed, s.data_bytes), (1, DATA_OVERHEAD as u64));
+        // A caller's TooBig (a non-frozen file over DATA_MAX) leaves the same marker.
+        let t = miss(&c, ObjectId(6));
+        assert!(c.put_data(t, Fill::TooBig));
+        assert!(matches!(c.get_data(ObjectId(6)), DataLookup::Bypass));
+    }
+
+    #[test]
+    fn cache_frozen_size_data_kept_whole() {
+        let c = ObjectCache::new(16 << 20);
+        let t = miss(&c, ObjectId(7));
+        let big = Bytes::from(vec![7u8; 2 << 20]);
+        assert!(c.put_data(t, Fill::Data(big)));
+        match c.get_data(ObjectId(7)) {
+            DataLookup::Hit(b) => assert_eq!(b.len(), 2 << 20),
+            _ => panic!("a 2 MiB (frozen) file is kept whole"),
+        }
     }
 
     #[test]

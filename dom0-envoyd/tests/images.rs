@@ -489,3 +489,35 @@ fn staged_image_invisible_until_published_and_discarded_on_drop() {
     assert!(images.info("/imports/two").is_err());
     assert_eq!(fs.store().usage().unwrap().objects, before.objects);
 }
+
+#[test]
+fn frozen_large_file_read_from_store_once_across_forks() {
+    let env = Env::new();
+    let images = env.server().images();
+    images.create("/t/tmpl").unwrap();
+    let c = attach_at(&env, "/t/tmpl");
+    create_file(&c, ROOT, "big", &vec![9u8; 1 << 20]);
+    detach(c);
+    images.snapshot("/t/tmpl").unwrap();
+    images.fork("/t/tmpl@1", "/g/a").unwrap();
+    images.fork("/t/tmpl@1", "/g/b").unwrap();
+    let fs = env.server().fs();
+    let a = attach_at(&env, "/g/a");
+    let t0 = fs.traffic().read_bytes;
+    assert_eq!(read_file(&a, ROOT, "big").unwrap(), vec![9u8; 1 << 20]);
+    let t1 = fs.traffic().read_bytes;
+    let b = attach_at(&env, "/g/b");
+    assert_eq!(read_file(&b, ROOT, "big").unwrap(), vec![9u8; 1 << 20]);
+    let t2 = fs.traffic().read_bytes;
+    assert!(t1 - t0 >= 1 << 20, "the first reader loads it: {}", t1 - t0);
+    assert!(
+        t2 - t1 < 64 * 1024,
+        "the second fork reads the shared object from memory: {}",
+        t2 - t1
+    );
+    // Writing through one fork thaws its name into a new object; the other still sees the
+    // template's data.
+    write_at(&a, "big", b"mine");
+    assert_eq!(read_file(&a, ROOT, "big").unwrap(), b"mine");
+    assert_eq!(read_file(&b, ROOT, "big").unwrap(), vec![9u8; 1 << 20]);
+}

@@ -169,6 +169,26 @@ fn slice_at(whole: &Bytes, offset: u64, len: usize) -> Bytes {
     whole.slice(start..end)
 }
 
+/// Whether `node`'s object is frozen: its own link or a link above it is copy-on-write, so
+/// the object is shared with a snapshot (or a hard link) and never changes.
+fn frozen_path(node: &Node) -> bool {
+    let (cow, mut cur) = {
+        let s = node.state();
+        (s.cow, s.parent.clone())
+    };
+    if cow {
+        return true;
+    }
+    while let Some(n) = cur {
+        let s = n.state();
+        if s.cow {
+            return true;
+        }
+        cur = s.parent.clone();
+    }
+    false
+}
+
 /// The qid of an object.
 pub fn qid_of(st: &ObjectStat) -> Qid {
     let ty = match st.attr.kind {
@@ -550,13 +570,30 @@ impl Fs {
             DataLookup::Miss(ticket) => ticket,
         };
         let size = self.store.stat(id)?.size;
-        if size > crate::cache::DATA_MAX {
+        let limit = if size > crate::cache::DATA_MAX && frozen_path(node) {
+            crate::cache::FROZEN_DATA_MAX
+        } else {
+            crate::cache::DATA_MAX
+        };
+        if size > limit {
             let _ = self.cache.put_data(ticket, Fill::TooBig);
             return Ok(self.store_read(id, offset, len)?);
         }
-        // `size` fits in one store read (DATA_MAX < MAX_IO); a concurrent truncate or write
-        // voids the ticket, so a short or stale read is never kept.
-        let whole = self.store_read(id, 0, size as usize)?;
+        // A concurrent truncate or write voids the ticket, so a short or stale read is never
+        // kept.
+        let whole = if size as usize <= envoy_storage::MAX_IO {
+            self.store_read(id, 0, size as usize)?
+        } else {
+            let mut buf = bytes::BytesMut::with_capacity(size as usize);
+            while (buf.len() as u64) < size {
+                let chunk = self.store_read(id, buf.len() as u64, envoy_storage::MAX_IO)?;
+                if chunk.is_empty() {
+                    break;
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            buf.freeze()
+        };
         let _ = self.cache.put_data(ticket, Fill::Data(whole.clone()));
         Ok(slice_at(&whole, offset, len))
     }
