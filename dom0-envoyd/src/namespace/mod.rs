@@ -382,6 +382,13 @@ impl Fs {
         if let Some(d) = self.cache.get(id) {
             return Ok(d);
         }
+        let d = Arc::new(self.load_dir(id)?);
+        self.cache.put(id, Arc::clone(&d));
+        Ok(d)
+    }
+
+    /// Reads and parses directory object `id` from the store.
+    fn load_dir(&self, id: ObjectId) -> FsResult<DirData> {
         let st = self.store.stat(id)?;
         if st.attr.kind != ObjectKind::Directory {
             return Err(FsError::NotDir);
@@ -396,9 +403,7 @@ impl Fs {
             off += chunk.len() as u64;
             buf.extend_from_slice(&chunk);
         }
-        let d = Arc::new(DirData::parse(&buf).map_err(FsError::Corrupt)?);
-        self.cache.put(id, Arc::clone(&d));
-        Ok(d)
+        DirData::parse(&buf).map_err(FsError::Corrupt)
     }
 
     /// The contents of directory object `id` from the cache, or read from the store without
@@ -408,21 +413,7 @@ impl Fs {
         if let Some(d) = self.cache.get(id) {
             return Ok(d);
         }
-        let st = self.store.stat(id)?;
-        if st.attr.kind != ObjectKind::Directory {
-            return Err(FsError::NotDir);
-        }
-        let mut buf = Vec::with_capacity(usize::try_from(st.size).unwrap_or(0).min(1 << 20));
-        let mut off = 0u64;
-        while off < st.size {
-            let chunk = self.store_read(id, off, envoy_storage::MAX_IO)?;
-            if chunk.is_empty() {
-                break;
-            }
-            off += chunk.len() as u64;
-            buf.extend_from_slice(&chunk);
-        }
-        Ok(Arc::new(DirData::parse(&buf).map_err(FsError::Corrupt)?))
+        Ok(Arc::new(self.load_dir(id)?))
     }
 
     /// Turns the contents of directory `id` (an `Arc` from [`Fs::dir_data`]) into a value to
