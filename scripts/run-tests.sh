@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the project, the way CI does: formatting, lints, then the whole test suite.
-# Usage: scripts/test-all.sh        (from anywhere, as root on Debian: it installs the packages the
+# Usage: scripts/run-tests.sh        (from anywhere, as root on Debian: it installs the packages the
 #                                    real-client tests need — diod, qemu, busybox, a Debian kernel)
 set -euo pipefail
 cd "$(dirname "$0")/.."
