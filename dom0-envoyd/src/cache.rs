@@ -13,8 +13,10 @@
 //!   memory, never data.
 //! * **File data**: the whole contents of a regular file of at most [`DATA_MAX`] bytes — or
 //!   [`FROZEN_DATA_MAX`] for a frozen file (shared with a snapshot or template: it never
-//!   changes, and every fork reads the same object) — as one [`Bytes`] filled on the first
-//!   read miss; reads are served as slices of it (no copy). A larger file leaves a small
+//!   changes, and every fork reads the same object) — or a symlink's target, as one [`Bytes`]
+//!   filled on the first read miss; reads are served as slices of it (no copy). A symlink's
+//!   object is written once, when it is created, and is never opened, so its entry never
+//!   needs invalidating (a boot resolves the same `/bin/sh -> busybox` links every time). A larger file leaves a small
 //!   marker instead, so later reads go straight to the store without a `stat`. envoyd is the only writer of its territory's objects and every change
 //!   of an object's data passes through `Fs::write` or `Fs::setattr` (size), which
 //!   [invalidate](ObjectCache::invalidate) the entry after the store call; a thaw gives the

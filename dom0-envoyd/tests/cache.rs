@@ -325,3 +325,25 @@ fn small_file_read_report() {
     );
     println!("cache: {:?}", stats(&env));
 }
+
+#[test]
+fn cache_symlink_target_read_once_from_store() {
+    let env = Env::new();
+    let c = env.attach(0);
+    c.symlink(ROOT, "sh", "/bin/busybox", 0).unwrap();
+    let fs = env.server().fs();
+    let l = c.alloc_fid();
+    c.walk_path(ROOT, l, "sh").unwrap();
+    assert_eq!(c.readlink(l).unwrap(), "/bin/busybox");
+    let (s0, t0) = (stats(&env), fs.traffic());
+    for _ in 0..5 {
+        assert_eq!(c.readlink(l).unwrap(), "/bin/busybox");
+    }
+    let (s1, t1) = (stats(&env), fs.traffic());
+    assert_eq!(s1.data_hits - s0.data_hits, 5, "{s1:?}");
+    assert_eq!(t1.read_requests, t0.read_requests, "{t1:?}");
+    // Renamed, the link keeps its object and its cached target.
+    c.rename(l, ROOT, "sh2").unwrap();
+    assert_eq!(c.readlink(l).unwrap(), "/bin/busybox");
+    assert_eq!(fs.traffic().read_requests, t0.read_requests);
+}

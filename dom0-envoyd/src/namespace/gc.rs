@@ -46,7 +46,9 @@ pub fn scan(fs: &Fs) -> FsResult<ScanReport> {
     seen_dirs.insert(ROOT_ID);
     while let Some((d, frozen)) = stack.pop() {
         report.directories += 1;
-        let data = match fs.dir_data(d) {
+        // Uncached: the scan reads every directory of every image once; filling the cache
+        // with them would only evict (and make the first reader after a start look warm).
+        let data = match fs.dir_data_uncached(d) {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(dir = %d, error = %e, "start-up scan: directory unreadable");

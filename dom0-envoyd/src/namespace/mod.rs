@@ -95,6 +95,11 @@ pub struct Fs {
     pinned: Mutex<std::collections::HashMap<ObjectId, (usize, bool)>>,
 }
 
+/// The `tracing` target of one line per store read (object, offset, bytes) and per cache
+/// miss that causes it (the file's name or "directory"): `RUST_LOG=envoy::store=trace` shows
+/// which objects a workload pulls from the store (the boot suite's per-object breakdown).
+pub const STORE_TRACE: &str = "envoy::store";
+
 /// Requests and bytes between envoyd and the object store (reads include directory loads;
 /// cache hits cost nothing here).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -393,6 +398,7 @@ impl Fs {
         if st.attr.kind != ObjectKind::Directory {
             return Err(FsError::NotDir);
         }
+        tracing::trace!(target: STORE_TRACE, %id, size = st.size, "directory read from store");
         let mut buf = Vec::with_capacity(usize::try_from(st.size).unwrap_or(0).min(1 << 20));
         let mut off = 0u64;
         while off < st.size {
@@ -542,8 +548,10 @@ impl Fs {
     }
 
     /// Reads up to `len` bytes at `offset`. A regular file of at most
-    /// [`crate::cache::DATA_MAX`] bytes is read whole into the cache on the first miss and
-    /// served from memory after that (see [`crate::cache`]).
+    /// [`crate::cache::DATA_MAX`] bytes (or a frozen one up to
+    /// [`crate::cache::FROZEN_DATA_MAX`]) is read whole into the cache on the first miss and
+    /// served from memory after that (see [`crate::cache`]); so is a symlink's target (set at
+    /// creation, never opened for writing: every boot resolves the same `/bin/sh` links).
     pub fn read(&self, node: &Node, offset: u64, len: usize) -> FsResult<Bytes> {
         let _io = read(&node.io);
         let id = node.id();
@@ -551,7 +559,8 @@ impl Fs {
         let in_range = offset
             .checked_add(len as u64)
             .is_some_and(|end| end <= i64::MAX as u64);
-        if node.kind() != ObjectKind::Regular || !in_range {
+        let cacheable = matches!(node.kind(), ObjectKind::Regular | ObjectKind::Symlink);
+        if !cacheable || !in_range {
             // Out-of-range offsets get the store's own error.
             return Ok(self.store_read(id, offset, len)?);
         }
@@ -566,6 +575,10 @@ impl Fs {
         } else {
             crate::cache::DATA_MAX
         };
+        if tracing::enabled!(target: STORE_TRACE, tracing::Level::TRACE) {
+            let name = String::from_utf8_lossy(&node.state().name).into_owned();
+            tracing::trace!(target: STORE_TRACE, %id, %name, size, limit, "file read from store");
+        }
         if size > limit {
             let _ = self.cache.put_data(ticket, Fill::TooBig);
             return Ok(self.store_read(id, offset, len)?);
@@ -701,6 +714,7 @@ impl Fs {
             self.traffic
                 .read_bytes
                 .fetch_add(b.len() as u64, Ordering::Relaxed);
+            tracing::trace!(target: STORE_TRACE, %id, offset, bytes = b.len(), "store read");
         }
         r
     }
