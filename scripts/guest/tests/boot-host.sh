@@ -64,28 +64,32 @@ boot_round() {
 # boot_delta BEFORE AFTER: the difference of two boot_traffic lines.
 boot_delta() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x); split(b, y); print y[1]-x[1], y[2]-x[2], y[3]-x[3], y[4]-x[4] }'; }
 
-# boot_log_lines: lines in the envoyd log so far (the store trace is cut per boot by these).
-boot_log_lines() { wc -l <"$work/boot-table.envoyd.log"; }
+# boot_log_lines LOG: lines in envoyd's log so far (the store trace is cut per boot by these).
+boot_log_lines() { wc -l <"$1"; }
 
-# boot_store_reads FIRST_LINES FIRST_END SECOND_END: from envoyd's store trace
-# (RUST_LOG=envoy::store=trace), the bytes each object gave each of the two boots, with what the
-# object is (a file's name, or a directory), and whether the other boot read it too.
+# boot_store_reads LOG FIRST_START FIRST_END SECOND_END [LABEL1 LABEL2]: from envoyd's store trace
+# (RUST_LOG=envoy::store=trace; LOG lines FIRST_START..FIRST_END are the first boot, up to
+# SECOND_END the second; optional labels for the two), the bytes each object gave each boot,
+# what the object is (a file's name, or a directory: from the cache-miss line, wherever in
+# LOG), and whether the other boot read it too.
 boot_store_reads() {
-    python3 - "$work/boot-table.envoyd.log" "$@" <<'PY'
+    python3 - "$@" <<'PY'
 import re, sys
 path, a, b, c = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+names = (sys.argv[5:7] + ["first image", "second image"][len(sys.argv[5:7]):])
 ansi = re.compile(r"\x1b\[[0-9;]*m")
 lines = [ansi.sub("", l) for l in open(path, errors="replace").read().splitlines()]
 what, boots = {}, [{}, {}]
-for i, l in enumerate(lines[a:c]):
-    boot = boots[0 if a + i < b else 1]
+for i, l in enumerate(lines):
     m = re.search(r"envoy::store: (store read|file read from store|directory read from store) (.*)", l)
     if not m:
         continue
     f = dict(re.findall(r"(\w+)=(\S+)", m.group(2)))
     oid = f.get("id", "?")
     if m.group(1) == "store read":
-        n = boot.setdefault(oid, [0, 0])
+        if not a <= i < c:
+            continue
+        n = boots[0 if i < b else 1].setdefault(oid, [0, 0])
         n[0] += 1
         n[1] += int(f.get("bytes", 0))
     elif m.group(1) == "directory read from store":
@@ -93,10 +97,10 @@ for i, l in enumerate(lines[a:c]):
     else:
         nm = re.search(r"name=(.*) size=", m.group(2))
         what[oid] = "file " + (nm.group(1) if nm else "?") + " (" + f.get("size", "?") + " B)"
-for k, (label, boot, other) in enumerate((("first", boots[0], boots[1]), ("second", boots[1], boots[0]))):
+for label, boot, other in ((names[0], boots[0], boots[1]), (names[1], boots[1], boots[0])):
     total = sum(v[1] for v in boot.values())
     both = sum(v[1] for o, v in boot.items() if o in other)
-    print(f"{label} image: {len(boot)} objects, {sum(v[0] for v in boot.values())} reads, {total} bytes; "
+    print(f"{label}: {len(boot)} objects, {sum(v[0] for v in boot.values())} reads, {total} bytes; "
           f"{both} bytes from objects the other boot also read")
     for oid, (n, by) in sorted(boot.items(), key=lambda kv: -kv[1][1])[:12]:
         print(f"  {label}: {by:>9} B {n:>4} reads  {oid:<8} {what.get(oid, '?')}{'  (also read by the other boot)' if oid in other else ''}")
@@ -136,6 +140,7 @@ scenario_boot() {
     local tarball
     tarball="$(sed -n 's/^tar //p' <<<"$out")"
     boot_initramfs="$(sed -n 's/^initramfs //p' <<<"$out")"
+    local -x RUST_LOG="info,envoy::store=trace" NO_COLOR=1
     start_server boot "$boot_data" || { fail "boot/server-start"; return 0; }
 
     local t0 rc=0
@@ -158,12 +163,12 @@ scenario_boot() {
     done
     boot_template_view >"$work/boot-template-before.txt"
 
-    local t_a t_b t_c
-    t_a="$(boot_traffic)"
+    local t_a t_b t_c l_a l_b l_c log="$work/boot.envoyd.log"
+    t_a="$(boot_traffic)" l_a="$(boot_log_lines "$log")"
     boot_round 1 boot-write.sh g1 g2
-    t_b="$(boot_traffic)"
+    t_b="$(boot_traffic)" l_b="$(boot_log_lines "$log")"
     boot_round 2 boot-verify.sh g1 g2
-    t_c="$(boot_traffic)"
+    t_c="$(boot_traffic)" l_c="$(boot_log_lines "$log")"
 
     boot_template_view >"$work/boot-template-after.txt"
     if cmp -s "$work/boot-template-before.txt" "$work/boot-template-after.txt" \
@@ -181,6 +186,7 @@ scenario_boot() {
     if [[ -n "$b1" && "$b1" -gt 0 ]]; then
         say "boot: second boot read $(awk -v a="$b2" -v b="$b1" 'BEGIN { printf "%.2f", 100 * a / b }')% of the first boot's store bytes"
     fi
+    boot_store_reads "$log" "$l_a" "$l_b" "$l_c" "first boot (g1+g2)" "second boot (g1+g2)" | sed 's/^/  store reads, /'
     local g
     for g in g1 g2; do
         say "boot: kernel start -> workload: $g first boot $(boot_uptime "boot-1-$g") s, second boot $(boot_uptime "boot-2-$g") s"
@@ -203,17 +209,18 @@ boot_table() {
     boot_ctl stats >"$work/boot-table-stats0.txt" 2>&1 || true
     say "boot: Table 6.2: fresh envoyd: $(grep -a '^cache' "$work/boot-table-stats0.txt" | head -1)"
     local t0 t1 t2 l0 l1 l2
-    t0="$(boot_traffic)" l0="$(boot_log_lines)"
+    local log="$work/boot-table.envoyd.log"
+    t0="$(boot_traffic)" l0="$(boot_log_lines "$log")"
     boot_round cold boot-fresh.sh first
-    t1="$(boot_traffic)" l1="$(boot_log_lines)"
+    t1="$(boot_traffic)" l1="$(boot_log_lines "$log")"
     boot_round hot boot-fresh.sh second
-    t2="$(boot_traffic)" l2="$(boot_log_lines)"
+    t2="$(boot_traffic)" l2="$(boot_log_lines "$log")"
     local r1 b1 w1 wb1 r2 b2 w2 wb2
     read -r r1 b1 w1 wb1 <<<"$(boot_delta "$t0" "$t1")"
     read -r r2 b2 w2 wb2 <<<"$(boot_delta "$t1" "$t2")"
     say "boot: Table 6.2, store traffic, first image (cold cache): $r1 reads / $b1 bytes, $w1 writes / $wb1 bytes"
     say "boot: Table 6.2, store traffic, second image (hot cache): $r2 reads / $b2 bytes, $w2 writes / $wb2 bytes"
-    boot_store_reads "$l0" "$l1" "$l2" | sed 's/^/  store reads, /'
+    boot_store_reads "$log" "$l0" "$l1" "$l2" | sed 's/^/  store reads, /'
     local g
     for g in first second; do
         say "boot: kernel start -> workload: $g image $(boot_uptime "boot-$([[ $g == first ]] && echo cold || echo hot)-$g") s"
