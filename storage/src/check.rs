@@ -230,6 +230,14 @@ fn walk(
             continue;
         };
         if name::is_temp(&n) {
+            // An empty spare file (pre-created by a running store, see `store::spare`) holds
+            // nothing; a filled one is an interrupted clone, a leftover like `.clone-*`.
+            let empty_spare = depth == 0
+                && n.starts_with(crate::store::SPARE_PREFIX)
+                && e.metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
+            if empty_spare {
+                continue;
+            }
             r.problems.push(if is_dir {
                 Problem::BadPath {
                     path,

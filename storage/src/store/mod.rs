@@ -18,7 +18,9 @@
 //! exception spelled out under wstat:
 //!
 //! * **create**: check the listing, then one `open(O_CREAT|O_EXCL)` of the final leaf name —
-//!   the name carries the attributes, so the object appears complete or not at all.
+//!   the name carries the attributes, so the object appears complete or not at all. With
+//!   spare files enabled ([`ObjectStore::keep_spare_files`]) the one step is a
+//!   `renameat2(RENAME_NOREPLACE)` of a pre-created empty `.spare-<n>` to that name instead.
 //! * **wstat**: the attribute change is atomic (ONE `rename(old name → new name)` in the same
 //!   directory); a size change is not atomic with it. `ftruncate` runs first, so a size the
 //!   host refuses fails the whole wstat with nothing changed, but a crash (or a failed
@@ -26,7 +28,8 @@
 //!   like a write; callers that need both or neither must not combine them.
 //! * **clone**: build `.clone-<dst>` in the destination's leaf directory (reflink, else
 //!   `copy_file_range`, else read+write; a directory object is copied with every entry's
-//!   copy-on-write flag set), fsync it, rename it to the final name.
+//!   copy-on-write flag set), fsync it, rename it to the final name. With spare files the
+//!   temporary is a ready `objects/.spare-<n>` instead of a new `.clone-<dst>`.
 //! * **delete**: unlink (not durable until a later fsync of its leaf directory: there is no
 //!   object left to [`ObjectStore::sync`], so after power loss a deleted object may be back).
 //!   **reserve**: superblock rewrite (temp + fsync + rename + fsync dir), durable on return.
@@ -71,7 +74,10 @@ use crate::superblock::{Superblock, META_FILE, META_TMP};
 use crate::sys;
 
 mod clone;
+mod spare;
 mod walk;
+
+pub use spare::SPARE_PREFIX;
 
 /// Largest read or write the store performs in one request (16 MiB).
 pub const MAX_IO: usize = 16 << 20;
@@ -143,7 +149,17 @@ pub struct ObjectStore {
     poisoned: AtomicBool,
     reflink: AtomicBool,
     crash: Option<Arc<CrashInjector>>,
+    /// Pre-created empty files for create and clone ([`spare`]), once enabled.
+    spares: std::sync::OnceLock<Arc<spare::Spares>>,
     _lock: File,
+}
+
+impl Drop for ObjectStore {
+    fn drop(&mut self) {
+        if let Some(s) = self.spares.get() {
+            s.stop();
+        }
+    }
 }
 
 fn lock_store(dir: &Path) -> Result<File, StoreError> {
@@ -243,6 +259,7 @@ impl ObjectStore {
             poisoned: AtomicBool::new(false),
             reflink: AtomicBool::new(true),
             crash: None,
+            spares: std::sync::OnceLock::new(),
             _lock: lock,
         }
     }
@@ -495,6 +512,69 @@ impl ObjectStore {
             .map_err(|e| StoreError::InvalidArgument(e.to_string()))
     }
 
+    /// From now on, keeps about `target` empty files ready so that [`ObjectStore::create_object`]
+    /// and [`ObjectStore::clone_object`] rename one instead of creating a file (see
+    /// [`spare`]: a background thread refills them; recovery at open removes leftovers). A
+    /// second call changes nothing.
+    pub fn keep_spare_files(&self, target: usize) -> Result<(), StoreError> {
+        if target == 0 || self.spares.get().is_some() {
+            return Ok(());
+        }
+        let s = spare::Spares::start(&self.objects, target)
+            .map_err(|e| StoreError::io("starting the spare-file thread", e))?;
+        if let Err(s) = self.spares.set(s) {
+            s.stop();
+        }
+        Ok(())
+    }
+
+    /// Stops refilling spare files and removes the unused ones (a clean shutdown; without it,
+    /// dropping the store or the next open's recovery removes them).
+    pub fn stop_spare_files(&self) {
+        if let Some(s) = self.spares.get() {
+            s.stop();
+        }
+    }
+
+    /// Spare files ready now (0 when not enabled).
+    pub fn spare_files_ready(&self) -> usize {
+        self.spares.get().map_or(0, |s| s.ready())
+    }
+
+    /// A ready spare file, if spares are enabled and one is ready.
+    fn take_spare(&self) -> Option<spare::Spare> {
+        self.spares.get().and_then(|s| s.take())
+    }
+
+    /// Creates the file of a new object at `path`: a spare renamed there when one is ready
+    /// (never replacing an existing file), else a new file.
+    fn create_file(&self, id: ObjectId, path: &Path) -> Result<File, StoreError> {
+        if let Some(s) = self.take_spare() {
+            match spare::rename_noreplace(&s.path, path) {
+                Ok(()) => return Ok(s.file),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let _ = fs::remove_file(&s.path);
+                    return Err(StoreError::AlreadyExists(id));
+                }
+                Err(e) => {
+                    // E.g. a host file system without RENAME_NOREPLACE: create directly.
+                    let _ = fs::remove_file(&s.path);
+                    tracing::debug!(error = %e, "renaming a spare file failed; creating one");
+                }
+            }
+        }
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => StoreError::AlreadyExists(id),
+                _ => StoreError::io(format!("creating object {id}"), e),
+            })
+    }
+
     /// Creates an empty object with `attr`.
     pub fn create_object(&self, id: ObjectId, attr: &Attributes) -> Result<ObjectStat, StoreError> {
         self.check_id(id)?;
@@ -508,16 +588,7 @@ impl ObjectStore {
         self.crash_point("create:begin")?;
         let d = self.make_leaf_dir(id)?;
         self.crash_point("create:dirs")?;
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(d.join(&leaf))
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => StoreError::AlreadyExists(id),
-                _ => StoreError::io(format!("creating object {id}"), e),
-            })?;
+        let f = self.create_file(id, &d.join(&leaf))?;
         self.crash_point("create:created")?;
         let g = self.geometry;
         self.dirs.upsert(
