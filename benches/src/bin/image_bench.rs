@@ -65,15 +65,66 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e6
 }
 
-fn report(name: &str, mut t: Vec<Duration>, paper: f64) {
-    t.sort();
-    let mean = t.iter().map(|d| d.as_secs_f64()).sum::<f64>() / t.len().max(1) as f64 * 1e6;
-    let p50 = percentile(&t, 0.5);
+/// CPU time of the calling thread (user + system): the work an operation did on the
+/// operator's thread, without the time it waited for a CPU on a busy machine, for a lock, or
+/// for the disk.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// Wall-clock and thread-CPU times of timed operations.
+struct Times {
+    wall: Vec<Duration>,
+    cpu: Vec<Duration>,
+}
+
+impl Times {
+    fn with_capacity(n: usize) -> Times {
+        Times {
+            wall: Vec::with_capacity(n),
+            cpu: Vec::with_capacity(n),
+        }
+    }
+
+    /// Runs `op` once, timed.
+    fn time<T>(&mut self, op: impl FnOnce() -> T) -> T {
+        let (start, cpu_start) = (Instant::now(), thread_cpu());
+        let r = op();
+        self.cpu.push(thread_cpu().saturating_sub(cpu_start));
+        self.wall.push(start.elapsed());
+        r
+    }
+}
+
+fn mean_us(t: &[Duration]) -> f64 {
+    t.iter().map(|d| d.as_secs_f64()).sum::<f64>() / t.len().max(1) as f64 * 1e6
+}
+
+fn report(name: &str, t: Times, paper: f64) {
+    let (mut w, mut c) = (t.wall, t.cpu);
+    w.sort();
+    c.sort();
+    let mean = mean_us(&w);
     println!(
-        "{name:<34} {:>6} {mean:>9.1} {p50:>9.1} {:>9.1} {:>9.1} {:>8.0} {:>8.1}x",
-        t.len(),
-        percentile(&t, 0.99),
-        percentile(&t, 1.0),
+        "{name:<34} {:>6} {mean:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.0} {:>8.1}x",
+        w.len(),
+        percentile(&w, 0.5),
+        percentile(&w, 0.99),
+        percentile(&w, 1.0),
+        mean_us(&c),
+        percentile(&c, 0.5),
         paper,
         paper / mean
     );
@@ -184,57 +235,58 @@ fn main() {
         args.iters
     );
     println!(
-        "{:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}",
-        "operation (server-side, µs)", "n", "mean", "p50", "p99", "max", "paper", "speedup"
+        "{:<34} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9}",
+        "operation (server-side, µs)",
+        "n",
+        "mean",
+        "p50",
+        "p99",
+        "max",
+        "cpu mean",
+        "cpu p50",
+        "paper",
+        "speedup"
     );
 
     // Inactive snapshots.
-    let mut t = Vec::with_capacity(args.iters);
+    let mut t = Times::with_capacity(args.iters);
     for _ in 0..args.iters {
-        let t0 = Instant::now();
-        images.snapshot("/templates/base").unwrap();
-        t.push(t0.elapsed());
+        t.time(|| images.snapshot("/templates/base").unwrap());
         // Untimed: let the background sync finish, so it does not compete with the next one.
         images.flush();
     }
     report("snapshot (inactive image)", t, PAPER_SNAPSHOT_US);
-    let mut t = Vec::with_capacity(args.iters);
+    let mut t = Times::with_capacity(args.iters);
     for _ in 0..args.iters {
-        let t0 = Instant::now();
-        images.snapshot("/templates/base").unwrap();
-        t.push(t0.elapsed());
+        t.time(|| images.snapshot("/templates/base").unwrap());
     }
     report("snapshot (inactive), back to back", t, PAPER_SNAPSHOT_US);
     images.flush();
 
     // Forks of a snapshot.
-    let mut t = Vec::with_capacity(args.iters);
+    let mut t = Times::with_capacity(args.iters);
     for i in 0..args.iters {
         let dest = format!("/guests/g{i}");
-        let t0 = Instant::now();
-        images.fork("/templates/base@1", &dest).unwrap();
-        t.push(t0.elapsed());
+        t.time(|| images.fork("/templates/base@1", &dest).unwrap());
         images.flush();
     }
     report("fork of a snapshot", t, PAPER_FORK_US);
-    let mut t = Vec::with_capacity(args.iters);
+    let mut t = Times::with_capacity(args.iters);
     for i in 0..args.iters {
         let dest = format!("/guests/b2b{i}");
-        let t0 = Instant::now();
-        images.fork("/templates/base@1", &dest).unwrap();
-        t.push(t0.elapsed());
+        t.time(|| images.fork("/templates/base@1", &dest).unwrap());
     }
     report("fork of a snapshot, back to back", t, PAPER_FORK_US);
     images.flush();
 
     // Durable variants: the operation plus the background fsyncs it queued.
-    let mut t = Vec::with_capacity(args.iters / 4 + 1);
+    let mut t = Times::with_capacity(args.iters / 4 + 1);
     for i in 0..(args.iters / 4).max(1) {
         let dest = format!("/durable/g{i}");
-        let t0 = Instant::now();
-        images.fork("/templates/base@1", &dest).unwrap();
-        images.flush();
-        t.push(t0.elapsed());
+        t.time(|| {
+            images.fork("/templates/base@1", &dest).unwrap();
+            images.flush();
+        });
     }
     report("fork of a snapshot, durable", t, PAPER_FORK_US);
 
@@ -247,21 +299,17 @@ fn main() {
         std::thread::spawn(move || writer(fs, "/templates/live", dirs, files, stop, writes))
     };
     std::thread::sleep(Duration::from_millis(100));
-    let mut t = Vec::with_capacity(args.iters);
+    let mut t = Times::with_capacity(args.iters);
     for _ in 0..args.iters {
-        let t0 = Instant::now();
-        images.snapshot("/templates/live").unwrap();
-        t.push(t0.elapsed());
+        t.time(|| images.snapshot("/templates/live").unwrap());
         images.flush();
         std::thread::sleep(Duration::from_millis(2));
     }
     report("snapshot (active image)", t, PAPER_SNAPSHOT_US);
-    let mut t = Vec::with_capacity(args.iters);
+    let mut t = Times::with_capacity(args.iters);
     for i in 0..args.iters {
         let dest = format!("/live-forks/g{i}");
-        let t0 = Instant::now();
-        images.fork("/templates/live", &dest).unwrap();
-        t.push(t0.elapsed());
+        t.time(|| images.fork("/templates/live", &dest).unwrap());
         images.flush();
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -151,6 +151,8 @@ pub struct ObjectStore {
     crash: Option<Arc<CrashInjector>>,
     /// Pre-created empty files for create and clone ([`spare`]), once enabled.
     spares: std::sync::OnceLock<Arc<spare::Spares>>,
+    /// Key + 1 of the leaf directory most recently made sure of (0: none).
+    last_leaf_dir: std::sync::atomic::AtomicU64,
     _lock: File,
 }
 
@@ -260,6 +262,7 @@ impl ObjectStore {
             reflink: AtomicBool::new(true),
             crash: None,
             spares: std::sync::OnceLock::new(),
+            last_leaf_dir: std::sync::atomic::AtomicU64::new(0),
             _lock: lock,
         }
     }
@@ -502,8 +505,15 @@ impl ObjectStore {
 
     fn make_leaf_dir(&self, id: ObjectId) -> Result<PathBuf, StoreError> {
         let d = self.leaf_dir(id);
+        // New IDs are consecutive, so most creations land in the leaf directory the last one
+        // made sure of (the store never removes leaf directories): skip its mkdir and stat.
+        let key = self.geometry.leaf_dir_key(id).wrapping_add(1);
+        if self.last_leaf_dir.load(Ordering::Relaxed) == key {
+            return Ok(d);
+        }
         fs::create_dir_all(&d)
             .map_err(|e| StoreError::io(format!("creating {}", d.display()), e))?;
+        self.last_leaf_dir.store(key, Ordering::Relaxed);
         Ok(d)
     }
 
