@@ -347,3 +347,28 @@ fn cache_symlink_target_read_once_from_store() {
     assert_eq!(c.readlink(l).unwrap(), "/bin/busybox");
     assert_eq!(fs.traffic().read_requests, t0.read_requests);
 }
+
+#[test]
+fn cache_restart_starts_cold_then_first_walk_reads_store() {
+    let mut env = Env::new();
+    let c = env.attach(0);
+    for d in ["a", "b", "c"] {
+        c.mkdir(ROOT, d, 0o755, 0).unwrap();
+    }
+    let b = c.alloc_fid();
+    c.walk_path(ROOT, b, "b").unwrap();
+    create_file(&c, b, "f", b"x");
+    drop(c);
+    env.restart();
+    // The start-up scan walked every directory without keeping them: the first walk into
+    // one is a miss that reads the store, the second a hit.
+    let fs = env.server().fs();
+    let c = env.attach(0);
+    let (s0, t0) = (stats(&env), fs.traffic());
+    assert_eq!(list(&c, ROOT, "b"), ["f"]);
+    let (s1, t1) = (stats(&env), fs.traffic());
+    assert!(s1.misses > s0.misses, "{s1:?}");
+    assert!(t1.read_requests > t0.read_requests, "{t1:?}");
+    assert_eq!(list(&c, ROOT, "b"), ["f"]);
+    assert_eq!(fs.traffic().read_requests, t1.read_requests);
+}
