@@ -14,7 +14,6 @@ use crate::config::{Config, Endpoint};
 use crate::error::FsError;
 use crate::namespace::node::lock;
 use crate::namespace::Fs;
-use crate::ops;
 use crate::ops::lock::LockTable;
 use crate::session::{self, Job};
 use crate::territory::Territories;
@@ -184,28 +183,7 @@ impl std::fmt::Debug for ServerHandle {
 
 fn worker(rx: Receiver<Job>) {
     while let Ok(job) = rx.recv() {
-        let Job { conn, tag, msg } = job;
-        let name = msg.name();
-        let ty = msg.msg_type();
-        let t0 = std::time::Instant::now();
-        let fid = ops::request_fid(&msg).map(|f| f.0);
-        let span = tracing::debug_span!("req", conn = conn.id, op = name, tag = tag.0, fid);
-        let _e = span.enter();
-        tracing::trace!(?msg, "request");
-        let result = ops::dispatch(&conn, msg);
-        conn.shared
-            .op_stats
-            .record(ty, t0.elapsed(), result.is_err());
-        let reply = match result {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(error = %e, "failed");
-                let (ename, errno) = crate::errno::rerror(&e);
-                envoy_proto::Message::error_reply(conn.dialect(), errno, &ename)
-            }
-        };
-        tracing::trace!(?reply, "reply");
-        conn.reply(tag, reply);
+        session::execute(&job.conn, job.tag, job.msg);
     }
 }
 
@@ -250,6 +228,8 @@ impl Server {
                 .map_err(StartError::Spawn)?;
             workers.push(h);
         }
+        session::takeover::start(Arc::downgrade(&shared), Arc::clone(&stop))
+            .map_err(StartError::Spawn)?;
         let mut listeners: Vec<Box<dyn Listener>> = Vec::new();
         let mut endpoints = Vec::new();
         for ep in &config.listen {

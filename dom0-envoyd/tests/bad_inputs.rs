@@ -367,12 +367,14 @@ fn tags_duplicate_in_flight_and_flush_after_reply() {
     }
     s.write_all(&batch).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    // tag 249 is still in flight: a duplicate gets EINVAL; a flush of 248 waits for its reply
-    s.write_all(&frame(249, envoy_proto::Tclunk { fid: Fid(2) }.into(), d))
+    // The last request of a read (249) runs on the connection's own thread and may be
+    // answered first; 248 and 247 run on the worker pool behind ~60 MB of other replies.
+    // Tag 248 is still in flight: a duplicate gets EINVAL; a flush of 247 waits for its reply.
+    s.write_all(&frame(248, envoy_proto::Tclunk { fid: Fid(2) }.into(), d))
         .unwrap();
     s.write_all(&frame(
         500,
-        envoy_proto::Tflush { oldtag: Tag(248) }.into(),
+        envoy_proto::Tflush { oldtag: Tag(247) }.into(),
         d,
     ))
     .unwrap();
@@ -383,7 +385,7 @@ fn tags_duplicate_in_flight_and_flush_after_reply() {
     while order.len() < 241 || !dup_error {
         let f = next(&mut s, &mut rx);
         match f.msg {
-            Message::Rlerror(e) if f.tag.0 == 249 => {
+            Message::Rlerror(e) if f.tag.0 == 248 => {
                 assert_eq!(e.ecode, E(libc::EINVAL));
                 dup_error = true;
             }
@@ -393,11 +395,11 @@ fn tags_duplicate_in_flight_and_flush_after_reply() {
     }
     assert!(dup_error, "duplicate tag answered with an error");
     let flush_pos = order.iter().position(|&t| t == 500).unwrap();
-    let read_pos = order.iter().position(|&t| t == 248).unwrap();
+    let read_pos = order.iter().position(|&t| t == 247).unwrap();
     assert!(read_pos < flush_pos, "Rflush after the flushed reply");
     assert!(
-        order.contains(&249),
-        "the original request with tag 249 completed"
+        order.contains(&248),
+        "the original request with tag 248 completed"
     );
 }
 

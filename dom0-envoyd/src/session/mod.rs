@@ -1,20 +1,29 @@
-//! One 9P connection: framing, version negotiation, the tag table, flush, and hand-off of
-//! requests to the shared worker pool.
+//! One 9P connection: framing, version negotiation, the tag table, flush, and running
+//! requests — on the connection's own thread when that is cheapest, on the shared worker pool
+//! when requests arrive together.
 //!
 //! # Threads
 //!
 //! * The **reader** (one per connection) splits frames out of the byte stream. A size below 7
 //!   or above the negotiated msize closes the connection (the stream cannot be
 //!   resynchronised). A frame whose body fails to decode is answered with `Rlerror`/`Rerror`
-//!   for its tag; the connection stays up. `Tversion` and `Tflush` are handled right here;
-//!   every other request is registered in the tag table and sent to the worker pool.
-//! * **Workers** (shared by all connections, `--workers`) run the handlers in [`crate::ops`]
-//!   concurrently — there is no lock around request handling — and pass the reply on.
-//! * The **writer** (one per connection) encodes replies with the codec's zero-copy
-//!   `encode_parts` and sends header + payload with one `write_vectored`. It retires the tag
-//!   just before the reply goes out (the client may reuse it the moment it has the reply),
-//!   then sends the `Rflush` of every Tflush that waited for it, so an Rflush never overtakes
-//!   the reply it flushes.
+//!   for its tag; the connection stays up. `Tversion` and `Tflush` are handled right here.
+//! * **Run to completion.** Of the requests found in one read, all but the last go to the
+//!   worker pool (they run concurrently, there is no lock around request handling) and the
+//!   last one runs on the reader itself, unless it may wait for the disk (`Tfsync`). A client
+//!   with one request in flight — most of them, most of the time — is served with no thread
+//!   hand-off at all: read, handle, reply on one thread. Requests that arrive while the
+//!   reader is busy wait in the socket and are picked up (and spread over the pool) by the
+//!   next read.
+//! * **Takeover.** Reading is a token ([`Conn`]'s read side behind a mutex): the reader lets
+//!   go of it while it runs a request. If that request is still running after
+//!   [`takeover::AFTER`] (it waits for a lock a long operation holds, or for a slow disk),
+//!   the [`takeover`] watchdog starts another thread that takes the token and goes on
+//!   reading, so one stuck request never stalls the rest of its connection. The thread that
+//!   finds the token taken when its request ends steps aside.
+//! * **Replies** are encoded and sent by whichever thread produced them
+//!   ([`reply::Replies`]): no writer thread, no wake-up per reply, and a client that stops
+//!   reading never blocks a request thread.
 //!
 //! # Rules
 //!
@@ -30,11 +39,13 @@
 //!   reply for its tag.
 
 pub mod fids;
-pub mod writer;
+pub mod reply;
+pub mod takeover;
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::TryLockError;
 use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::BytesMut;
@@ -45,7 +56,7 @@ use crate::config::MIN_MSIZE;
 use crate::namespace::node::lock;
 use crate::server::Shared;
 use fids::FidTable;
-use writer::Outgoing;
+use reply::Replies;
 
 /// A request handed to a worker.
 #[derive(Debug)]
@@ -91,7 +102,37 @@ pub struct Conn {
     tags: Mutex<HashMap<Tag, TagEntry>>,
     /// Signalled when a tag retires (the reader may be waiting for room).
     tags_freed: Condvar,
-    out: Sender<Outgoing>,
+    replies: Arc<Replies>,
+    /// The read side: whoever holds this lock reads the connection.
+    reading: Mutex<ReadSide>,
+    /// When the request the reader runs itself started ([`takeover`]): 0 = none.
+    inline_since: AtomicU64,
+    /// Why reading ended, once it has (the connection's thread waits for it).
+    ended: Mutex<Option<String>>,
+    ended_cv: Condvar,
+    pool: Sender<Job>,
+}
+
+/// The connection's read side: the byte stream and the frames split out of it.
+struct ReadSide {
+    reader: Box<dyn std::io::Read + Send>,
+    splitter: FrameSplitter,
+    /// Bytes read and not yet split into frames.
+    buf: BytesMut,
+    /// The read buffer; frames are copied out of it into `buf` (whose split-off frames then
+    /// own their bytes, so payloads reach the handlers without another copy).
+    tmp: Vec<u8>,
+    /// Reading is over (end of stream or error).
+    done: bool,
+}
+
+impl std::fmt::Debug for ReadSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadSide")
+            .field("buffered", &self.buf.len())
+            .field("done", &self.done)
+            .finish()
+    }
 }
 
 /// Requests one connection may have in flight. The reader stops reading while the limit is
@@ -117,44 +158,40 @@ impl Conn {
         self.params().msize
     }
 
-    /// Queues a reply to a registered tag; the writer retires the tag after sending it.
+    /// Sends the reply to a registered tag, retiring the tag.
     pub fn reply(&self, tag: Tag, msg: Message) {
-        let _ = self.out.send(Outgoing::Reply {
-            tag,
-            msg,
-            retire: true,
-        });
+        self.replies.send(self.params(), tag, &msg, true);
     }
 
-    /// Queues a reply to a tag that was never registered (errors for duplicate tags, bad
+    /// Sends a reply to a tag that was never registered (errors for duplicate tags, bad
     /// frames, NOTAG).
     fn reply_unregistered(&self, tag: Tag, msg: Message) {
-        let _ = self.out.send(Outgoing::Reply {
-            tag,
-            msg,
-            retire: false,
-        });
+        self.replies.send(self.params(), tag, &msg, false);
     }
 
-    /// Called by the writer just before `tag`'s reply goes out: retires it and returns the
-    /// Tflush tags that waited for it.
-    pub fn retire(&self, tag: Tag) -> Vec<Tag> {
-        let r = lock(&self.tags)
-            .remove(&tag)
-            .map(|e| e.flushes)
-            .unwrap_or_default();
-        self.tags_freed.notify_one();
-        r
-    }
-
-    /// Forgets every in-flight tag (the writer is gone) and wakes the reader.
-    pub fn retire_all(&self) {
-        lock(&self.tags).clear();
-        self.tags_freed.notify_all();
+    /// Whether [`MAX_IN_FLIGHT`] requests are in flight (the reader waits for one to end).
+    fn tags_full(&self) -> bool {
+        lock(&self.tags).len() >= MAX_IN_FLIGHT
     }
 
     fn error(&self, errno: u32, text: &str) -> Message {
         Message::error_reply(self.dialect(), errno, text)
+    }
+}
+
+impl reply::Retire for std::sync::Weak<Conn> {
+    /// Called as `tag`'s reply is taken for writing: retires it and returns the Tflush tags
+    /// that waited for it.
+    fn retire(&self, tag: Tag) -> Vec<Tag> {
+        let Some(c) = self.upgrade() else {
+            return Vec::new();
+        };
+        let r = lock(&c.tags)
+            .remove(&tag)
+            .map(|e| e.flushes)
+            .unwrap_or_default();
+        c.tags_freed.notify_one();
+        r
     }
 }
 
@@ -190,19 +227,51 @@ pub fn negotiate(client_msize: u32, version: &str, max_msize: u32) -> (Rversion,
     }
 }
 
-/// Serves one connection until it closes. Runs on the connection's reader thread.
+/// Runs one request and sends its reply: the request's span, statistics, the handler, the
+/// error mapping. Called by the connection's reader (inline) and by pool workers.
+pub fn execute(conn: &Arc<Conn>, tag: Tag, msg: Message) {
+    let name = msg.name();
+    let ty = msg.msg_type();
+    let t0 = std::time::Instant::now();
+    let fid = crate::ops::request_fid(&msg).map(|f| f.0);
+    let span = tracing::debug_span!("req", conn = conn.id, op = name, tag = tag.0, fid);
+    let _e = span.enter();
+    tracing::trace!(?msg, "request");
+    let result = crate::ops::dispatch(conn, msg);
+    conn.shared
+        .op_stats
+        .record(ty, t0.elapsed(), result.is_err());
+    let reply = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "failed");
+            let (ename, errno) = crate::errno::rerror(&e);
+            Message::error_reply(conn.dialect(), errno, &ename)
+        }
+    };
+    tracing::trace!(?reply, "reply");
+    conn.reply(tag, reply);
+}
+
+/// Whether a request should leave the reader's thread even when it is the only one pending:
+/// it may wait for the disk, and the reader should keep reading meanwhile.
+fn runs_on_pool(msg: &Message) -> bool {
+    matches!(msg, Message::Tfsync(_))
+}
+
+/// Serves one connection until it closes. Runs on the connection's thread.
 pub fn serve(shared: Arc<Shared>, conn: crate::transport::Connection, pool: Sender<Job>) {
     let crate::transport::Connection {
-        mut reader,
-        writer: w,
+        reader,
+        writer,
         shutdown,
         peer,
     } = conn;
     let shutdown: Arc<dyn Fn() + Send + Sync> = Arc::from(shutdown);
     let max_msize = shared.config.max_msize;
-    let (out_tx, out_rx) = crossbeam_channel::unbounded();
-    let c = Arc::new(Conn {
-        id: CONN_IDS.fetch_add(1, Ordering::Relaxed),
+    let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
+    let c = Arc::new_cyclic(|me| Conn {
+        id,
         peer: peer.to_string(),
         endpoint: peer,
         fids: FidTable::new(shared.config.max_fids_per_conn),
@@ -212,71 +281,160 @@ pub fn serve(shared: Arc<Shared>, conn: crate::transport::Connection, pool: Send
         }),
         tags: Mutex::new(HashMap::new()),
         tags_freed: Condvar::new(),
-        out: out_tx,
+        replies: Arc::new(Replies::new(id, writer, Box::new(me.clone()))),
+        reading: Mutex::new(ReadSide {
+            reader,
+            splitter: FrameSplitter::new(max_msize),
+            buf: BytesMut::with_capacity(64 * 1024),
+            tmp: vec![0u8; 128 * 1024],
+            done: false,
+        }),
+        inline_since: AtomicU64::new(0),
+        ended: Mutex::new(None),
+        ended_cv: Condvar::new(),
+        pool,
         shared: Arc::clone(&shared),
     });
     let reg = shared.register_conn(&c, Arc::clone(&shutdown));
     let span = tracing::info_span!("conn", id = c.id, peer = %c.peer);
     let _e = span.enter();
     tracing::info!("connected");
-    let wc = Arc::clone(&c);
-    let wspan = span.clone();
-    let writer_thread = std::thread::Builder::new()
-        .name(format!("envoyd-w{}", c.id))
-        .spawn(move || {
-            let _e = wspan.enter();
-            writer::run(&wc, w, out_rx)
-        });
-    let writer_thread = match writer_thread {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot spawn the writer thread; closing");
-            shutdown();
-            return;
-        }
-    };
-    let mut splitter = FrameSplitter::new(max_msize);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    // One read buffer per connection; frames are copied out of it into `buf` (whose split-off
-    // frames then own their bytes, so payloads reach the handlers without another copy).
-    let mut tmp = vec![0u8; 128 * 1024];
-    let reason = 'conn: loop {
-        loop {
-            let frame = match splitter.next_frame(&mut buf) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => break 'conn format!("framing error: {e}"),
-            };
-            if let Some(p) = handle_frame(&c, &pool, frame, max_msize) {
-                splitter.set_msize(p.msize);
-            }
-        }
-        match reader.read(&mut tmp) {
-            Ok(0) => break 'conn "closed by peer".to_string(),
-            Ok(k) => buf.extend_from_slice(tmp.get(..k).unwrap_or(&tmp[..])),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => break 'conn format!("read error: {e}"),
-        }
-    };
-    if !buf.is_empty() {
-        tracing::debug!(bytes = buf.len(), "discarding a partial frame");
-    }
+    read_requests(&c);
+    let reason = c.wait_ended();
     shutdown();
     let dropped = c.fids.clear();
     shared.locks.drop_conn(c.id);
-    let _ = c.out.send(Outgoing::Close);
-    let _ = writer_thread.join();
+    c.replies.close();
     drop(reg);
     tracing::info!(%reason, fids = dropped, "disconnected");
 }
 
-/// Handles one frame; returns new parameters after a successful Tversion.
-fn handle_frame(
-    c: &Arc<Conn>,
-    pool: &Sender<Job>,
-    frame: bytes::Bytes,
-    max_msize: u32,
-) -> Option<Params> {
+impl Conn {
+    /// Waits until reading has ended (on whichever thread held the read side); the reason.
+    fn wait_ended(&self) -> String {
+        let mut e = lock(&self.ended);
+        loop {
+            if let Some(r) = e.as_ref() {
+                return r.clone();
+            }
+            e = self
+                .ended_cv
+                .wait(e)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn end_reading(&self, side: &mut ReadSide, reason: String) {
+        side.done = true;
+        if !side.buf.is_empty() {
+            tracing::debug!(bytes = side.buf.len(), "discarding a partial frame");
+        }
+        *lock(&self.ended) = Some(reason);
+        self.ended_cv.notify_all();
+    }
+}
+
+/// Reads and runs requests while this thread holds the connection's read side. Returns when
+/// reading ends, or when another thread took the read side over while this one ran a request.
+pub(crate) fn read_requests(c: &Arc<Conn>) {
+    let mut g = match c.reading.try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::WouldBlock) => return,
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+    };
+    let max_msize = c.shared.config.max_msize;
+    loop {
+        let side = &mut *g;
+        if side.done {
+            return;
+        }
+        // The last request of this read runs here; earlier ones go to the pool.
+        let mut last: Option<Job> = None;
+        loop {
+            let frame = match side.splitter.next_frame(&mut side.buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    if let Some(job) = last.take() {
+                        to_pool(&c.pool, job);
+                    }
+                    c.end_reading(side, format!("framing error: {e}"));
+                    return;
+                }
+            };
+            if last.is_some() && (c.replies.is_full() || c.tags_full()) {
+                // This frame will wait for room: let the pool run the held request meanwhile.
+                if let Some(job) = last.take() {
+                    to_pool(&c.pool, job);
+                }
+            }
+            c.replies.wait_for_room();
+            match handle_frame(c, frame, max_msize) {
+                Handled::Run(job) => {
+                    if let Some(prev) = last.replace(job) {
+                        to_pool(&c.pool, prev);
+                    }
+                }
+                Handled::Done(newp) => {
+                    if let Some(p) = newp {
+                        side.splitter.set_msize(p.msize);
+                    }
+                }
+            }
+        }
+        if let Some(job) = last.take() {
+            if runs_on_pool(&job.msg) {
+                to_pool(&c.pool, job);
+            } else {
+                // Let go of the read side while the request runs (see [`takeover`]).
+                drop(g);
+                takeover::run_inline(c, || execute(&job.conn, job.tag, job.msg));
+                g = match c.reading.try_lock() {
+                    Ok(g) => g,
+                    Err(TryLockError::WouldBlock) => return,
+                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                };
+                continue;
+            }
+        }
+        match side.reader.read(&mut side.tmp) {
+            Ok(0) => {
+                c.end_reading(side, "closed by peer".to_string());
+                return;
+            }
+            Ok(k) => side
+                .buf
+                .extend_from_slice(side.tmp.get(..k).unwrap_or(&side.tmp[..])),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                c.end_reading(side, format!("read error: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+/// Hands a request to the worker pool.
+fn to_pool(pool: &Sender<Job>, job: Job) {
+    if let Err(e) = pool.send(job) {
+        // Shutting down: answer so the client is not left waiting.
+        let job = e.into_inner();
+        let err = job.conn.error(libc::EINTR as u32, "server shutting down");
+        job.conn.reply(job.tag, err);
+    }
+}
+
+/// What became of a frame.
+enum Handled {
+    /// A registered request to run.
+    Run(Job),
+    /// Answered already; new parameters after a successful Tversion.
+    Done(Option<Params>),
+}
+
+/// Handles one frame: answers what the session answers itself (Tversion, Tflush, errors)
+/// and registers every other request's tag, returning it to be run.
+fn handle_frame(c: &Arc<Conn>, frame: bytes::Bytes, max_msize: u32) -> Handled {
     let params = c.params();
     let dialect = params.dialect.unwrap_or(Dialect::P2000L);
     let f = match decode(frame, dialect, params.msize) {
@@ -286,7 +444,7 @@ fn handle_frame(
             tracing::debug!(error = %e, "undecodable request");
             // The tag may belong to an in-flight request; do not retire it.
             c.reply_unregistered(tag, c.error(e.errno(), &e.kind.to_string()));
-            return None;
+            return Handled::Done(None);
         }
     };
     let tag = f.tag;
@@ -296,7 +454,7 @@ fn handle_frame(
             tag,
             c.error(libc::EOPNOTSUPP as u32, "R-message sent to the server"),
         );
-        return None;
+        return Handled::Done(None);
     }
     if let Message::Tversion(v) = &f.msg {
         let (reply, newp) = negotiate(v.msize, &v.version, max_msize);
@@ -309,15 +467,15 @@ fn handle_frame(
             *lock(&c.params) = p;
         }
         c.reply_unregistered(tag, reply.into());
-        return newp;
+        return Handled::Done(newp);
     }
     if params.dialect.is_none() {
         c.reply_unregistered(tag, c.error(libc::EPROTO as u32, "Tversion first"));
-        return None;
+        return Handled::Done(None);
     }
     if tag == Tag::NOTAG {
         c.reply_unregistered(tag, c.error(libc::EINVAL as u32, "NOTAG outside Tversion"));
-        return None;
+        return Handled::Done(None);
     }
     {
         let mut tags = lock(&c.tags);
@@ -330,34 +488,27 @@ fn handle_frame(
         if tags.contains_key(&tag) {
             drop(tags);
             c.reply_unregistered(tag, c.error(libc::EINVAL as u32, "tag already in flight"));
-            return None;
+            return Handled::Done(None);
         }
         if let Message::Tflush(fl) = &f.msg {
             if fl.oldtag != tag {
                 if let Some(entry) = tags.get_mut(&fl.oldtag) {
                     entry.flushes.push(tag);
                     tags.insert(tag, TagEntry::default());
-                    return None;
+                    return Handled::Done(None);
                 }
             }
             drop(tags);
             c.reply_unregistered(tag, Rflush {}.into());
-            return None;
+            return Handled::Done(None);
         }
         tags.insert(tag, TagEntry::default());
     }
-    let job = Job {
+    Handled::Run(Job {
         conn: Arc::clone(c),
         tag,
         msg: f.msg,
-    };
-    if let Err(e) = pool.send(job) {
-        // Shutting down: answer so the client is not left waiting.
-        let job = e.into_inner();
-        job.conn
-            .reply(job.tag, c.error(libc::EINTR as u32, "server shutting down"));
-    }
-    None
+    })
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ impl Listener for RingListener {
             let closer = b.closer;
             return Ok(Some(Connection {
                 reader: Box::new(b.reader),
-                writer: Box::new(b.writer),
+                writer: super::ReplyWriter::blocking(Box::new(b.writer)),
                 shutdown: Box::new(move || closer.close()),
                 peer: Peer::Ring {
                     path: PathBuf::from(self.file.path()),

@@ -35,7 +35,7 @@ fn wrap(s: TcpStream, peer: std::net::SocketAddr) -> io::Result<Connection> {
     let sd = s.try_clone()?;
     Ok(Connection {
         reader: Box::new(s),
-        writer: Box::new(w),
+        writer: super::ReplyWriter::socket(w)?,
         shutdown: Box::new(move || {
             let _ = sd.shutdown(Shutdown::Both);
         }),
