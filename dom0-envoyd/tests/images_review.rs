@@ -47,6 +47,74 @@ fn write_after_snapshot_deleted_leaves_no_unreferenced_object() {
     assert_eq!(after.objects, before.objects, "{before:?} -> {after:?}");
 }
 
+/// Names of the object store's spare files (`objects/.spare-*`).
+fn spare_names(env: &Env) -> Vec<String> {
+    let objects = env.server().fs().store().dir().join("objects");
+    std::fs::read_dir(objects)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(envoy_storage::store::SPARE_PREFIX))
+        .collect()
+}
+
+fn wait_for_spares(env: &Env) {
+    let store = env.server().fs().store();
+    for _ in 0..2000 {
+        if store.spare_files_ready() >= 8 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("the store never made spare files");
+}
+
+/// Forks and snapshots rename spare files instead of creating files; what they make must be
+/// the same, survive a restart, and a fork interrupted after its metadata (made from a spare)
+/// must still be rolled back at start.
+#[test]
+fn fork_and_snapshot_from_spare_files_survive_restart_and_crash() {
+    let mut env = Env::new();
+    {
+        let images = env.server().images();
+        images.create("/t/base").unwrap();
+        let c = attach_at(&env, "/t/base");
+        create_file(&c, ROOT, "f", b"template");
+        c.clunk(ROOT).unwrap();
+        wait_for_spares(&env);
+        let before = spare_names(&env);
+        images.snapshot("/t/base").unwrap();
+        images.fork("/t/base@1", "/u/a").unwrap();
+        let after = spare_names(&env);
+        let used = before.iter().filter(|n| !after.contains(n)).count();
+        assert!(used >= 3, "snapshot + fork used {used} spares");
+        // Dies after writing the new image's metadata file (a renamed spare).
+        images.inject_crash(Some("fork:meta"));
+        images.fork("/t/base@1", "/u/b").unwrap_err();
+    }
+    env.restart();
+    let images = env.server().images();
+    assert!(
+        images.info("/u/b").is_err(),
+        "the interrupted fork is rolled back"
+    );
+    assert_eq!(
+        images.info("/t/base").unwrap().forks,
+        vec!["/u/a (from @1)".to_string()]
+    );
+    for aname in ["/u/a", "/t/base@1"] {
+        let c = attach_at(&env, aname);
+        assert_eq!(read_file(&c, ROOT, "f").unwrap(), b"template", "{aname}");
+        c.clunk(ROOT).unwrap();
+    }
+    // The fork's root (a filled spare) is writable and diverges from the template.
+    let a = attach_at(&env, "/u/a");
+    create_file(&a, ROOT, "g", b"fork only");
+    a.clunk(ROOT).unwrap();
+    let base = attach_at(&env, "/t/base");
+    assert!(read_file(&base, ROOT, "g").is_err());
+    base.clunk(ROOT).unwrap();
+}
+
 fn attach_at(env: &Env, aname: &str) -> Client {
     let c = env.client("9P2000.L");
     c.attach(ROOT, Fid::NOFID, "root", aname, 0).unwrap();

@@ -55,6 +55,9 @@ struct Args {
     /// Store directory (default: a temporary directory under the current one).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Profiling aid: only run this many forks of a snapshot back to back, report, and exit.
+    #[arg(long)]
+    only_forks: Option<usize>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -247,6 +250,16 @@ fn main() {
         "paper",
         "speedup"
     );
+
+    if let Some(n) = args.only_forks {
+        let mut t = Times::with_capacity(n);
+        for i in 0..n {
+            let dest = format!("/guests/g{i}");
+            t.time(|| images.fork("/templates/base@1", &dest).unwrap());
+        }
+        report("fork of a snapshot, back to back", t, PAPER_FORK_US);
+        return;
+    }
 
     // Inactive snapshots.
     let mut t = Times::with_capacity(args.iters);
