@@ -102,6 +102,8 @@ pub struct Conn {
     tags: Mutex<HashMap<Tag, TagEntry>>,
     /// Signalled when a tag retires (the reader may be waiting for room).
     tags_freed: Condvar,
+    /// Readers waiting on `tags_freed`.
+    tag_waiters: std::sync::atomic::AtomicUsize,
     replies: Arc<Replies>,
     /// The read side: whoever holds this lock reads the connection.
     reading: Mutex<ReadSide>,
@@ -186,11 +188,14 @@ impl reply::Retire for std::sync::Weak<Conn> {
         let Some(c) = self.upgrade() else {
             return Vec::new();
         };
-        let r = lock(&c.tags)
-            .remove(&tag)
-            .map(|e| e.flushes)
-            .unwrap_or_default();
-        c.tags_freed.notify_one();
+        let mut tags = lock(&c.tags);
+        let r = tags.remove(&tag).map(|e| e.flushes).unwrap_or_default();
+        // A notification is a system call: only when the reader waits for room.
+        let wake = c.tag_waiters.load(Ordering::Relaxed) > 0;
+        drop(tags);
+        if wake {
+            c.tags_freed.notify_one();
+        }
         r
     }
 }
@@ -281,6 +286,7 @@ pub fn serve(shared: Arc<Shared>, conn: crate::transport::Connection, pool: Send
         }),
         tags: Mutex::new(HashMap::new()),
         tags_freed: Condvar::new(),
+        tag_waiters: std::sync::atomic::AtomicUsize::new(0),
         replies: Arc::new(Replies::new(id, writer, Box::new(me.clone()))),
         reading: Mutex::new(ReadSide {
             reader,
@@ -479,11 +485,17 @@ fn handle_frame(c: &Arc<Conn>, frame: bytes::Bytes, max_msize: u32) -> Handled {
     }
     {
         let mut tags = lock(&c.tags);
-        while tags.len() >= MAX_IN_FLIGHT {
-            tags = c
-                .tags_freed
-                .wait(tags)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tags.len() >= MAX_IN_FLIGHT {
+            // Counted under the tags lock, so a retire (which checks it under the same lock)
+            // cannot miss us.
+            c.tag_waiters.fetch_add(1, Ordering::Relaxed);
+            while tags.len() >= MAX_IN_FLIGHT {
+                tags = c
+                    .tags_freed
+                    .wait(tags)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            c.tag_waiters.fetch_sub(1, Ordering::Relaxed);
         }
         if tags.contains_key(&tag) {
             drop(tags);

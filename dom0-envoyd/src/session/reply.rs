@@ -83,6 +83,8 @@ struct Queue {
     flush_wanted: bool,
     /// The flusher thread runs.
     flusher_started: bool,
+    /// Threads waiting on `changed` (a notification is a system call: only made for them).
+    waiters: usize,
 }
 
 /// A connection's reply path.
@@ -318,8 +320,11 @@ impl Replies {
             for c in rest.into_iter().rev() {
                 q.push_front(Item::Rest(c));
             }
+            let wake = q.waiters > 0;
             drop(q);
-            self.changed.notify_all();
+            if wake {
+                self.changed.notify_all();
+            }
             if let Some(r) = result {
                 return r;
             }
@@ -331,8 +336,11 @@ impl Replies {
         let mut q = lock(&self.queue);
         q.flush_wanted = true;
         if q.flusher_started {
+            let wake = q.waiters > 0;
             drop(q);
-            self.changed.notify_all();
+            if wake {
+                self.changed.notify_all();
+            }
             return;
         }
         q.flusher_started = true;
@@ -359,12 +367,14 @@ impl Replies {
         loop {
             {
                 let mut q = lock(&self.queue);
+                q.waiters += 1;
                 while !q.flush_wanted && !q.dead {
                     q = self
                         .changed
                         .wait(q)
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
+                q.waiters -= 1;
                 if q.dead {
                     return;
                 }
@@ -391,12 +401,14 @@ impl Replies {
     /// Waits while more than [`MAX_QUEUED_BYTES`] of replies wait to be sent.
     pub fn wait_for_room(&self) {
         let mut q = lock(&self.queue);
+        q.waiters += 1;
         while q.bytes > MAX_QUEUED_BYTES && !q.dead {
             q = self
                 .changed
                 .wait(q)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+        q.waiters -= 1;
     }
 
     /// Whether the reader should wait before taking another request.
