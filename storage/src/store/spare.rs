@@ -7,7 +7,9 @@
 //! `rename` (inode allocation and initialisation). An image fork creates two files (the new
 //! image's metadata and the clone of the snapshot's root), and those creations were most of
 //! its latency. With spares enabled ([`ObjectStore::keep_spare_files`]), a background thread
-//! keeps up to `target` empty files `objects/.spare-<n>` ready; `create_object` renames one
+//! keeps up to `target` empty files `objects/.spare-<n>` ready (refilling only once no spare
+//! has been taken for a moment, so it does not hold the directory lock during a burst);
+//! `create_object` renames one
 //! to the object's final leaf name, and `clone_object` fills one (in place of its
 //! `.clone-<dst>` temporary) and renames it. When none is ready the old path runs, so spares
 //! only ever save time.
@@ -34,6 +36,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Prefix of a spare file's name (a temporary name: see [`crate::name::is_temp`]).
 pub const SPARE_PREFIX: &str = ".spare-";
@@ -52,7 +55,14 @@ struct State {
     target: usize,
     next: u64,
     stop: bool,
+    /// When a spare was last taken.
+    last_take: Option<Instant>,
 }
+
+/// The refill waits until no spare has been taken for this long: creating a file holds the
+/// lock of the directory the spares are renamed out of (for about a millisecond on ext4), so
+/// refilling in the middle of a burst of creations would make them wait for it.
+const QUIET: Duration = Duration::from_millis(2);
 
 /// The spare files and the thread that refills them.
 #[derive(Debug)]
@@ -91,7 +101,8 @@ impl Spares {
     pub(super) fn take(&self) -> Option<Spare> {
         let mut st = self.state();
         let s = st.ready.pop_front();
-        if st.ready.len() <= st.target / 2 {
+        if s.is_some() {
+            st.last_take = Some(Instant::now());
             self.wake.notify_one();
         }
         s
@@ -106,11 +117,25 @@ impl Spares {
         loop {
             let name = {
                 let mut st = self.state();
-                while !st.stop && st.ready.len() >= st.target {
-                    st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
-                }
-                if st.stop {
-                    return;
+                loop {
+                    if st.stop {
+                        return;
+                    }
+                    if st.ready.len() >= st.target {
+                        st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+                        continue;
+                    }
+                    let busy = st.last_take.map(|t| t.elapsed()).filter(|e| *e < QUIET);
+                    match busy {
+                        Some(e) => {
+                            st = self
+                                .wake
+                                .wait_timeout(st, QUIET.saturating_sub(e))
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0;
+                        }
+                        None => break,
+                    }
                 }
                 st.next += 1;
                 format!("{SPARE_PREFIX}{:x}", st.next)
