@@ -40,7 +40,7 @@ pub mod stream;
 pub use bell::{Doorbell, EventFdBell, FutexBell, NoBell, WaitKind, Waiter};
 pub use layout::{RingOrder, MAX_RING_ORDER, XEN_PAGE_SIZE};
 pub use mem::SharedMem;
-pub use ring::{Consumer, MsgHeader, Producer, RingMem};
+pub use ring::{Consumer, MsgHeader, Producer, Reserve, Reserved, RingMem};
 pub use stream::{Closed, RingReader, RingWriter};
 
 /// Why a ring operation failed. Everything a peer can cause is here; none of it panics.

@@ -178,6 +178,31 @@ impl SharedMem {
         Ok(())
     }
 
+    /// Copies `dst.len()` bytes at `off` into uninitialised private memory (so a receive
+    /// buffer is not zeroed first only to be overwritten); every byte of `dst` is written.
+    pub fn read_uninit(
+        &self,
+        off: usize,
+        dst: &mut [std::mem::MaybeUninit<u8>],
+    ) -> Result<(), RingError> {
+        self.check(off, dst.len())?;
+        // SAFETY: the source range is inside the window (checked) and disjoint from the
+        // private dst; `MaybeUninit<u8>` has the layout of `u8` and writing it needs no
+        // initialised value. Same copy policy as `read` (see `volatile_copy_from`).
+        unsafe {
+            let d = std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u8>(), dst.len());
+            volatile_copy_from(self.ptr.add(off), d);
+        }
+        Ok(())
+    }
+
+    /// The window's first byte, for handing the window to the kernel as an I/O destination
+    /// (`preadv2` straight into a reserved ring region). Getting the pointer is safe; whoever
+    /// writes through it must keep to the window's length and to the ring's ownership rules.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
     /// Copies `src` into shared memory at `off` (volatile writes).
     pub fn write(&self, off: usize, src: &[u8]) -> Result<(), RingError> {
         self.check(off, src.len())?;

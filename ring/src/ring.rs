@@ -208,6 +208,19 @@ impl Half {
         self.data.read(0, b)
     }
 
+    /// [`Half::read_at`] into uninitialised memory (every byte of `dst` is written).
+    fn read_at_uninit(
+        &self,
+        idx: u32,
+        dst: &mut [std::mem::MaybeUninit<u8>],
+    ) -> Result<(), RingError> {
+        let pos = (idx & (self.size - 1)) as usize;
+        let first = dst.len().min(self.size as usize - pos);
+        let (a, b) = dst.split_at_mut(first);
+        self.data.read_uninit(pos, a)?;
+        self.data.read_uninit(0, b)
+    }
+
     /// Copies `src` in at index `idx`, wrapping at the end.
     fn write_at(&self, idx: u32, src: &[u8]) -> Result<(), RingError> {
         let pos = (idx & (self.size - 1)) as usize;
@@ -296,8 +309,11 @@ impl Consumer {
         let Some(size) = self.next_message_size(max)? else {
             return Ok(None);
         };
-        let mut buf = BytesMut::zeroed(size as usize);
-        self.half.read_at(self.cons, &mut buf)?;
+        let mut buf = BytesMut::with_capacity(size as usize);
+        self.half
+            .read_at_uninit(self.cons, &mut buf.spare_capacity_mut()[..size as usize])?;
+        // SAFETY: read_at_uninit wrote all `size` bytes of the spare capacity.
+        unsafe { buf.set_len(size as usize) };
         self.consume(size)?;
         Ok(Some(buf.freeze()))
     }
@@ -330,6 +346,32 @@ impl Consumer {
             return Err(RingError::Layout("skip past the published bytes"));
         }
         self.consume(n)
+    }
+}
+
+/// What [`Producer::reserve`] found.
+#[derive(Debug)]
+pub enum Reserve {
+    /// The space is free and contiguous.
+    Ready(Reserved),
+    /// Not enough free space yet (wait for the consumer).
+    Full,
+    /// The space would wrap around the end of the ring.
+    Wraps,
+}
+
+/// Contiguous, unpublished ring memory reserved for one message ([`Producer::reserve`]).
+#[derive(Debug)]
+pub struct Reserved {
+    mem: SharedMem,
+    at: u32,
+}
+
+impl Reserved {
+    /// The reserved window (write the message into it; the peer does not read it before the
+    /// commit).
+    pub fn mem(&self) -> &SharedMem {
+        &self.mem
     }
 }
 
@@ -392,6 +434,52 @@ impl Producer {
         }
         self.publish()?;
         Ok(true)
+    }
+
+    /// Reserves `len` bytes of **contiguous** ring memory at the write position, for a
+    /// message to be built in place (a read's data lands there straight from the page cache)
+    /// and published with [`Producer::commit`]. Nothing moves until the commit: dropping the
+    /// [`Reserved`] abandons it.
+    ///
+    /// [`Reserve::Wraps`] when the space would run past the end of the ring (the caller uses
+    /// the copying path instead), [`Reserve::Full`] when it is not free yet, and an error for
+    /// a length larger than the ring or while a streamed message is unfinished.
+    pub fn reserve(&self, len: u32) -> Result<Reserve, RingError> {
+        if len > self.half.size {
+            return Err(RingError::MessageTooLarge {
+                size: len,
+                limit: self.half.size,
+            });
+        }
+        if self.pending != self.prod {
+            return Err(RingError::Layout(
+                "reservation behind an unpublished message",
+            ));
+        }
+        let pos = (self.pending & (self.half.size - 1)) as usize;
+        if pos + len as usize > self.half.size as usize {
+            return Ok(Reserve::Wraps);
+        }
+        if self.free()? < len {
+            return Ok(Reserve::Full);
+        }
+        Ok(Reserve::Ready(Reserved {
+            mem: self.half.data.slice(pos, len as usize)?,
+            at: self.pending,
+        }))
+    }
+
+    /// Publishes the first `used` bytes of `r` (the message written into it) as one message
+    /// (write barrier, then `prod`). A reservation from before another write is refused.
+    pub fn commit(&mut self, r: Reserved, used: u32) -> Result<(), RingError> {
+        if r.at != self.pending || self.pending != self.prod {
+            return Err(RingError::Layout("stale ring reservation"));
+        }
+        if used as usize > r.mem.len() {
+            return Err(RingError::Layout("commit past the reservation"));
+        }
+        self.pending = self.pending.wrapping_add(used);
+        self.publish()
     }
 
     /// Writes as much of `src` as fits without publishing it; returns how much.
@@ -467,6 +555,67 @@ mod tests {
         let mut probe = [0u8; 1];
         r.data.read(2048 + 10, &mut probe).unwrap();
         assert_eq!(probe, [7]);
+    }
+
+    #[test]
+    fn ring_reserve_contiguous_built_in_place_published_on_commit() {
+        let r = ring(0);
+        let (_, mut f_rep) = r.frontend().unwrap();
+        let (_, mut b_rep) = r.backend().unwrap();
+        let Reserve::Ready(res) = b_rep.reserve(100).unwrap() else {
+            panic!("an empty ring has contiguous room");
+        };
+        let m = msg(60, 4);
+        res.mem().write(0, &m).unwrap();
+        assert_eq!(
+            f_rep.available().unwrap(),
+            0,
+            "nothing visible before commit"
+        );
+        b_rep.commit(res, 60).unwrap();
+        assert_eq!(f_rep.read_message(4096).unwrap().unwrap(), m);
+        // The next message follows the committed length, not the reserved one.
+        assert!(b_rep.write_message(&[&msg(10, 5)]).unwrap());
+        assert_eq!(f_rep.read_message(4096).unwrap().unwrap(), msg(10, 5));
+    }
+
+    #[test]
+    fn ring_reserve_wrapping_space_refused_full_ring_waits() {
+        let r = ring(0);
+        let (_, mut f_rep) = r.frontend().unwrap();
+        let (_, mut b_rep) = r.backend().unwrap();
+        assert!(b_rep.write_message(&[&msg(2000, 1)]).unwrap());
+        f_rep.read_message(4096).unwrap().unwrap();
+        // 48 bytes left before the end: 100 would wrap even though the ring is empty.
+        assert!(matches!(b_rep.reserve(100).unwrap(), Reserve::Wraps));
+        assert!(matches!(b_rep.reserve(48).unwrap(), Reserve::Ready(_)));
+        // A message that wraps (write position 2000 -> 952), still unread: 1000 bytes from
+        // 952 are contiguous but only 1048 are free.
+        assert!(b_rep.write_message(&[&msg(1000, 2)]).unwrap());
+        assert!(matches!(b_rep.reserve(1090).unwrap(), Reserve::Full));
+        assert_eq!(f_rep.read_message(4096).unwrap().unwrap(), msg(1000, 2));
+        assert!(matches!(b_rep.reserve(1090).unwrap(), Reserve::Ready(_)));
+        assert!(matches!(
+            b_rep.reserve(2049),
+            Err(RingError::MessageTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn ring_reserve_stale_or_overlong_commit_is_error() {
+        let r = ring(0);
+        let (_, mut b_rep) = r.backend().unwrap();
+        let Reserve::Ready(old) = b_rep.reserve(20).unwrap() else {
+            panic!("room");
+        };
+        assert!(b_rep.write_message(&[&msg(10, 5)]).unwrap());
+        assert!(matches!(b_rep.commit(old, 10), Err(RingError::Layout(_))));
+        let Reserve::Ready(res) = b_rep.reserve(20).unwrap() else {
+            panic!("room");
+        };
+        assert!(matches!(b_rep.commit(res, 21), Err(RingError::Layout(_))));
+        assert_eq!(b_rep.write_partial(&[1, 2]).unwrap(), 2);
+        assert!(matches!(b_rep.reserve(20), Err(RingError::Layout(_))));
     }
 
     #[test]

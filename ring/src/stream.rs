@@ -219,6 +219,35 @@ impl RingWriter {
         self.bell.notify()
     }
 
+    /// Reserves `len` contiguous bytes for one message built in place, waiting for the
+    /// consumer to free them. `Ok(None)` when the space would wrap around the end of the ring
+    /// (build the message elsewhere and send it with [`RingWriter::send_message`]). Nothing
+    /// is visible to the peer before [`RingWriter::commit`].
+    pub fn reserve(&mut self, len: u32) -> Result<Option<crate::Reserved>, RingError> {
+        if self.remaining != 0 || self.head_len != 0 {
+            return Err(RingError::Layout("reservation inside a streamed message"));
+        }
+        let prod = &self.prod;
+        let r = self.waiter.wait_for_kind(
+            WaitKind::Space,
+            &*self.bell,
+            || match prod.reserve(len)? {
+                crate::Reserve::Ready(r) => Ok(Some(Some(r))),
+                crate::Reserve::Wraps => Ok(Some(None)),
+                crate::Reserve::Full => Ok(None),
+            },
+            &*self.closed,
+            None,
+        )?;
+        r.ok_or(RingError::Closed)
+    }
+
+    /// Publishes the first `used` bytes of a reservation as one message and rings the peer.
+    pub fn commit(&mut self, r: crate::Reserved, used: u32) -> Result<(), RingError> {
+        self.prod.commit(r, used)?;
+        self.bell.notify()
+    }
+
     /// Waits until `n` bytes are free.
     fn wait_room(&mut self, n: u32) -> io::Result<()> {
         let prod = &self.prod;
