@@ -74,6 +74,7 @@ use crate::superblock::{Superblock, META_FILE, META_TMP};
 use crate::sys;
 
 mod clone;
+mod read_into;
 mod spare;
 mod walk;
 
