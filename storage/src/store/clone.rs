@@ -1,7 +1,7 @@
 //! `clone`: copy an object into a new ID through a temporary file.
 //!
 //! Steps (each followed by a crash point): raise the reserve mark past `dst`; create the leaf
-//! directory; create `.clone-<dst>` there (or take a ready spare file `objects/.spare-<n>`,
+//! directory; create `objects/.clone-<dst>` (or take a ready spare file `objects/.spare-<n>`,
 //! see [`super::spare`], which saves the file creation: most of a small clone's time); fill
 //! it; fsync it (not for [`ObjectStore::clone_object_unsynced`]); rename it to the final leaf
 //! name. A crash before the rename leaves only the temporary file, which recovery removes.
@@ -88,10 +88,13 @@ impl ObjectStore {
         self.crash_point("clone:begin")?;
         let d = self.make_leaf_dir(dst)?;
         self.crash_point("clone:dirs")?;
-        // A ready spare file saves the creation of the temporary (see `spare`).
+        // A ready spare file saves the creation of the temporary (see `spare`). Otherwise the
+        // temporary is made in `objects/`, not the leaf directory: a file creation holds its
+        // directory's lock for the whole (slow) inode allocation, and every other creation,
+        // rename and attribute change of objects with nearby IDs needs the leaf's.
         let (tmp, out) = match self.take_spare() {
             Some(s) => (s.path, Some(s.file)),
-            None => (d.join(name::clone_temp(dst.0)), None),
+            None => (self.objects.join(name::clone_temp(dst.0)), None),
         };
         let r = self.clone_steps(&src_file, src, &tmp, out, &d.join(&leaf), is_dir, dst, sync);
         if needs_cleanup(&r) {

@@ -17,16 +17,19 @@
 //! Every operation is old-state-or-new-state after a `kill -9` at any point, with one
 //! exception spelled out under wstat:
 //!
-//! * **create**: check the listing, then one `open(O_CREAT|O_EXCL)` of the final leaf name —
-//!   the name carries the attributes, so the object appears complete or not at all. With
-//!   spare files enabled ([`ObjectStore::keep_spare_files`]) the one step is a
-//!   `renameat2(RENAME_NOREPLACE)` of a pre-created empty `.spare-<n>` to that name instead.
+//! * **create**: check the listing, then one `renameat2(RENAME_NOREPLACE)` of an empty
+//!   temporary file in `objects/` to the final leaf name — the name carries the attributes,
+//!   so the object appears complete or not at all, and an existing object is never replaced.
+//!   The temporary is a pre-created spare when spare files are enabled
+//!   ([`ObjectStore::keep_spare_files`]), else `.new-<id>` made just before. (Creating it
+//!   outside the leaf directory keeps that directory's lock free during the slow inode
+//!   allocation.)
 //! * **wstat**: the attribute change is atomic (ONE `rename(old name → new name)` in the same
 //!   directory); a size change is not atomic with it. `ftruncate` runs first, so a size the
 //!   host refuses fails the whole wstat with nothing changed, but a crash (or a failed
 //!   rename) after the truncate leaves the new size with the old attributes. The size is data,
 //!   like a write; callers that need both or neither must not combine them.
-//! * **clone**: build `.clone-<dst>` in the destination's leaf directory (reflink, else
+//! * **clone**: build `objects/.clone-<dst>` (reflink, else
 //!   `copy_file_range`, else read+write; a directory object is copied with every entry's
 //!   copy-on-write flag set), fsync it, rename it to the final name. With spare files the
 //!   temporary is a ready `objects/.spare-<n>` instead of a new `.clone-<dst>`.
@@ -574,16 +577,28 @@ impl ObjectStore {
                 }
             }
         }
-        OpenOptions::new()
+        // Made in `objects/` and renamed into place: the leaf directory is then locked for a
+        // rename, not for the whole (slow) inode allocation of a file creation.
+        let tmp = self.objects.join(format!(".new-{:x}", id.0));
+        let f = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .mode(0o600)
-            .open(path)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => StoreError::AlreadyExists(id),
-                _ => StoreError::io(format!("creating object {id}"), e),
-            })
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(|e| StoreError::io(format!("creating object {id}"), e))?;
+        match spare::rename_noreplace(&tmp, path) {
+            Ok(()) => Ok(f),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(match e.kind() {
+                    io::ErrorKind::AlreadyExists => StoreError::AlreadyExists(id),
+                    _ => StoreError::io(format!("creating object {id}"), e),
+                })
+            }
+        }
     }
 
     /// Creates an empty object with `attr`.
@@ -769,7 +784,15 @@ impl ObjectStore {
     pub fn attributes(&self, id: ObjectId) -> Result<Attributes, StoreError> {
         self.check_id(id)?;
         let _g = self.lock_id(id);
-        Ok(self.entry_required(id)?.attr)
+        let key = self.geometry.leaf_dir_key(id);
+        self.dirs
+            .lookup_with(
+                key,
+                self.geometry.leaf_low(id),
+                || self.load_listing(key),
+                |e| e.attr,
+            )?
+            .ok_or(StoreError::NotFound(id))
     }
 
     /// The object's attributes, size, ctime and allocation.

@@ -197,8 +197,17 @@ pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
         )
     };
     if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        // A host file system without RENAME_NOREPLACE: a hard link never replaces either
+        // (a crash between the two steps leaves the temporary name too, which recovery
+        // removes without touching the object).
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        _ => Err(e),
     }
 }
