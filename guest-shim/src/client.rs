@@ -278,6 +278,19 @@ impl Shared {
         }
     }
 
+    /// The reader over a ring: each reply is one message copied once out of the ring. Sizes
+    /// above msize or the ring, or below the header, end the connection.
+    fn ring_reader_loop(&self, mut r: envoy_ring::RingReader) {
+        let reason = loop {
+            match r.read_message(self.msize.load(Ordering::Acquire)) {
+                Ok(Some(frame)) => self.deliver(frame),
+                Ok(None) => break "server closed the connection".to_string(),
+                Err(e) => break format!("ring error: {e}"),
+            }
+        };
+        self.close(reason);
+    }
+
     fn reader_loop(&self, mut r: Box<dyn Read + Send>) {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         // Reads go through `scratch` (one copy): reading into `buf`'s spare room would mean
@@ -308,6 +321,14 @@ impl Shared {
         };
         self.close(reason);
     }
+}
+
+/// Where replies come from.
+enum Source {
+    /// A byte stream (sockets, devices): split into frames here.
+    Stream(Box<dyn Read + Send>),
+    /// A shared-memory ring: whole messages.
+    Ring(envoy_ring::RingReader),
 }
 
 /// A 9P connection; see the module docs.
@@ -380,10 +401,26 @@ impl Client {
         })
     }
 
+    /// Runs over a shared-memory ring's two ends: replies are taken as whole messages
+    /// ([`envoy_ring::RingReader::read_message`]: one copy, ring → the reply's own buffer)
+    /// rather than through a byte stream, a scratch buffer and a frame splitter (three
+    /// copies). `closer` ends the reader (detach the ring); with [`Closer::Nothing`] it ends
+    /// when the ring closes.
+    pub fn from_ring<W>(reader: envoy_ring::RingReader, writer: W, closer: Closer) -> Client
+    where
+        W: Write + Send + 'static,
+    {
+        Client::start(Source::Ring(reader), Box::new(writer), closer)
+    }
+
     /// Runs over an open [`Connection`].
     pub fn from_connection(conn: Connection) -> Client {
+        Client::start(Source::Stream(conn.reader), conn.writer, conn.closer)
+    }
+
+    fn start(source: Source, writer: Box<dyn Write + Send>, closer: Closer) -> Client {
         let shared = Arc::new(Shared {
-            writer: Mutex::new(conn.writer),
+            writer: Mutex::new(writer),
             state: Mutex::new(State {
                 slots: HashMap::new(),
                 next_tag: 0,
@@ -401,10 +438,12 @@ impl Client {
             timeout: Mutex::new(None),
         });
         let s = Arc::clone(&shared);
-        let reader_half = conn.reader;
         let reader = std::thread::Builder::new()
             .name("9p-client-rx".into())
-            .spawn(move || s.reader_loop(reader_half));
+            .spawn(move || match source {
+                Source::Stream(r) => s.reader_loop(r),
+                Source::Ring(r) => s.ring_reader_loop(r),
+            });
         let reader = match reader {
             Ok(h) => Some(h),
             Err(e) => {
@@ -414,7 +453,7 @@ impl Client {
         };
         Client {
             shared,
-            closer: conn.closer,
+            closer,
             reader,
         }
     }

@@ -102,6 +102,31 @@ impl RingReader {
         Ok(None)
     }
 
+    /// The next whole message if all of it is published now (never waits); see
+    /// [`RingReader::read_message`].
+    pub fn try_read_message(&mut self, max: u32) -> Result<Option<bytes::Bytes>, RingError> {
+        let Some(m) = self.cons.read_message(max)? else {
+            return Ok(None);
+        };
+        self.bell.notify_space()?;
+        Ok(Some(self.clamp_message(m)))
+    }
+
+    /// Lowers a Tversion's msize to the limit (backend side).
+    fn clamp_message(&self, m: bytes::Bytes) -> bytes::Bytes {
+        match self.msize_limit {
+            Some(limit) if m.len() >= MSG_HEADER + 4 && m.get(4) == Some(&TVERSION) => {
+                let mut b = bytes::BytesMut::from(&m[..]);
+                if let Some(f) = b.get_mut(MSG_HEADER..MSG_HEADER + 4) {
+                    let msize = u32::from_le_bytes([f[0], f[1], f[2], f[3]]);
+                    f.copy_from_slice(&msize.min(limit).to_le_bytes());
+                }
+                b.freeze()
+            }
+            _ => m,
+        }
+    }
+
     /// The next whole message (one copy out of the ring), for callers that want frames rather
     /// than a byte stream. `Ok(None)` when closed.
     pub fn read_message(&mut self, max: u32) -> Result<Option<bytes::Bytes>, RingError> {
@@ -113,17 +138,7 @@ impl RingReader {
             return Ok(None);
         };
         self.bell.notify_space()?;
-        match self.msize_limit {
-            Some(limit) if m.len() >= MSG_HEADER + 4 && m.get(4) == Some(&TVERSION) => {
-                let mut b = bytes::BytesMut::from(&m[..]);
-                if let Some(f) = b.get_mut(MSG_HEADER..MSG_HEADER + 4) {
-                    let msize = u32::from_le_bytes([f[0], f[1], f[2], f[3]]);
-                    f.copy_from_slice(&msize.min(limit).to_le_bytes());
-                }
-                Ok(Some(b.freeze()))
-            }
-            _ => Ok(Some(m)),
-        }
+        Ok(Some(self.clamp_message(m)))
     }
 }
 

@@ -39,7 +39,7 @@ use envoy_proto::{Fid, Message, Tread, Twrite};
 use envoy_ring::file::{DetachGuard, RingFile};
 use envoy_ring::Waiter;
 use guest_shim::client::Client;
-use guest_shim::endpoint::Endpoint;
+use guest_shim::endpoint::{Closer, Endpoint};
 
 type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -164,7 +164,7 @@ fn connect(env: &Envoyd, transport: &str) -> BenchResult<Conn> {
         "ring" => {
             let f = RingFile::open(&env.ring)?;
             let (r, w, g) = f.attach(Waiter::default())?.into_parts()?;
-            (Client::from_stream(r, w), Some(g))
+            (Client::from_ring(r, w, Closer::Nothing), Some(g))
         }
         other => return Err(format!("unknown transport {other}").into()),
     };

@@ -41,6 +41,7 @@ pub mod dir;
 pub mod gc;
 pub mod node;
 pub mod perm;
+mod read_into;
 pub mod snapshot;
 pub mod special;
 pub mod update;
@@ -569,6 +570,20 @@ impl Fs {
             DataLookup::Bypass => return Ok(self.store_read(id, offset, len)?),
             DataLookup::Miss(ticket) => ticket,
         };
+        self.read_miss(node, ticket, offset, len)
+    }
+
+    /// The rest of [`Fs::read`] after a cache miss: reads the file whole into the cache when
+    /// it qualifies (else just the range) and returns the range. `node.io` is held by the
+    /// caller.
+    fn read_miss(
+        &self,
+        node: &Node,
+        ticket: crate::cache::FillTicket,
+        offset: u64,
+        len: usize,
+    ) -> FsResult<Bytes> {
+        let id = node.id();
         let size = self.store.stat(id)?.size;
         let limit = if size > crate::cache::DATA_MAX && frozen_path(node) {
             crate::cache::FROZEN_DATA_MAX

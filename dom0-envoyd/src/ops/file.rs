@@ -259,6 +259,34 @@ pub fn read(c: &Arc<Conn>, m: Tread) -> FsResult<Message> {
     }
 }
 
+/// Tread of a regular file over a transport that can take the data in place (a ring):
+/// the data goes from the store (or the cache) straight into the reply's space in ring
+/// memory and the reply is sent from there. `Ok` when the reply was sent (or the read failed:
+/// the error to answer with); `Err(m)` gives the request back for the ordinary path (another
+/// transport, a directory or xattr fid, ring space that wraps) — that path also produces
+/// every error reply the checks here skip.
+pub fn read_direct(c: &Arc<Conn>, tag: envoy_proto::Tag, m: Tread) -> Result<FsResult<()>, Tread> {
+    if !c.replies_in_place() {
+        return Err(m);
+    }
+    let Ok(e) = c.fids.get(m.fid) else {
+        return Err(m);
+    };
+    let readable = matches!(e.open_state(), OpenState::Open { flags } if flags & lopen::ACCMODE != lopen::WRONLY);
+    let in_range = m
+        .offset
+        .checked_add(u64::from(m.count))
+        .is_some_and(|end| end <= i64::MAX as u64);
+    if !readable || !in_range || e.node().kind() == ObjectKind::Directory {
+        return Err(m);
+    }
+    let fs = e.claim.fs();
+    match c.send_read_direct(tag, m.count, |dst| fs.read_into(e.node(), m.offset, dst)) {
+        Some(r) => Ok(r),
+        None => Err(m),
+    }
+}
+
 /// Twrite.
 pub fn write(c: &Arc<Conn>, m: Twrite) -> FsResult<Message> {
     let e = c.fids.get(m.fid)?;

@@ -118,6 +118,10 @@ pub struct Conn {
 /// The connection's read side: the byte stream and the frames split out of it.
 struct ReadSide {
     reader: Box<dyn std::io::Read + Send>,
+    /// Whole frames, when the transport yields them (rings): used instead of `reader`.
+    frames: Option<Box<dyn crate::transport::FrameSource>>,
+    /// A frame taken from `frames` by a blocking wait, to be handled next.
+    ready: Option<bytes::Bytes>,
     splitter: FrameSplitter,
     /// Bytes read and not yet split into frames.
     buf: BytesMut,
@@ -126,6 +130,24 @@ struct ReadSide {
     tmp: Vec<u8>,
     /// Reading is over (end of stream or error).
     done: bool,
+}
+
+impl ReadSide {
+    /// The next complete frame without waiting: from the frame source (a ring) or split out
+    /// of the bytes read so far.
+    fn next_frame(&mut self) -> Result<Option<bytes::Bytes>, String> {
+        let max = self.splitter.msize();
+        match self.frames.as_mut() {
+            Some(src) => match self.ready.take() {
+                Some(f) => Ok(Some(f)),
+                None => src.try_next_frame(max).map_err(|e| e.to_string()),
+            },
+            None => self
+                .splitter
+                .next_frame(&mut self.buf)
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 impl std::fmt::Debug for ReadSide {
@@ -163,6 +185,23 @@ impl Conn {
     /// Sends the reply to a registered tag, retiring the tag.
     pub fn reply(&self, tag: Tag, msg: Message) {
         self.replies.send(self.params(), tag, &msg, true);
+    }
+
+    /// Whether replies can be built in place in the transport's memory (a ring).
+    pub fn replies_in_place(&self) -> bool {
+        self.replies.in_place()
+    }
+
+    /// Sends the `Rread` for a registered `tag` built in place in the transport's memory
+    /// (see [`Replies::send_read_direct`]); `None` when the transport cannot.
+    pub fn send_read_direct<E>(
+        &self,
+        tag: Tag,
+        count: u32,
+        fill: impl FnOnce(&envoy_ring::SharedMem) -> Result<usize, E>,
+    ) -> Option<Result<(), E>> {
+        self.replies
+            .send_read_direct(self.params(), tag, count, fill)
     }
 
     /// Sends a reply to a tag that was never registered (errors for duplicate tags, bad
@@ -242,6 +281,23 @@ pub fn execute(conn: &Arc<Conn>, tag: Tag, msg: Message) {
     let span = tracing::debug_span!("req", conn = conn.id, op = name, tag = tag.0, fid);
     let _e = span.enter();
     tracing::trace!(?msg, "request");
+    let msg = match msg {
+        // A read over a ring: the reply is built in ring memory (zero-copy) when it can be.
+        Message::Tread(t) => match crate::ops::file::read_direct(conn, tag, t) {
+            Ok(r) => {
+                let failed = r.is_err();
+                conn.shared.op_stats.record(ty, t0.elapsed(), failed);
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "failed");
+                    let (ename, errno) = crate::errno::rerror(&e);
+                    conn.reply(tag, Message::error_reply(conn.dialect(), errno, &ename));
+                }
+                return;
+            }
+            Err(t) => Message::Tread(t),
+        },
+        m => m,
+    };
     let result = crate::ops::dispatch(conn, msg);
     conn.shared
         .op_stats
@@ -268,6 +324,7 @@ fn runs_on_pool(msg: &Message) -> bool {
 pub fn serve(shared: Arc<Shared>, conn: crate::transport::Connection, pool: Sender<Job>) {
     let crate::transport::Connection {
         reader,
+        frames,
         writer,
         shutdown,
         peer,
@@ -290,6 +347,8 @@ pub fn serve(shared: Arc<Shared>, conn: crate::transport::Connection, pool: Send
         replies: Arc::new(Replies::new(id, writer, Box::new(me.clone()))),
         reading: Mutex::new(ReadSide {
             reader,
+            frames,
+            ready: None,
             splitter: FrameSplitter::new(max_msize),
             buf: BytesMut::with_capacity(64 * 1024),
             tmp: vec![0u8; 128 * 1024],
@@ -357,7 +416,7 @@ pub(crate) fn read_requests(c: &Arc<Conn>) {
         // The last request of this read runs here; earlier ones go to the pool.
         let mut last: Option<Job> = None;
         loop {
-            let frame = match side.splitter.next_frame(&mut side.buf) {
+            let frame = match side.next_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
@@ -402,6 +461,25 @@ pub(crate) fn read_requests(c: &Arc<Conn>) {
                 };
                 continue;
             }
+        }
+        if let Some(src) = side.frames.as_mut() {
+            // Nothing complete: wait for the next frame.
+            match src.next_frame(side.splitter.msize()) {
+                Ok(Some(f)) => side.ready = Some(f),
+                Ok(None) => {
+                    c.end_reading(side, "closed by peer".to_string());
+                    return;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    c.end_reading(side, format!("framing error: {e}"));
+                    return;
+                }
+                Err(e) => {
+                    c.end_reading(side, format!("read error: {e}"));
+                    return;
+                }
+            }
+            continue;
         }
         match side.reader.read(&mut side.tmp) {
             Ok(0) => {

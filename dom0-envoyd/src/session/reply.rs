@@ -100,6 +100,8 @@ pub struct Replies {
     tags: Box<dyn Retire + Send + Sync>,
     /// Encoding parameters of the `Rflush`es sent behind flushed replies.
     params: Mutex<Params>,
+    /// The transport is a ring: replies can be built in place ([`Replies::send_read_direct`]).
+    in_place: bool,
 }
 
 /// The tag table a reply retires its tag in.
@@ -157,6 +159,7 @@ impl Replies {
     /// A reply path writing to `out`.
     pub fn new(conn_id: u64, out: ReplyWriter, tags: Box<dyn Retire + Send + Sync>) -> Replies {
         Replies {
+            in_place: out.is_ring(),
             conn_id,
             tags,
             params: Mutex::new(Params {
@@ -205,6 +208,104 @@ impl Replies {
             *lock(&self.params) = params;
         }
         self.pump();
+    }
+
+    /// Whether [`Replies::send_read_direct`] can work on this transport (a ring).
+    pub fn in_place(&self) -> bool {
+        self.in_place
+    }
+
+    /// Sends the `Rread` for `tag` built in place in the transport's memory: `fill` gets the
+    /// data window (`count` bytes, contiguous ring memory right behind the 11-byte header)
+    /// and returns how many bytes it put there; the header is written with that count and
+    /// the reply published whole. Zero-copy when `fill` reads the store straight into the
+    /// window.
+    ///
+    /// `None` (and `fill` not called) when the transport cannot do that — not a ring, the
+    /// space would wrap around the ring's end, the reply would exceed msize, the connection is
+    /// dead — and the caller sends an ordinary reply. `Some(Err)`: `fill` failed, nothing was
+    /// published, the tag is still in flight (send an error reply for it).
+    ///
+    /// Order: the ring writer is held from before the queue is drained until after the
+    /// publication, so replies queued earlier go out first and no other reply can land in the
+    /// reserved space; replies queued meanwhile are sent right after.
+    pub fn send_read_direct<E>(
+        self: &Arc<Self>,
+        params: Params,
+        tag: Tag,
+        count: u32,
+        fill: impl FnOnce(&envoy_ring::SharedMem) -> Result<usize, E>,
+    ) -> Option<Result<(), E>> {
+        const RREAD: u8 = 117;
+        const HEAD: u32 = 11;
+        if !self.in_place {
+            return None;
+        }
+        let total = HEAD.checked_add(count)?;
+        if total > params.msize || count as usize > envoy_storage::MAX_IO {
+            return None;
+        }
+        let mut out = lock(&self.out);
+        out.ring_writer()?;
+        // Earlier replies first (blocking: a ring writer blocks anyway).
+        if !matches!(self.send_queued(&mut out, true), Sent::All) {
+            return None;
+        }
+        let ring = out.ring_writer()?;
+        let res = match ring.reserve(total) {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "ring reservation failed; dropping further replies");
+                drop(out);
+                self.kill();
+                return None;
+            }
+        };
+        let window = res.mem().slice(HEAD as usize, count as usize).ok()?;
+        let n = match fill(&window) {
+            Ok(n) => u32::try_from(n.min(count as usize)).unwrap_or(count),
+            Err(e) => return Some(Err(e)),
+        };
+        let mut head = [0u8; HEAD as usize];
+        head[..4].copy_from_slice(&(HEAD + n).to_le_bytes());
+        head[4] = RREAD;
+        head[5..7].copy_from_slice(&tag.0.to_le_bytes());
+        head[7..11].copy_from_slice(&n.to_le_bytes());
+        *lock(&self.params) = params;
+        // Retired before the client can see the reply (it may reuse the tag at once).
+        let flushes = self.tags.retire(tag);
+        let sent = res
+            .mem()
+            .write(0, &head)
+            .and_then(|()| ring.commit(res, HEAD + n));
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "ring publication failed; dropping further replies");
+            for ft in flushes {
+                self.tags.retire(ft);
+            }
+            drop(out);
+            self.kill();
+            return Some(Ok(()));
+        }
+        let d = params.dialect.unwrap_or(Dialect::P2000L);
+        for ft in flushes {
+            self.tags.retire(ft);
+            if let Some((h, _)) = encode(ft, &Rflush {}.into(), d, params.msize) {
+                if let Err(e) = out.write_all(&h) {
+                    tracing::debug!(error = %e, "write failed; dropping further replies");
+                    drop(out);
+                    self.kill();
+                    return Some(Ok(()));
+                }
+            }
+        }
+        drop(out);
+        // Replies queued by threads that found the writer taken.
+        if !lock(&self.queue).chunks.is_empty() {
+            self.pump();
+        }
+        Some(Ok(()))
     }
 
     /// Sends queued replies without blocking, handing over to the flusher when the client's

@@ -67,6 +67,10 @@ impl std::fmt::Display for Peer {
 pub struct Connection {
     /// Bytes from the client.
     pub reader: Box<dyn Read + Send>,
+    /// Whole request frames, for transports that can yield them (rings): the session then
+    /// takes frames from here (one copy out of shared memory) instead of splitting `reader`'s
+    /// byte stream (read buffer → frame buffer: one copy more). `reader` is unused then.
+    pub frames: Option<Box<dyn FrameSource>>,
     /// Bytes to the client.
     pub writer: ReplyWriter,
     /// Shuts both directions down (used at server shutdown and on fatal framing errors).
@@ -88,6 +92,9 @@ impl std::fmt::Debug for Connection {
 pub struct ReplyWriter {
     inner: Box<dyn Write + Send>,
     nowait: Option<OwnedFd>,
+    /// A shared-memory ring's writer: replies can be built in ring memory in place
+    /// ([`ReplyWriter::ring_writer`]); `inner` is unused then.
+    ring: Option<envoy_ring::RingWriter>,
 }
 
 impl std::fmt::Debug for ReplyWriter {
@@ -104,7 +111,29 @@ impl ReplyWriter {
         ReplyWriter {
             inner,
             nowait: None,
+            ring: None,
         }
+    }
+
+    /// A shared-memory ring's reply half: blocking writes, plus in-place replies (a read's
+    /// data goes from the page cache straight into ring memory, see
+    /// [`crate::session::reply::Replies::send_read_direct`]).
+    pub fn ring(w: envoy_ring::RingWriter) -> ReplyWriter {
+        ReplyWriter {
+            inner: Box::new(io::sink()),
+            nowait: None,
+            ring: Some(w),
+        }
+    }
+
+    /// Whether replies go to a shared-memory ring.
+    pub fn is_ring(&self) -> bool {
+        self.ring.is_some()
+    }
+
+    /// The ring writer, when replies go to a shared-memory ring.
+    pub fn ring_writer(&mut self) -> Option<&mut envoy_ring::RingWriter> {
+        self.ring.as_mut()
     }
 
     /// A stream socket: blocking writes through `s`, non-blocking sends on a duplicate of
@@ -114,6 +143,7 @@ impl ReplyWriter {
         Ok(ReplyWriter {
             inner: Box::new(s),
             nowait: Some(fd),
+            ring: None,
         })
     }
 
@@ -121,7 +151,7 @@ impl ReplyWriter {
     /// Writers with no non-blocking mode block instead.
     pub fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let Some(fd) = &self.nowait else {
-            return self.inner.write_vectored(bufs);
+            return self.write_vectored(bufs);
         };
         use nix::sys::socket::{sendmsg, MsgFlags, UnixAddr};
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
@@ -132,15 +162,45 @@ impl ReplyWriter {
 /// Blocking writes.
 impl Write for ReplyWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
+        match &mut self.ring {
+            Some(r) => r.write(buf),
+            None => self.inner.write(buf),
+        }
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.inner.write_vectored(bufs)
+        match &mut self.ring {
+            Some(r) => r.write_vectored(bufs),
+            None => self.inner.write_vectored(bufs),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        match &mut self.ring {
+            Some(r) => r.flush(),
+            None => self.inner.flush(),
+        }
+    }
+}
+
+/// A transport that delivers requests as whole frames.
+pub trait FrameSource: Send {
+    /// The next frame, waiting for it; `Ok(None)` at the end of the connection. Frames of
+    /// more than `max` bytes (or below the 7-byte header) are errors.
+    fn next_frame(&mut self, max: u32) -> io::Result<Option<bytes::Bytes>>;
+    /// The next frame if one is complete now (never waits).
+    fn try_next_frame(&mut self, max: u32) -> io::Result<Option<bytes::Bytes>>;
+}
+
+impl FrameSource for envoy_ring::RingReader {
+    fn next_frame(&mut self, max: u32) -> io::Result<Option<bytes::Bytes>> {
+        self.read_message(max)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    fn try_next_frame(&mut self, max: u32) -> io::Result<Option<bytes::Bytes>> {
+        self.try_read_message(max)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }
 

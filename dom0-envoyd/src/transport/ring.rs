@@ -7,11 +7,16 @@
 //!
 //! Each attached ring is one [`Connection`] served by the ordinary session code:
 //!
-//! * requests: the session reads the `out` ring through [`envoy_ring::RingReader`] (`Read`);
+//! * requests: the session takes whole messages from the `out` ring
+//!   ([`envoy_ring::RingReader::read_message`] through [`super::FrameSource`]): one copy,
+//!   ring → the frame's own buffer, which the decoder slices (a Twrite's data is not copied
+//!   again);
 //! * replies: the session's writer hands header and payload to [`envoy_ring::RingWriter`]'s
 //!   `write_vectored`, which copies them straight into the `in` ring and publishes each reply
 //!   only when all of it is there (one copy per reply byte, the unavoidable one into shared
-//!   memory);
+//!   memory); an `Rread` is built in place instead when its space in the ring is contiguous:
+//!   the store reads the file straight into ring memory (the kernel's page-cache copy is the
+//!   only one; see [`crate::session::reply::Replies::send_read_direct`]);
 //! * a ring whose client breaks the protocol (indexes out of range, impossible sizes) gets a
 //!   read error, which ends that connection only: the ring is marked CLOSED and the others
 //!   keep being served;
@@ -78,8 +83,9 @@ impl Listener for RingListener {
             tracing::debug!(ring = b.index, file = %self.file.path().display(), "ring attached");
             let closer = b.closer;
             return Ok(Some(Connection {
-                reader: Box::new(b.reader),
-                writer: super::ReplyWriter::blocking(Box::new(b.writer)),
+                reader: Box::new(std::io::empty()),
+                frames: Some(Box::new(b.reader)),
+                writer: super::ReplyWriter::ring(b.writer),
                 shutdown: Box::new(move || closer.close()),
                 peer: Peer::Ring {
                     path: PathBuf::from(self.file.path()),

@@ -35,6 +35,7 @@ fn wrap(s: TcpStream, peer: std::net::SocketAddr) -> io::Result<Connection> {
     let sd = s.try_clone()?;
     Ok(Connection {
         reader: Box::new(s),
+        frames: None,
         writer: super::ReplyWriter::socket(w)?,
         shutdown: Box::new(move || {
             let _ = sd.shutdown(Shutdown::Both);

@@ -59,6 +59,7 @@ fn wrap(s: UnixStream) -> io::Result<Connection> {
     let sd = s.try_clone()?;
     Ok(Connection {
         reader: Box::new(s),
+        frames: None,
         writer: super::ReplyWriter::socket(w)?,
         shutdown: Box::new(move || {
             let _ = sd.shutdown(Shutdown::Both);

@@ -105,6 +105,7 @@ fn wrap_vsock(fd: OwnedFd) -> io::Result<Connection> {
     let writer = File::from(fd.try_clone()?);
     Ok(Connection {
         reader: Box::new(reader),
+        frames: None,
         writer: super::ReplyWriter::socket(writer)?,
         shutdown: Box::new(move || {
             let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
@@ -187,6 +188,7 @@ fn wrap_hybrid(s: UnixStream, cid: u32) -> io::Result<Connection> {
     let sd = s.try_clone()?;
     Ok(Connection {
         reader: Box::new(s),
+        frames: None,
         writer: super::ReplyWriter::socket(w)?,
         shutdown: Box::new(move || {
             let _ = sd.shutdown(Shutdown::Both);

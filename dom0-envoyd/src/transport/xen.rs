@@ -132,6 +132,7 @@ fn wrap(c: XenConnection) -> Connection {
     );
     Connection {
         reader: Box::new(c.stream.reader),
+        frames: None,
         writer: super::ReplyWriter::blocking(Box::new(c.stream.writer)),
         shutdown: Box::new(move || closer.close()),
         peer: Peer::Xen { domid: c.domid.0 },
