@@ -177,3 +177,147 @@ fn ring_oversized_frame_closes_only_that_ring() {
     good.attach(ROOT, Fid::NOFID, "user", "/default", 0)
         .unwrap();
 }
+
+/// A client reading replies as whole ring messages (`Client::from_ring`).
+fn frame_client(path: &std::path::Path) -> (Client, DetachGuard) {
+    let f = RingFile::open(path).unwrap();
+    let (r, w, guard) = f.attach(Waiter::default()).unwrap().into_parts().unwrap();
+    let c = Client::from_ring(r, w, guest_shim::endpoint::Closer::Nothing);
+    c.set_timeout(Some(Duration::from_secs(20)));
+    (c, guard)
+}
+
+/// A file `name` in `/default` holding `data`; returns an open (read-write) fid.
+fn file_with(c: &Client, name: &str, data: &[u8]) -> Fid {
+    let d = c.alloc_fid();
+    c.walk(ROOT, d, &[]).unwrap();
+    c.lcreate(d, name, libc::O_RDWR as u32, 0o644, 0).unwrap();
+    assert_eq!(c.write_all(d, 0, data).unwrap(), data.len() as u64);
+    d
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(31).wrapping_add(seed) % 251) as u8)
+        .collect()
+}
+
+#[test]
+fn ring_reads_in_place_and_wrapped_fallback_return_exact_data() {
+    let (_d, _s, path) = server();
+    let (c, _g) = frame_client(&path);
+    c.handshake(512 * 1024, "9P2000.L").unwrap();
+    c.attach(ROOT, Fid::NOFID, "user", "/default", 0).unwrap();
+    // A small file (served from the cache once read) and a large one (read from the store).
+    let small = pattern(10_000, 1);
+    let big = pattern(3 << 20, 2);
+    let fs = file_with(&c, "small", &small);
+    let fb = file_with(&c, "big", &big);
+    // Replies of 300 011+ bytes in a 1 MiB ring: every fourth one at the latest runs past the
+    // ring's end, so the wrapped (copying) fallback and the in-place path alternate; the odd
+    // sizes move the wrap point through every alignment.
+    let sizes = [300_001u32, 1, 4095, 4096, 4097, 65_549, 511_989, 7, 123_457];
+    let mut off = 0u64;
+    for round in 0..40u64 {
+        for &n in &sizes {
+            let o = (off * 4099 + round) % (big.len() as u64);
+            let got = c.read(fb, o, n).unwrap();
+            let end = (o as usize + n as usize).min(big.len());
+            assert!(got[..] == big[o as usize..end], "big: offset {o} count {n}");
+            let so = o % 12_000;
+            let got = c.read(fs, so, n).unwrap();
+            let s0 = (so as usize).min(small.len());
+            let send = (so as usize + n as usize).min(small.len());
+            assert!(got[..] == small[s0..send], "small: offset {so} count {n}");
+            off += 1;
+        }
+    }
+}
+
+#[test]
+fn ring_pipelined_reads_and_other_replies_keep_their_tags() {
+    let (_d, _s, path) = server();
+    let (c, _g) = frame_client(&path);
+    c.handshake(512 * 1024, "9P2000.L").unwrap();
+    c.attach(ROOT, Fid::NOFID, "user", "/default", 0).unwrap();
+    let big = pattern(2 << 20, 3);
+    let f = file_with(&c, "f", &big);
+    for round in 0..20u64 {
+        // Many requests in flight at once: reads of several sizes (some replies in place,
+        // some wrapped, some queued behind others) between getattrs.
+        let mut sent = Vec::new();
+        for i in 0..24u64 {
+            let count = [200_000u32, 4096, 33, 100_003][(i % 4) as usize];
+            let off = (round * 7919 + i * 65_537) % (big.len() as u64);
+            let t = c
+                .send(
+                    envoy_proto::Tread {
+                        fid: f,
+                        offset: off,
+                        count,
+                    }
+                    .into(),
+                )
+                .unwrap();
+            sent.push((t, Some((off, count))));
+            if i % 5 == 0 {
+                let t = c
+                    .send(
+                        envoy_proto::Tgetattr {
+                            fid: f,
+                            request_mask: 0x7ff,
+                        }
+                        .into(),
+                    )
+                    .unwrap();
+                sent.push((t, None));
+            }
+        }
+        for (t, what) in sent {
+            match (c.wait(t).unwrap(), what) {
+                (envoy_proto::Message::Rread(r), Some((off, count))) => {
+                    let end = (off as usize + count as usize).min(big.len());
+                    assert!(r.data[..] == big[off as usize..end], "tag {t:?}");
+                }
+                (envoy_proto::Message::Rgetattr(a), None) => {
+                    assert_eq!(a.size, big.len() as u64);
+                }
+                (other, w) => panic!("tag {t:?}: unexpected {} for {w:?}", other.name()),
+            }
+        }
+    }
+}
+
+#[test]
+fn ring_read_hostile_counts_and_offsets_answered_session_survives() {
+    let (_d, _s, path) = server_msize(64 * 1024);
+    let (c, _g) = frame_client(&path);
+    let n = c.handshake(64 * 1024, "9P2000.L").unwrap();
+    assert_eq!(n.msize, 64 * 1024);
+    c.attach(ROOT, Fid::NOFID, "user", "/default", 0).unwrap();
+    let data = pattern(200_000, 4);
+    let f = file_with(&c, "f", &data);
+    // Counts beyond msize are cut to what fits (or refused), never a reply over msize.
+    for count in [u32::MAX, u32::MAX - 10, 64 * 1024, 64 * 1024 - 11, 1 << 30] {
+        match c.read(f, 0, count) {
+            Ok(got) => {
+                assert!(got.len() <= 64 * 1024 - 11, "count {count}: {}", got.len());
+                assert!(got[..] == data[..got.len()]);
+            }
+            Err(e) => assert!(e.errno().is_some(), "count {count}: {e}"),
+        }
+    }
+    // Offsets past the end or beyond the largest file.
+    assert!(c.read(f, 10_000_000, 100).unwrap().is_empty());
+    for off in [u64::MAX, u64::MAX - 5, i64::MAX as u64] {
+        assert!(c.read(f, off, 100).is_err(), "offset {off}");
+    }
+    assert!(c.read(f, 5, 0).unwrap().is_empty());
+    // Unknown fid, write-only fid: error replies, connection unaffected.
+    assert!(c.read(Fid(999), 0, 10).is_err());
+    let w = c.alloc_fid();
+    c.walk(ROOT, w, &["f"]).unwrap();
+    c.lopen(w, libc::O_WRONLY as u32).unwrap();
+    assert!(c.read(w, 0, 10).is_err());
+    assert_eq!(&c.read(f, 100, 50).unwrap()[..], &data[100..150]);
+}

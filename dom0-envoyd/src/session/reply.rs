@@ -17,9 +17,12 @@
 //!   put back at the head of the queue and the connection's **flusher** thread — started the
 //!   first time it is needed, then kept for the connection's life — sends it with blocking
 //!   writes. Request threads never wait for a client to read.
-//! * **Bounded.** The reader stops taking requests while more than [`MAX_QUEUED_BYTES`]
-//!   wait to be sent ([`Replies::wait_for_room`]), so a client that never reads holds a
-//!   bounded amount of server memory.
+//! * **Bounded.** A request's tag stays in flight until its reply is taken for writing, so
+//!   [`super::MAX_IN_FLIGHT`] already bounds the queued replies of requests. Replies the
+//!   reader sends itself without registering a tag (errors for undecodable frames, Rversion,
+//!   immediate Rflush) are bounded by [`MAX_QUEUED_ITEMS`]: the reader stops taking frames
+//!   while more wait ([`Replies::wait_for_room`]), so a client that floods bad frames and
+//!   never reads holds a bounded amount of server memory.
 //! * **Tags and order.** A tag stays in flight until its reply is taken from the queue to be
 //!   written (so a client reusing a tag whose reply it has not received is still caught). It
 //!   is retired then, under the queue lock, and the `Rflush`es that waited for it are put in
@@ -42,8 +45,10 @@ use crate::transport::ReplyWriter;
 pub const MAX_BATCH: usize = 64;
 /// Gathering stops once the batch holds this many bytes (headers + payloads).
 pub const MAX_BATCH_BYTES: usize = 1 << 20;
-/// The reader waits before taking more requests while this many reply bytes are queued.
-pub const MAX_QUEUED_BYTES: usize = 8 << 20;
+/// The reader waits before taking more frames while more than this many replies (or
+/// leftovers of a short write) are queued: room for every registered request's reply plus as
+/// many unregistered ones.
+pub const MAX_QUEUED_ITEMS: usize = 2 * super::MAX_IN_FLIGHT;
 
 /// One queued piece of output.
 #[derive(Debug)]
@@ -248,7 +253,11 @@ impl Replies {
         let mut out = lock(&self.out);
         out.ring_writer()?;
         // Earlier replies first (blocking: a ring writer blocks anyway).
-        if !matches!(self.send_queued(&mut out, true), Sent::All) {
+        let queued = {
+            let q = lock(&self.queue);
+            !q.chunks.is_empty() || q.dead
+        };
+        if queued && !matches!(self.send_queued(&mut out, true), Sent::All) {
             return None;
         }
         let ring = out.ring_writer()?;
@@ -499,11 +508,11 @@ impl Replies {
         }
     }
 
-    /// Waits while more than [`MAX_QUEUED_BYTES`] of replies wait to be sent.
+    /// Waits while more than [`MAX_QUEUED_ITEMS`] replies wait to be sent.
     pub fn wait_for_room(&self) {
         let mut q = lock(&self.queue);
         q.waiters += 1;
-        while q.bytes > MAX_QUEUED_BYTES && !q.dead {
+        while q.chunks.len() > MAX_QUEUED_ITEMS && !q.dead {
             q = self
                 .changed
                 .wait(q)
@@ -515,7 +524,7 @@ impl Replies {
     /// Whether the reader should wait before taking another request.
     pub fn is_full(&self) -> bool {
         let q = lock(&self.queue);
-        q.bytes > MAX_QUEUED_BYTES && !q.dead
+        q.chunks.len() > MAX_QUEUED_ITEMS && !q.dead
     }
 
     /// Drops every queued reply (retiring their tags) and refuses new ones; stops the
