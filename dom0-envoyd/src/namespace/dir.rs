@@ -26,6 +26,10 @@ pub struct DirData {
     index: HashMap<Vec<u8>, usize>,
     order: BTreeMap<u64, Vec<u8>>,
     next_cookie: u64,
+    /// Every entry's (cookie, block, position) in cookie order, built by the first listing
+    /// after a change ([`DirData::entries_after`]) and dropped by every change: a listing of
+    /// a large directory is many Treaddirs, each starting where the last ended.
+    sorted: std::sync::OnceLock<Vec<(u64, u32, u32)>>,
 }
 
 impl DirData {
@@ -82,6 +86,7 @@ impl DirData {
         cow: bool,
     ) -> Result<usize, dirfmt::BlockError> {
         dirfmt::check_name(&name)?;
+        self.sorted = std::sync::OnceLock::new();
         if self.index.contains_key(&name) {
             return Err(dirfmt::BlockError::Duplicate(
                 String::from_utf8_lossy(&name).into_owned(),
@@ -112,6 +117,7 @@ impl DirData {
     /// Removes `name`; returns the entry and the index of the block that changed.
     pub fn remove(&mut self, name: &[u8]) -> Option<(DirEntry, usize)> {
         let slot = self.index.remove(name)?;
+        self.sorted = std::sync::OnceLock::new();
         let e = self.blocks.get_mut(slot)?.remove(name)?;
         self.order.remove(&e.cookie);
         Some((e, slot))
@@ -139,18 +145,34 @@ impl DirData {
 
     /// Entries with a cookie strictly above `after`, in cookie order.
     ///
-    /// Gathered from the blocks and sorted by cookie: going through `order` instead would
-    /// look every name up again (a hash and a scan of its block comparing names), which made
-    /// listing a 10,000-entry directory cost more than a million name comparisons.
+    /// From the cookie-ordered position index, built once per change (gathering and sorting
+    /// every entry, not looking names up: going through `order` would hash each name and scan
+    /// its block comparing names). A listing continues with a binary search.
     pub fn entries_after(&self, after: u64) -> impl Iterator<Item = &DirEntry> + '_ {
-        let mut v: Vec<&DirEntry> = self
-            .blocks
+        let sorted = self.sorted.get_or_init(|| {
+            let mut v: Vec<(u64, u32, u32)> = Vec::with_capacity(self.index.len());
+            for (bi, b) in self.blocks.iter().enumerate() {
+                for (pi, e) in b.entries.iter().enumerate() {
+                    // Blocks hold at most 4096 bytes of entries; a directory object of 2^32
+                    // blocks cannot be loaded. Entries past those bounds are not listed.
+                    if let (Ok(bi), Ok(pi)) = (u32::try_from(bi), u32::try_from(pi)) {
+                        v.push((e.cookie, bi, pi));
+                    }
+                }
+            }
+            v.sort_unstable_by_key(|t| t.0);
+            v
+        });
+        let start = sorted.partition_point(|t| t.0 <= after);
+        sorted
+            .get(start..)
+            .unwrap_or(&[])
             .iter()
-            .flat_map(|b| b.entries.iter())
-            .filter(|e| e.cookie > after)
-            .collect();
-        v.sort_unstable_by_key(|e| e.cookie);
-        v.into_iter()
+            .filter_map(|&(_, b, p)| {
+                self.blocks
+                    .get(b as usize)
+                    .and_then(|blk| blk.entries.get(p as usize))
+            })
     }
 
     /// Every entry, in cookie order.

@@ -74,6 +74,25 @@ impl DirCache {
         Ok(found)
     }
 
+    /// `f` of the entry for `low` in directory `key` (no copy of the entry), loading the
+    /// listing with `load` on a miss.
+    pub fn lookup_with<T, E>(
+        &self,
+        key: u64,
+        low: u64,
+        load: impl FnOnce() -> Result<Listing, E>,
+        f: impl FnOnce(&LeafEntry) -> T,
+    ) -> Result<Option<T>, E> {
+        let mut g = self.shard(key);
+        if let Some(l) = g.get(&key) {
+            return Ok(l.get(&low).map(f));
+        }
+        let listing = load()?;
+        let found = listing.get(&low).map(f);
+        g.insert(key, listing);
+        Ok(found)
+    }
+
     /// Records that `low` in `key` now has `entry` (if the listing is cached).
     pub fn upsert(&self, key: u64, low: u64, entry: LeafEntry) {
         if let Some(l) = self.shard(key).peek_mut(&key) {

@@ -1,7 +1,10 @@
 //! A small bounded least-recently-used map.
 //!
 //! Each entry carries the tick of its last use; a `BTreeMap` from tick to key finds the
-//! oldest in `O(log n)`. Not thread-safe by itself: the caches wrap it in a mutex.
+//! oldest in `O(log n)`. A hit only stamps the entry; the tree is brought up to date when a
+//! stamped key reaches its front (it is requeued under its last use instead of evicted), so
+//! hits — most calls — cost a hash lookup. Not thread-safe by itself: the caches wrap it in a
+//! mutex.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -11,7 +14,10 @@ use std::hash::Hash;
 pub struct Lru<K, V> {
     capacity: usize,
     tick: u64,
-    map: HashMap<K, (V, u64)>,
+    /// Value, last use, and the tick under which the key sits in `order`.
+    map: HashMap<K, (V, u64, u64)>,
+    /// Keys by the tick they were queued under; a key used since is requeued lazily, when
+    /// it reaches the front (so a hit is a hash lookup and a store, not a tree update).
     order: BTreeMap<u64, K>,
 }
 
@@ -34,10 +40,6 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
     /// The value for `k`, marking it most recently used.
     pub fn get(&mut self, k: &K) -> Option<&mut V> {
         let t = self.next_tick();
-        let (_, old) = self.map.get(k)?;
-        let old = *old;
-        self.order.remove(&old);
-        self.order.insert(t, k.clone());
         let e = self.map.get_mut(k)?;
         e.1 = t;
         Some(&mut e.0)
@@ -54,13 +56,23 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
             return Some((k, v));
         }
         let t = self.next_tick();
-        if let Some((_, old)) = self.map.insert(k.clone(), (v, t)) {
-            self.order.remove(&old);
+        if let Some((_, _, queued)) = self.map.insert(k.clone(), (v, t, t)) {
+            self.order.remove(&queued);
         }
         self.order.insert(t, k);
-        if self.map.len() > self.capacity {
-            let (_, oldest) = self.order.pop_first()?;
-            let (v, _) = self.map.remove(&oldest)?;
+        while self.map.len() > self.capacity {
+            let (queued, oldest) = self.order.pop_first()?;
+            let used = match self.map.get_mut(&oldest) {
+                Some(e) => e,
+                None => continue,
+            };
+            if used.1 != queued {
+                // Used since it was queued: requeue it under its last use.
+                used.2 = used.1;
+                self.order.insert(used.1, oldest);
+                continue;
+            }
+            let (v, _, _) = self.map.remove(&oldest)?;
             return Some((oldest, v));
         }
         None
@@ -68,8 +80,8 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
 
     /// Removes `k`.
     pub fn remove(&mut self, k: &K) -> Option<V> {
-        let (v, t) = self.map.remove(k)?;
-        self.order.remove(&t);
+        let (v, _, queued) = self.map.remove(k)?;
+        self.order.remove(&queued);
         Some(v)
     }
 
@@ -101,10 +113,14 @@ mod tests {
         assert!(l.insert(2, "b").is_none());
         assert!(l.get(&1).is_some());
         assert_eq!(l.insert(3, "c"), Some((2, "b")));
+        // 1 was requeued under its use; 3 is newer still: 1 goes next.
+        assert_eq!(l.insert(4, "d"), Some((1, "a")));
+        assert!(l.insert(1, "a").is_some());
         assert_eq!(l.len(), 2);
         assert!(l.get(&2).is_none());
         assert_eq!(l.remove(&1), Some("a"));
         assert_eq!(l.len(), 1);
+        assert_eq!(l.order.len(), l.map.len());
     }
 
     #[test]
