@@ -16,17 +16,20 @@
 //!
 //! # Copies per byte
 //!
-//! * Reply path (backend → frontend): header and payload `Bytes` are copied once, straight
-//!   from their buffers into ring memory ([`Producer::write_message`], [`RingWriter`]'s
-//!   `write_vectored`: no gathering buffer). A frontend using [`RingReader::read_message`]
-//!   copies once out (ring → an exact-size `Bytes`); one using it as `io::Read` copies into
-//!   its own read buffer and then frames from there, as with a socket.
-//! * Request path (frontend → backend): the frontend copies once in; the backend's
-//!   [`RingReader::read_message`] copies a whole message once into a `Bytes` that the 9P
-//!   decoder slices without copying (a Twrite's data stays in that buffer). envoyd's session
-//!   reads through the `io::Read` seam instead (ring → its 128 KiB read buffer → the frame's
-//!   `BytesMut`): one copy more than necessary, the same count as a socket after the kernel.
-//!   Removing it needs a frame-level seam in the session (a `Connection` that yields frames).
+//! * Reply path (backend → frontend): an `Rread` whose space in the ring is contiguous is
+//!   built in place ([`Producer::reserve`] / [`Producer::commit`], [`RingWriter::reserve`]):
+//!   envoyd's store reads the file straight into the reserved ring memory (`preadv2`: the
+//!   kernel's page-cache copy is the only one), writes the header with the real count and
+//!   publishes the whole reply. Other replies (and an `Rread` whose space would wrap around
+//!   the end) are copied once, straight from their header and payload buffers into ring
+//!   memory ([`Producer::write_message`], [`RingWriter`]'s `write_vectored`: no gathering
+//!   buffer). A frontend using [`RingReader::read_message`] copies each reply once out (ring
+//!   → an exact-size `Bytes`, not zeroed first); one using it as `io::Read` copies into its
+//!   own read buffer and then frames from there, as with a socket.
+//! * Request path (frontend → backend): the frontend copies once in; envoyd takes whole
+//!   messages with [`RingReader::read_message`] / [`RingReader::try_read_message`] (one copy
+//!   into a `Bytes` that the 9P decoder slices without copying: a Twrite's data stays in that
+//!   buffer until the store writes it).
 //! * Copies into and out of shared memory longer than 8 bytes are `memcpy` (see
 //!   [`mem`] for why that is sound here); indexes are atomics, never plain memory.
 

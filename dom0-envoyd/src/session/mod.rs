@@ -8,6 +8,8 @@
 //!   or above the negotiated msize closes the connection (the stream cannot be
 //!   resynchronised). A frame whose body fails to decode is answered with `Rlerror`/`Rerror`
 //!   for its tag; the connection stays up. `Tversion` and `Tflush` are handled right here.
+//!   A transport that yields whole frames (a ring, [`crate::transport::FrameSource`]) is read
+//!   frame by frame instead: no read buffer, no copy into a frame buffer.
 //! * **Run to completion.** Of the requests found in one read, all but the last go to the
 //!   worker pool (they run concurrently, there is no lock around request handling) and the
 //!   last one runs on the reader itself, unless it may wait for the disk (`Tfsync`). A client
@@ -23,7 +25,8 @@
 //!   finds the token taken when its request ends steps aside.
 //! * **Replies** are encoded and sent by whichever thread produced them
 //!   ([`reply::Replies`]): no writer thread, no wake-up per reply, and a client that stops
-//!   reading never blocks a request thread.
+//!   reading never blocks a request thread. Over a ring, a file `Rread` is built in ring
+//!   memory in place ([`reply::Replies::send_read_direct`]; the store reads into it).
 //!
 //! # Rules
 //!
