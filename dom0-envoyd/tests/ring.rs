@@ -321,3 +321,23 @@ fn ring_read_hostile_counts_and_offsets_answered_session_survives() {
     assert!(c.read(w, 0, 10).is_err());
     assert_eq!(&c.read(f, 100, 50).unwrap()[..], &data[100..150]);
 }
+
+#[test]
+fn ring_reads_of_ctl_tree_files_served_by_the_ctl_tree() {
+    let (_d, _s, path) = server();
+    let (c, _g) = frame_client(&path);
+    c.handshake(512 * 1024, "9P2000.L").unwrap();
+    // A file-system fid next to the synthetic tree: both kinds of read on one connection.
+    c.attach(ROOT, Fid::NOFID, "user", "/default", 0).unwrap();
+    let data = pattern(5000, 9);
+    let f = file_with(&c, "f", &data);
+    let ctl = c.alloc_fid();
+    c.attach(ctl, Fid::NOFID, "user", "ctl", 0).unwrap();
+    let z = c.alloc_fid();
+    c.walk(ctl, z, &["zero"]).unwrap();
+    c.lopen(z, libc::O_RDONLY as u32).unwrap();
+    let got = c.read(z, 0, 100_000).unwrap();
+    assert_eq!(got.len(), 100_000);
+    assert!(got.iter().all(|&b| b == 0));
+    assert_eq!(&c.read(f, 10, 20).unwrap()[..], &data[10..30]);
+}

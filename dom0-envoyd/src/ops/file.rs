@@ -266,7 +266,8 @@ pub fn read(c: &Arc<Conn>, m: Tread) -> FsResult<Message> {
 /// transport, a directory or xattr fid, ring space that wraps) — that path also produces
 /// every error reply the checks here skip.
 pub fn read_direct(c: &Arc<Conn>, tag: envoy_proto::Tag, m: Tread) -> Result<FsResult<()>, Tread> {
-    if !c.replies_in_place() {
+    // Auth fids and the synthetic `ctl` tree are answered by `dispatch`'s intercepts.
+    if !c.replies_in_place() || c.fids.has_auth() || c.fids.has_synthetic() {
         return Err(m);
     }
     let Ok(e) = c.fids.get(m.fid) else {
