@@ -59,9 +59,10 @@ struct State {
     last_take: Option<Instant>,
 }
 
-/// The refill waits until no spare has been taken for this long: creating a file holds the
-/// lock of the directory the spares are renamed out of (for about a millisecond on ext4), so
-/// refilling in the middle of a burst of creations would make them wait for it.
+/// The refill waits until no spare has been taken for this long (unless fewer than a quarter
+/// are left): creating a file holds the lock of the directory the spares are renamed out of
+/// (for about a millisecond on ext4), so refilling in the middle of a burst of creations
+/// would make them wait for it.
 const QUIET: Duration = Duration::from_millis(2);
 
 /// The spare files and the thread that refills them.
@@ -125,7 +126,12 @@ impl Spares {
                         st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
                         continue;
                     }
-                    let busy = st.last_take.map(|t| t.elapsed()).filter(|e| *e < QUIET);
+                    // Below a quarter of the target, refill at once: a steady taker (a
+                    // client thawing files) must not leave an operator's fork without one.
+                    let busy = st
+                        .last_take
+                        .map(|t| t.elapsed())
+                        .filter(|e| *e < QUIET && st.ready.len() >= st.target / 4);
                     match busy {
                         Some(e) => {
                             st = self
