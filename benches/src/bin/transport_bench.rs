@@ -3,8 +3,9 @@
 //!
 //! envoyd runs as a separate process (`--envoyd`, default: next to this binary) listening on
 //! all three transports; this program is the client side (`guest_shim::client::Client`, the
-//! same client code on every transport: over the ring it runs on
-//! `envoy_ring::RingReader`/`RingWriter`). Rows:
+//! same client code on every transport; over the ring, `Client::from_ring` takes each reply as
+//! one whole message from `envoy_ring::RingReader` and writes requests with `RingWriter`).
+//! Rows:
 //!
 //! * `4k-read`: one outstanding 4 KiB `Tread` per client at random 4 KiB-aligned offsets of a
 //!   64 MiB file; ops/s, p50 and p99 latency of each RPC;
@@ -17,7 +18,9 @@
 //!   echoes frames back on each transport (a thread per connection; the ring side is
 //!   `envoy_ring::file`'s backend); the client sends one frame and reads it back with the
 //!   same `Read`/`Write` calls on every transport. This separates the transports' own cost
-//!   from envoyd's request pipeline (reader thread → worker pool → writer thread).
+//!   from envoyd's request pipeline (the connection's thread reads, runs and answers a lone
+//!   request itself; over a ring a file Tread's data is read straight into the reply's ring
+//!   space).
 //!
 //! Each cell runs `--secs` seconds; `--reps` repetitions rotate the transport order (load from
 //! other processes hits all alike) and the table shows the median repetition. msize is
