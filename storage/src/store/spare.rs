@@ -98,7 +98,7 @@ impl Spares {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A ready spare, if any; wakes the refill thread when the pool runs low.
+    /// A ready spare (the oldest), if any; wakes the refill thread.
     pub(super) fn take(&self) -> Option<Spare> {
         let mut st = self.state();
         let s = st.ready.pop_front();
