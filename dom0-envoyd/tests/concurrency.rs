@@ -241,12 +241,18 @@ fn rename_races_ops_below_and_unlink_races_open() {
     c.walk(ROOT, Fid(2), &["a"]).unwrap();
     create_file(&c, Fid(2), "f", b"data");
     let stop = AtomicBool::new(false);
+    let creates = std::sync::atomic::AtomicU32::new(0);
     std::thread::scope(|s| {
         s.spawn(|| {
             let r = env.attach(0);
-            for i in 0..200 {
+            // At least 200 renames, and on until the creator below has done a few creates
+            // meanwhile (the race must really happen, however the threads are scheduled);
+            // an even count leaves the directory named "a".
+            let mut i = 0u32;
+            while i < 200 || creates.load(Ordering::Relaxed) < 5 || i % 2 == 1 {
                 let (from, to) = if i % 2 == 0 { ("a", "b") } else { ("b", "a") };
                 r.renameat(ROOT, from, ROOT, to).unwrap();
+                i += 1;
             }
             stop.store(true, Ordering::Relaxed);
         });
@@ -257,8 +263,9 @@ fn rename_races_ops_below_and_unlink_races_open() {
                 create_file(&u, ROOT, "racy", b"racy data");
                 u.unlinkat(ROOT, "racy", 0).unwrap();
                 n += 1;
+                creates.store(n, Ordering::Relaxed);
             }
-            assert!(n > 0);
+            assert!(n >= 5, "creates ran while the renames did");
         });
         s.spawn(|| {
             let w = env.attach(0);
