@@ -153,6 +153,22 @@ impl ReadSide {
     }
 }
 
+impl ReadSide {
+    /// Whether another complete frame is buffered (taken without waiting).
+    fn has_complete_frame(&self) -> bool {
+        if self.frames.is_some() {
+            return self.ready.is_some();
+        }
+        match self.buf.get(..4) {
+            Some(h) => {
+                let size = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+                self.buf.len() >= size
+            }
+            None => false,
+        }
+    }
+}
+
 impl std::fmt::Debug for ReadSide {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReadSide")
@@ -317,6 +333,21 @@ pub fn execute(conn: &Arc<Conn>, tag: Tag, msg: Message) {
     conn.reply(tag, reply);
 }
 
+/// Requests that only look at memory (the fid table, cached attributes and directories):
+/// the reader runs them itself even when more requests follow, in order — cheaper than a
+/// hand-off to the pool. Anything else that has requests behind it goes to the pool.
+fn runs_inline_always(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::Tgetattr(_)
+            | Message::Tclunk(_)
+            | Message::Twalk(_)
+            | Message::Tstatfs(_)
+            | Message::Treadlink(_)
+            | Message::Tgetlock(_)
+    )
+}
+
 /// Whether a request should leave the reader's thread even when it is the only one pending:
 /// it may wait for the disk, and the reader should keep reading meanwhile.
 fn runs_on_pool(msg: &Message) -> bool {
@@ -416,55 +447,58 @@ pub(crate) fn read_requests(c: &Arc<Conn>) {
         if side.done {
             return;
         }
-        // The last request of this read runs here; earlier ones go to the pool.
-        let mut last: Option<Job> = None;
-        loop {
-            let frame = match side.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    if let Some(job) = last.take() {
-                        to_pool(&c.pool, job);
-                    }
-                    c.end_reading(side, format!("framing error: {e}"));
-                    return;
-                }
-            };
-            if last.is_some() && (c.replies.is_full() || c.tags_full()) {
-                // This frame will wait for room: let the pool run the held request meanwhile.
-                if let Some(job) = last.take() {
-                    to_pool(&c.pool, job);
-                }
+        // One frame at a time, so that whoever holds the read side next (this thread after
+        // a request, or a takeover thread) goes on with the frames already read.
+        let frame = match side.next_frame() {
+            Ok(f) => f,
+            Err(e) => {
+                c.replies.flush();
+                c.end_reading(side, format!("framing error: {e}"));
+                return;
+            }
+        };
+        if let Some(frame) = frame {
+            if c.tags_full() || c.replies.is_full() {
+                // About to wait for replies to go out: the held-back ones must go first.
+                c.replies.flush();
             }
             c.replies.wait_for_room();
-            match handle_frame(c, frame, max_msize) {
-                Handled::Run(job) => {
-                    if let Some(prev) = last.replace(job) {
-                        to_pool(&c.pool, prev);
-                    }
-                }
+            let job = match handle_frame(c, frame, max_msize) {
+                Handled::Run(job) => job,
                 Handled::Done(newp) => {
                     if let Some(p) = newp {
                         side.splitter.set_msize(p.msize);
                     }
+                    continue;
                 }
-            }
-        }
-        if let Some(job) = last.take() {
-            if runs_on_pool(&job.msg) {
+            };
+            let more = side.has_complete_frame();
+            let cheap = runs_inline_always(&job.msg);
+            if !cheap && (more || runs_on_pool(&job.msg)) {
                 to_pool(&c.pool, job);
-            } else {
-                // Let go of the read side while the request runs (see [`takeover`]).
-                drop(g);
-                takeover::run_inline(c, || execute(&job.conn, job.tag, job.msg));
-                g = match c.reading.try_lock() {
-                    Ok(g) => g,
-                    Err(TryLockError::WouldBlock) => return,
-                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                };
                 continue;
             }
+            if !cheap {
+                // It may take a while: send the replies held back so far first.
+                c.replies.flush();
+            }
+            // Let go of the read side while the request runs (see [`takeover`]). A cheap
+            // request with more frames behind it holds its reply back (`cork`): the replies
+            // of a pipelined burst go out together in one `writev`.
+            drop(g);
+            takeover::run_inline(c, more, || execute(&job.conn, job.tag, job.msg));
+            g = match c.reading.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::WouldBlock) => {
+                    c.replies.flush();
+                    return;
+                }
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            };
+            continue;
         }
+        // Nothing complete is left: send what was held back, then wait for more.
+        c.replies.flush();
         if let Some(src) = side.frames.as_mut() {
             // Nothing complete: wait for the next frame.
             match src.next_frame(side.splitter.msize()) {

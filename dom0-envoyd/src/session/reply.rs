@@ -132,6 +132,17 @@ enum Sent {
 }
 
 thread_local! {
+    /// Set while the reader runs a request with more requests behind it: its reply is
+    /// queued, not sent, and goes out with the others in one `writev` ([`Replies::flush`]).
+    static CORK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Holds back (or not) the replies this thread sends.
+pub fn set_cork(on: bool) {
+    CORK.with(|c| c.set(on));
+}
+
+thread_local! {
     /// Header scratch: reply headers are encoded here and split off (the allocation is
     /// reused until a split-off header is still alive).
     static HEADS: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
@@ -212,7 +223,16 @@ impl Replies {
             }
             *lock(&self.params) = params;
         }
-        self.pump();
+        if !CORK.with(std::cell::Cell::get) {
+            self.pump();
+        }
+    }
+
+    /// Sends the replies held back (see [`set_cork`]) and whatever else is queued.
+    pub fn flush(self: &Arc<Self>) {
+        if !lock(&self.queue).chunks.is_empty() {
+            self.pump();
+        }
     }
 
     /// Whether [`Replies::send_read_direct`] can work on this transport (a ring).

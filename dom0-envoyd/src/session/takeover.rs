@@ -41,11 +41,15 @@ fn now_us() -> u64 {
         .max(1)
 }
 
-/// Runs `f` (a request) on the reader's thread, visible to the watchdog meanwhile.
-pub fn run_inline(c: &Conn, f: impl FnOnce()) {
+/// Runs `f` (a request) on the reader's thread, visible to the watchdog meanwhile. With
+/// `cork`, replies it sends are queued but not sent ([`super::reply::Replies::flush`] sends
+/// them).
+pub fn run_inline(c: &Conn, cork: bool, f: impl FnOnce()) {
     RUNNING.fetch_add(1, Ordering::Relaxed);
     c.inline_since.store(now_us(), Ordering::Release);
+    super::reply::set_cork(cork);
     f();
+    super::reply::set_cork(false);
     c.inline_since.store(0, Ordering::Release);
     RUNNING.fetch_sub(1, Ordering::Relaxed);
 }
