@@ -10,13 +10,14 @@
 //!   for its tag; the connection stays up. `Tversion` and `Tflush` are handled right here.
 //!   A transport that yields whole frames (a ring, [`crate::transport::FrameSource`]) is read
 //!   frame by frame instead: no read buffer, no copy into a frame buffer.
-//! * **Run to completion.** Of the requests found in one read, all but the last go to the
-//!   worker pool (they run concurrently, there is no lock around request handling) and the
-//!   last one runs on the reader itself, unless it may wait for the disk (`Tfsync`). A client
+//! * **Run to completion.** The reader takes frames one at a time. Requests that only look
+//!   at memory (getattr, clunk, walk, statfs, readlink, getlock) it runs itself, in order,
+//!   holding their replies back while more frames are buffered so a pipelined burst is
+//!   answered with one `writev`. Other requests go to the worker pool (they run concurrently,
+//!   there is no lock around request handling) when more frames follow, and run on the reader
+//!   when they are the last one read — unless they may wait for the disk (`Tfsync`). A client
 //!   with one request in flight — most of them, most of the time — is served with no thread
-//!   hand-off at all: read, handle, reply on one thread. Requests that arrive while the
-//!   reader is busy wait in the socket and are picked up (and spread over the pool) by the
-//!   next read.
+//!   hand-off at all: read, handle, reply on one thread.
 //! * **Takeover.** Reading is a token ([`Conn`]'s read side behind a mutex): the reader lets
 //!   go of it while it runs a request. If that request is still running after
 //!   [`takeover::AFTER`] (it waits for a lock a long operation holds, or for a slow disk),
