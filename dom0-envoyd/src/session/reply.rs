@@ -424,12 +424,8 @@ impl Replies {
                 }
                 Err((_, e)) => {
                     tracing::debug!(error = %e, "write failed; dropping further replies");
-                    q.dead = true;
-                    let items: Vec<Item> = q.chunks.drain(..).collect();
-                    q.bytes = 0;
                     drop(q);
-                    self.retire_dropped(items);
-                    self.changed.notify_all();
+                    self.kill();
                     return Sent::Dead;
                 }
             };
