@@ -14,9 +14,9 @@
 //! raised reserve mark and leaf directory remain. Memory per clone stays at one chunk however
 //! large the directory object is (a peer can make one of any size with a sparse `wstat`).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
@@ -193,14 +193,7 @@ impl ObjectStore {
         let out = match spare {
             // A spare is empty and nobody else writes to it.
             Some(f) => f,
-            None => OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(tmp)
+            None => super::open_new_file(tmp, false)
                 .map_err(|e| StoreError::io(ctx("creating temp file"), e))?,
         };
         let out = Arc::new(out);

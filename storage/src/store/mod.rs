@@ -130,6 +130,20 @@ impl Default for StoreOptions {
     }
 }
 
+/// Opens a new object file read-write: private to the store (0600), never through a
+/// symlink. `exclusive` fails if it exists; otherwise a leftover of the same (temporary) name
+/// is emptied.
+pub(crate) fn open_new_file(path: &Path, exclusive: bool) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true);
+    if exclusive {
+        o.create_new(true);
+    } else {
+        o.create(true).truncate(true);
+    }
+    o.mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
 fn make_engine(choice: &EngineChoice) -> Arc<dyn IoEngine> {
     match choice {
         EngineChoice::Sync => Arc::new(SyncEngine),
@@ -580,14 +594,7 @@ impl ObjectStore {
         // Made in `objects/` and renamed into place: the leaf directory is then locked for a
         // rename, not for the whole (slow) inode allocation of a file creation.
         let tmp = self.objects.join(format!(".new-{:x}", id.0));
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
+        let f = open_new_file(&tmp, false)
             .map_err(|e| StoreError::io(format!("creating object {id}"), e))?;
         match spare::rename_noreplace(&tmp, path) {
             Ok(()) => Ok(f),
