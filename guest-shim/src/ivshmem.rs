@@ -317,10 +317,7 @@ impl SharedRings {
             let d = Arc::clone(&detach);
             Arc::new(move || d.is_over())
         };
-        let waiter = Waiter {
-            spin: Duration::from_micros(20),
-            slice: POLL_INTERVAL,
-        };
+        let waiter = Waiter::new(Duration::from_micros(20), POLL_INTERVAL);
         let reader = RingReader::new(cons, Arc::clone(&bell), waiter, Arc::clone(&closed));
         let writer = RingWriter::new(prod, bell, waiter, closed);
         Ok(Some(crate::endpoint::Connection {

@@ -285,44 +285,82 @@ impl Doorbell for EventFdBell {
     }
 }
 
-/// Adaptive waiting: spin briefly (the peer is often about to answer), then block on the
-/// doorbell in slices, re-checking a stop condition between slices.
+/// Adaptive waiting: spin while the peer is likely to answer soon, then block on the doorbell
+/// in slices, re-checking a stop condition between slices.
+///
+/// The spin window adapts the way KVM's halt-polling does (`grow_halt_poll_ns`): a wait that
+/// had to block but ended within `spin` would have been caught by spinning, so the window
+/// doubles (from [`SPIN_GROW_START`] up to `spin`); a wait that lasted longer than `spin`
+/// gained nothing from spinning, so the window drops to zero. A ping-pong peer (a client
+/// waiting for its reply, a server reader waiting for a client that sends its next request
+/// at once) keeps a full window and never sleeps; an idle connection, or a host so busy that
+/// the peer is not running, stops spinning after one long wait. Each reader/writer owns its
+/// own copy, so the window is per ring direction.
 #[derive(Debug, Clone, Copy)]
 pub struct Waiter {
-    /// How long to spin (re-checking, with `spin_loop` hints and yields) before blocking.
+    /// Longest spin (re-checking with `spin_loop` hints) before blocking.
     pub spin: Duration,
     /// Longest single block on the doorbell before re-checking `closed`.
     pub slice: Duration,
+    /// The current adaptive spin window (at most `spin`).
+    window: Duration,
 }
 
 /// Environment variable overriding the default spin (microseconds) of [`Waiter::default`].
 pub const SPIN_ENV: &str = "ENVOY_RING_SPIN_US";
 
+/// The first non-zero window after a short blocking wait.
+pub const SPIN_GROW_START: Duration = Duration::from_micros(10);
+
 impl Default for Waiter {
-    /// Spin 20 µs when the host has at least 4 CPUs, not at all on smaller hosts (a spinning
-    /// thread there takes the CPU its peer needs to answer); `ENVOY_RING_SPIN_US` overrides.
+    /// At most 50 µs of adaptive spin when the host has at least 2 CPUs (a spinning thread on
+    /// a 1-CPU host only delays the peer it waits for); `ENVOY_RING_SPIN_US` overrides.
     fn default() -> Waiter {
         let spin_us = std::env::var(SPIN_ENV)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or_else(
                 || match std::thread::available_parallelism().map(|n| n.get()) {
-                    Ok(n) if n >= 4 => 20,
+                    Ok(n) if n >= 2 => 50,
                     _ => 0,
                 },
             );
-        Waiter {
-            spin: Duration::from_micros(spin_us.min(10_000)),
-            slice: Duration::from_millis(50),
-        }
+        Waiter::new(
+            Duration::from_micros(spin_us.min(10_000)),
+            Duration::from_millis(50),
+        )
     }
 }
 
 impl Waiter {
+    /// A waiter that spins at most `spin` and blocks in slices of `slice`; the window starts
+    /// full.
+    pub fn new(spin: Duration, slice: Duration) -> Waiter {
+        Waiter {
+            spin,
+            slice,
+            window: spin,
+        }
+    }
+
+    /// The spin window the next wait will use.
+    pub fn window(&self) -> Duration {
+        self.window.min(self.spin)
+    }
+
+    /// Adapts the window after a wait that blocked for a total of `waited`.
+    fn adapt(&mut self, waited: Duration) {
+        if waited <= self.spin {
+            self.window = (self.window * 2).max(SPIN_GROW_START).min(self.spin);
+        } else {
+            self.window = Duration::ZERO;
+        }
+    }
+
     /// Polls `poll` until it yields `Some`, fails, `closed()` becomes true (→ `Ok(None)`), or
     /// `deadline` passes (→ `Ok(None)`); blocks on the doorbell's data channel.
     pub fn wait_for<T>(
-        &self,
+        &mut self,
         bell: &dyn Doorbell,
         poll: impl FnMut() -> Result<Option<T>, RingError>,
         closed: &dyn Fn() -> bool,
@@ -334,14 +372,46 @@ impl Waiter {
     /// [`Waiter::wait_for`] on the channel `kind`. The spin is a plain `spin_loop` (no
     /// `sched_yield`: on a busy host a yield can cost a whole scheduler slice).
     pub fn wait_for_kind<T>(
-        &self,
+        &mut self,
         kind: WaitKind,
         bell: &dyn Doorbell,
         mut poll: impl FnMut() -> Result<Option<T>, RingError>,
         closed: &dyn Fn() -> bool,
         deadline: Option<Instant>,
     ) -> Result<Option<T>, RingError> {
+        if let Some(v) = poll()? {
+            return Ok(Some(v));
+        }
         let start = Instant::now();
+        let window = self.window();
+        let mut blocked = false;
+        let r = self.wait_loop(
+            kind,
+            bell,
+            &mut poll,
+            closed,
+            deadline,
+            (start, window),
+            &mut blocked,
+        );
+        if blocked && matches!(r, Ok(Some(_))) {
+            self.adapt(start.elapsed());
+        }
+        r
+    }
+
+    /// Spins until `window` after `start`, then blocks in slices; sets `blocked` when it
+    /// first blocks.
+    fn wait_loop<T>(
+        &self,
+        kind: WaitKind,
+        bell: &dyn Doorbell,
+        poll: &mut impl FnMut() -> Result<Option<T>, RingError>,
+        closed: &dyn Fn() -> bool,
+        deadline: Option<Instant>,
+        (start, window): (Instant, Duration),
+        blocked: &mut bool,
+    ) -> Result<Option<T>, RingError> {
         loop {
             if let Some(v) = poll()? {
                 return Ok(Some(v));
@@ -353,10 +423,11 @@ impl Waiter {
             if deadline.is_some_and(|d| now >= d) {
                 return Ok(None);
             }
-            if now.duration_since(start) < self.spin {
+            if now.duration_since(start) < window {
                 std::hint::spin_loop();
                 continue;
             }
+            *blocked = true;
             let mut t = self.slice;
             if let Some(d) = deadline {
                 t = t.min(d.saturating_duration_since(now));
@@ -410,10 +481,7 @@ mod tests {
         for _ in 0..2 {
             let (a, flag) = (Arc::clone(&a), Arc::clone(&flag));
             hs.push(std::thread::spawn(move || {
-                let w = Waiter {
-                    spin: Duration::ZERO,
-                    slice: Duration::from_secs(10),
-                };
+                let mut w = Waiter::new(Duration::ZERO, Duration::from_secs(10));
                 let t0 = Instant::now();
                 let got = w
                     .wait_for(
@@ -471,10 +539,7 @@ mod tests {
                 Ok(())
             }
         }
-        let w = Waiter {
-            spin: Duration::ZERO,
-            slice: Duration::from_millis(1),
-        };
+        let mut w = Waiter::new(Duration::ZERO, Duration::from_millis(1));
         let mut queue = vec![3, 2, 1];
         let mut calls = 0;
         let mut poll = || {
@@ -488,8 +553,30 @@ mod tests {
     }
 
     #[test]
+    fn waiter_window_drops_after_long_wait_and_regrows_after_short_ones() {
+        let us = Duration::from_micros;
+        let mut w = Waiter::new(us(50), Duration::from_millis(1));
+        assert_eq!(w.window(), us(50), "starts full");
+        w.adapt(us(51));
+        assert_eq!(
+            w.window(),
+            Duration::ZERO,
+            "spinning would not have caught it"
+        );
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            w.adapt(us(30));
+            seen.push(w.window());
+        }
+        assert_eq!(seen, vec![us(10), us(20), us(40), us(50), us(50)]);
+        let mut none = Waiter::new(Duration::ZERO, Duration::from_millis(1));
+        none.adapt(Duration::ZERO);
+        assert_eq!(none.window(), Duration::ZERO, "a zero maximum never spins");
+    }
+
+    #[test]
     fn waiter_closed_or_deadline_returns_none() {
-        let w = Waiter::default();
+        let mut w = Waiter::default();
         let r: Option<()> = w.wait_for(&NoBell, || Ok(None), &|| true, None).unwrap();
         assert_eq!(r, None);
         let r: Option<()> = w

@@ -64,6 +64,11 @@ impl RingReader {
         }
     }
 
+    /// Whether the connection is over (the `closed` condition given at creation).
+    pub fn is_closed(&self) -> bool {
+        (self.closed)()
+    }
+
     /// Backend side: lowers the `msize` of every Tversion passing through to at most `limit`
     /// (the ring size), so the server never negotiates replies that could not fit in the ring
     /// — the transport's msize cap, done where the transport is. Clamping needs the whole
@@ -130,15 +135,119 @@ impl RingReader {
     /// The next whole message (one copy out of the ring), for callers that want frames rather
     /// than a byte stream. `Ok(None)` when closed.
     pub fn read_message(&mut self, max: u32) -> Result<Option<bytes::Bytes>, RingError> {
+        self.read_message_until(max, None)
+    }
+
+    /// [`RingReader::read_message`] that also gives up at `deadline` (`Ok(None)`; tell the
+    /// two apart with [`RingReader::is_closed`]).
+    pub fn read_message_until(
+        &mut self,
+        max: u32,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<bytes::Bytes>, RingError> {
         let cons = &mut self.cons;
-        let m =
-            self.waiter
-                .wait_for(&*self.bell, || cons.read_message(max), &*self.closed, None)?;
+        let m = self.waiter.wait_for(
+            &*self.bell,
+            || cons.read_message(max),
+            &*self.closed,
+            deadline,
+        )?;
         let Some(m) = m else {
             return Ok(None);
         };
         self.bell.notify_space()?;
         Ok(Some(self.clamp_message(m)))
+    }
+}
+
+/// A request left in ring memory while the backend uses it ([`RingReader::try_hold_message`]):
+/// a [`crate::Held`] that also rings the peer when its space is given back.
+pub struct HeldMessage {
+    held: Option<crate::Held>,
+    bell: Arc<dyn Doorbell>,
+    closed: Closed,
+}
+
+impl std::fmt::Debug for HeldMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldMessage")
+            .field("held", &self.held)
+            .finish()
+    }
+}
+
+impl HeldMessage {
+    /// The message in ring memory.
+    pub fn get(&self) -> Option<&crate::Held> {
+        self.held.as_ref()
+    }
+
+    /// Gives the space back to the producer and tells it so (it may wait for room). Once the
+    /// connection is closed nothing is published: the ring may be serving a new session.
+    pub fn release(mut self) -> Result<(), RingError> {
+        self.release_inner()
+    }
+
+    fn release_inner(&mut self) -> Result<(), RingError> {
+        match self.held.take() {
+            Some(h) if (self.closed)() => {
+                h.abandon();
+                Ok(())
+            }
+            Some(h) => {
+                h.release()?;
+                self.bell.notify_space()
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for HeldMessage {
+    fn drop(&mut self) {
+        // Errors mean the ring is unusable; the reader's next call reports that.
+        let _ = self.release_inner();
+    }
+}
+
+impl RingReader {
+    /// Waits until a whole message is published, without taking it (then
+    /// [`RingReader::try_hold_message`] or [`RingReader::try_read_message`] gets it without
+    /// waiting). `Ok(false)` when closed. Sizes are checked as [`RingReader::read_message`]
+    /// checks them.
+    pub fn wait_message(&mut self, max: u32) -> Result<bool, RingError> {
+        let cons = &self.cons;
+        let r = self.waiter.wait_for(
+            &*self.bell,
+            || Ok(cons.next_message_size(max)?.map(|_| ())),
+            &*self.closed,
+            None,
+        )?;
+        Ok(r.is_some())
+    }
+
+    /// The next whole message *in place* (no copy; see [`crate::Consumer::hold_message`]) if
+    /// it is published now, its type is `msg_type` and no other message is held; `None`
+    /// otherwise (take it with [`RingReader::try_read_message`]). A held message is never
+    /// a Tversion, so the msize clamp does not apply.
+    pub fn try_hold_message(
+        &mut self,
+        max: u32,
+        msg_type: u8,
+    ) -> Result<Option<HeldMessage>, RingError> {
+        if msg_type == TVERSION || self.msg_left != 0 || self.cons.is_holding() {
+            return Ok(None);
+        }
+        match self.cons.peek_header()? {
+            Some(h) if h.msg_type == msg_type => {}
+            _ => return Ok(None),
+        }
+        let held = self.cons.hold_message(max)?;
+        Ok(held.map(|h| HeldMessage {
+            held: Some(h),
+            bell: Arc::clone(&self.bell),
+            closed: Arc::clone(&self.closed),
+        }))
     }
 }
 
