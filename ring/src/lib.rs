@@ -26,10 +26,15 @@
 //!   buffer). A frontend using [`RingReader::read_message`] copies each reply once out (ring
 //!   → an exact-size `Bytes`, not zeroed first); one using it as `io::Read` copies into its
 //!   own read buffer and then frames from there, as with a socket.
-//! * Request path (frontend → backend): the frontend copies once in; envoyd takes whole
-//!   messages with [`RingReader::read_message`] / [`RingReader::try_read_message`] (one copy
-//!   into a `Bytes` that the 9P decoder slices without copying: a Twrite's data stays in that
-//!   buffer until the store writes it).
+//! * Request path (frontend → backend): the frontend copies once in. envoyd holds a `Twrite`
+//!   whose payload is contiguous in ring memory in place ([`RingReader::try_hold_message`],
+//!   [`Consumer::hold_message`]: the published `cons` waits until it is released) and the
+//!   store writes the payload to the file straight from the ring (`pwritev`: the kernel's
+//!   ring → page-cache copy is the only one on the server; 2 copies per byte in all).
+//!   Other messages (and a `Twrite` that wraps around the ring's end) are taken whole with
+//!   [`RingReader::try_read_message`] (one copy into a `Bytes` that the 9P decoder slices
+//!   without copying: a copied Twrite's data stays in that buffer until the store writes
+//!   it; 3 copies per byte).
 //! * Copies into and out of shared memory longer than 8 bytes are `memcpy` (see
 //!   [`mem`] for why that is sound here); indexes are atomics, never plain memory.
 
@@ -43,8 +48,8 @@ pub mod stream;
 pub use bell::{Doorbell, EventFdBell, FutexBell, NoBell, WaitKind, Waiter};
 pub use layout::{RingOrder, MAX_RING_ORDER, XEN_PAGE_SIZE};
 pub use mem::SharedMem;
-pub use ring::{Consumer, MsgHeader, Producer, Reserve, Reserved, RingMem};
-pub use stream::{Closed, RingReader, RingWriter};
+pub use ring::{Consumer, Held, MsgHeader, Producer, Reserve, Reserved, RingMem};
+pub use stream::{Closed, HeldMessage, RingReader, RingWriter};
 
 /// Why a ring operation failed. Everything a peer can cause is here; none of it panics.
 #[derive(Debug, thiserror::Error)]

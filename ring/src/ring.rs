@@ -27,6 +27,7 @@
 //! [`Producer::publish`] let a streaming writer fill a message in pieces and publish at the end.
 
 use std::sync::atomic::{fence, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
@@ -246,13 +247,36 @@ pub struct MsgHeader {
 #[derive(Debug)]
 pub struct Consumer {
     half: Half,
+    /// Private read position: everything before it has been read (or is held in place).
     cons: u32,
+    /// What may be published as `cons` while a message is held ([`Consumer::hold_message`]).
+    gate: Arc<Mutex<Gate>>,
+}
+
+/// The published consumer index while messages are held in place: `cons` is published no
+/// further than the start of the held message, so the producer cannot reuse its bytes.
+/// Updated under its lock by the consumer and by [`Held::release`] (possibly on another
+/// thread), so the published index only moves forward.
+#[derive(Debug, Default)]
+struct Gate {
+    /// The consumer's read position (mirror of `Consumer::cons`).
+    read: u32,
+    /// Start of the message held in place, if any.
+    held: Option<u32>,
+}
+
+fn lock_gate(g: &Mutex<Gate>) -> std::sync::MutexGuard<'_, Gate> {
+    g.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Consumer {
     fn new(half: Half) -> Result<Consumer, RingError> {
         let cons = half.load(half.cons_off)?;
-        Ok(Consumer { half, cons })
+        let gate = Arc::new(Mutex::new(Gate {
+            read: cons,
+            held: None,
+        }));
+        Ok(Consumer { half, cons, gate })
     }
 
     /// Ring size in bytes.
@@ -318,6 +342,39 @@ impl Consumer {
         Ok(Some(buf.freeze()))
     }
 
+    /// Takes the next whole message **in place**, without copying it: the returned [`Held`]
+    /// is a view of its bytes in ring memory, and the read position moves past it (later
+    /// messages can be read meanwhile), but the published `cons` stays at its start until
+    /// [`Held::release`] (or the drop of the [`Held`]), so the producer cannot overwrite it
+    /// while it is being used. `None` while the message is incomplete. Size checks are those
+    /// of [`Consumer::read_message`]. One message can be held at a time
+    /// ([`Consumer::is_holding`]); a second hold is an error.
+    pub fn hold_message(&mut self, max: u32) -> Result<Option<Held>, RingError> {
+        let Some(size) = self.next_message_size(max)? else {
+            return Ok(None);
+        };
+        let mut g = lock_gate(&self.gate);
+        if g.held.is_some() {
+            return Err(RingError::Layout("a ring message is already held in place"));
+        }
+        g.held = Some(self.cons);
+        let at = self.cons;
+        self.cons = self.cons.wrapping_add(size);
+        g.read = self.cons;
+        Ok(Some(Held {
+            half: self.half.clone(),
+            at,
+            size,
+            gate: Arc::clone(&self.gate),
+            released: false,
+        }))
+    }
+
+    /// Whether a message taken with [`Consumer::hold_message`] is still held.
+    pub fn is_holding(&self) -> bool {
+        lock_gate(&self.gate).held.is_some()
+    }
+
     /// Stream mode: copies up to `dst.len()` published bytes and consumes them.
     pub fn read(&mut self, dst: &mut [u8]) -> Result<usize, RingError> {
         let n = (self.available()? as usize).min(dst.len());
@@ -336,6 +393,12 @@ impl Consumer {
         // see the space as free and overwrite it.
         fence(Ordering::SeqCst);
         self.cons = self.cons.wrapping_add(n);
+        let mut g = lock_gate(&self.gate);
+        g.read = self.cons;
+        if g.held.is_some() {
+            // Published when the held message is released.
+            return Ok(());
+        }
         self.half.store(self.half.cons_off, self.cons)
     }
 
@@ -346,6 +409,100 @@ impl Consumer {
             return Err(RingError::Layout("skip past the published bytes"));
         }
         self.consume(n)
+    }
+}
+
+/// A whole message left in ring memory while it is used ([`Consumer::hold_message`]).
+///
+/// Its bytes are the peer's memory: they are reached only through copies
+/// ([`Held::read`], [`Held::to_bytes`]) or as a [`SharedMem`] window handed to the kernel
+/// ([`Held::contiguous`]), never as a Rust slice. The space goes back to the producer with
+/// [`Held::release`] or on drop.
+#[derive(Debug)]
+pub struct Held {
+    half: Half,
+    /// Ring index of the message's first byte.
+    at: u32,
+    /// Message size (header included).
+    size: u32,
+    gate: Arc<Mutex<Gate>>,
+    released: bool,
+}
+
+impl Held {
+    /// The message's size in bytes, header included.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    fn check(&self, off: u32, len: usize) -> Result<(), RingError> {
+        match (off as usize).checked_add(len) {
+            Some(end) if end <= self.size as usize => Ok(()),
+            _ => Err(RingError::OutOfBounds {
+                offset: off as usize,
+                len,
+                size: self.size as usize,
+            }),
+        }
+    }
+
+    /// Copies `dst.len()` bytes at offset `off` of the message (wrapping at the ring end).
+    pub fn read(&self, off: u32, dst: &mut [u8]) -> Result<(), RingError> {
+        self.check(off, dst.len())?;
+        self.half.read_at(self.at.wrapping_add(off), dst)
+    }
+
+    /// The whole message, copied out (the copying path for a held message after all).
+    pub fn to_bytes(&self) -> Result<Bytes, RingError> {
+        let mut buf = BytesMut::with_capacity(self.size as usize);
+        self.half
+            .read_at_uninit(self.at, &mut buf.spare_capacity_mut()[..self.size as usize])?;
+        // SAFETY: read_at_uninit wrote all `size` bytes of the spare capacity.
+        unsafe { buf.set_len(self.size as usize) };
+        Ok(buf.freeze())
+    }
+
+    /// Bytes `[off, off + len)` of the message as one window of ring memory, or `None` when
+    /// they run past the end of the ring (wrap around).
+    pub fn contiguous(&self, off: u32, len: u32) -> Result<Option<SharedMem>, RingError> {
+        self.check(off, len as usize)?;
+        let pos = (self.at.wrapping_add(off) & (self.half.size - 1)) as usize;
+        if pos + len as usize > self.half.size as usize {
+            return Ok(None);
+        }
+        Ok(Some(self.half.data.slice(pos, len as usize)?))
+    }
+
+    /// Gives the message's space back to the producer: `cons` is published up to the
+    /// consumer's read position (full barrier first: every read of the held bytes, the
+    /// kernel's included, is complete before the producer may reuse them).
+    pub fn release(mut self) -> Result<(), RingError> {
+        self.release_inner()
+    }
+
+    /// Lets go of the message without publishing anything (the connection is over: the ring
+    /// may already belong to a new session, whose indexes must not be touched).
+    pub fn abandon(mut self) {
+        self.released = true;
+        lock_gate(&self.gate).held = None;
+    }
+
+    fn release_inner(&mut self) -> Result<(), RingError> {
+        if self.released {
+            return Ok(());
+        }
+        self.released = true;
+        fence(Ordering::SeqCst);
+        let mut g = lock_gate(&self.gate);
+        g.held = None;
+        self.half.store(self.half.cons_off, g.read)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // An error here means the interface page is unusable; the next ring call reports it.
+        let _ = self.release_inner();
     }
 }
 
@@ -630,6 +787,66 @@ mod tests {
         assert_eq!(b_rep.write_partial(&m[200..]).unwrap(), 100);
         b_rep.publish().unwrap();
         assert_eq!(f_rep.read_message(4096).unwrap().unwrap(), m);
+    }
+
+    #[test]
+    fn ring_held_message_space_not_reused_until_release() {
+        let r = ring(0);
+        let (mut f_req, _) = r.frontend().unwrap();
+        let (mut b_req, _) = r.backend().unwrap();
+        let first = msg(1500, 3);
+        assert!(f_req.write_message(&[&first]).unwrap());
+        let held = b_req.hold_message(4096).unwrap().unwrap();
+        assert!(b_req.is_holding());
+        assert_eq!(held.size(), 1500);
+        let mut head = [0u8; 4];
+        held.read(0, &mut head).unwrap();
+        assert_eq!(head, 1500u32.to_le_bytes());
+        assert_eq!(held.to_bytes().unwrap(), first);
+        let w = held.contiguous(4, 1496).unwrap().unwrap();
+        let mut body = vec![0u8; 1496];
+        w.read(0, &mut body).unwrap();
+        assert!(body.iter().all(|&b| b == 3));
+        assert!(held.contiguous(1, 1500).is_err(), "past the message");
+        // The space stays used: 548 bytes are free, not 2048.
+        assert_eq!(f_req.free().unwrap(), 548);
+        assert!(f_req.write_message(&[&msg(500, 4)]).unwrap());
+        // A later message is read (copied) meanwhile; its space is not published either.
+        assert_eq!(b_req.read_message(4096).unwrap().unwrap(), msg(500, 4));
+        assert_eq!(f_req.free().unwrap(), 48);
+        assert!(f_req.write_message(&[&msg(40, 5)]).unwrap());
+        assert!(matches!(
+            b_req.hold_message(4096),
+            Err(RingError::Layout(_))
+        ));
+        assert_eq!(b_req.read_message(4096).unwrap().unwrap(), msg(40, 5));
+        held.release().unwrap();
+        assert!(!b_req.is_holding());
+        assert_eq!(f_req.free().unwrap(), 2048, "both messages given back");
+    }
+
+    #[test]
+    fn ring_held_message_wrapping_is_not_contiguous_and_drop_releases() {
+        let r = ring(0);
+        let (mut f_req, _) = r.frontend().unwrap();
+        let (mut b_req, _) = r.backend().unwrap();
+        // Move the indexes to 2000 so the next message wraps at the ring end (2048).
+        assert!(f_req.write_message(&[&msg(2000, 0)]).unwrap());
+        b_req.read_message(4096).unwrap().unwrap();
+        let m: Vec<u8> = (0..100u32).map(|i| i as u8).collect();
+        let mut m = m;
+        m[..4].copy_from_slice(&100u32.to_le_bytes());
+        assert!(f_req.write_message(&[&m]).unwrap());
+        let held = b_req.hold_message(4096).unwrap().unwrap();
+        assert_eq!(held.to_bytes().unwrap(), m, "read across the wrap");
+        assert!(held.contiguous(0, 100).unwrap().is_none());
+        let tail = held.contiguous(48, 52).unwrap().unwrap();
+        let mut t = [0u8; 52];
+        tail.read(0, &mut t).unwrap();
+        assert_eq!(t[..], m[48..]);
+        assert_eq!(f_req.free().unwrap(), 1948);
+        drop(held);
+        assert_eq!(f_req.free().unwrap(), 2048);
     }
 
     #[test]
