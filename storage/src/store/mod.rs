@@ -80,6 +80,7 @@ mod clone;
 mod read_into;
 mod spare;
 mod walk;
+mod write_from;
 
 pub use spare::SPARE_PREFIX;
 
