@@ -45,6 +45,7 @@ mod read_into;
 pub mod snapshot;
 pub mod special;
 pub mod update;
+mod write_from;
 pub mod xattr;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,7 @@ use crate::error::{FsError, FsResult};
 use dir::DirData;
 use node::{lock, read, Area, Node};
 pub use perm::Cred;
+pub use write_from::WriteSrc;
 
 /// Object ID of the global root directory.
 pub const ROOT_ID: ObjectId = ObjectId(1);
@@ -113,6 +115,11 @@ pub struct Traffic {
     pub write_requests: u64,
     /// Bytes written to the store.
     pub write_bytes: u64,
+    /// Of `write_requests`: writes whose data the kernel took straight from shared memory (a
+    /// `Twrite` payload left in ring memory, [`WriteSrc::Shared`]).
+    pub write_in_place_requests: u64,
+    /// Bytes of those writes.
+    pub write_in_place_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -121,6 +128,8 @@ struct TrafficCounters {
     read_bytes: AtomicU64,
     write_requests: AtomicU64,
     write_bytes: AtomicU64,
+    write_in_place_requests: AtomicU64,
+    write_in_place_bytes: AtomicU64,
 }
 
 /// A claim held by a fid: keeps the node alive and counted in `handles`, releasing it (and
@@ -619,6 +628,11 @@ impl Fs {
 
     /// Writes `data` at `offset`, thawing the file first if it is frozen, and sets mtime.
     pub fn write(&self, node: &Arc<Node>, offset: u64, data: Bytes) -> FsResult<usize> {
+        self.write_src(node, offset, WriteSrc::Bytes(data))
+    }
+
+    /// [`Fs::write`] of data in a private buffer or in shared memory ([`WriteSrc`]).
+    pub fn write_src(&self, node: &Arc<Node>, offset: u64, data: WriteSrc<'_>) -> FsResult<usize> {
         offset
             .checked_add(data.len() as u64)
             .filter(|&end| end <= i64::MAX as u64)
@@ -640,14 +654,20 @@ impl Fs {
         data: Bytes,
         set_mtime: bool,
     ) -> FsResult<usize> {
-        self.write_with(node, offset, data, set_mtime, &mut self.prepare_thaw(node))
+        self.write_with(
+            node,
+            offset,
+            WriteSrc::Bytes(data),
+            set_mtime,
+            &mut self.prepare_thaw(node),
+        )
     }
 
     fn write_with(
         &self,
         node: &Arc<Node>,
         offset: u64,
-        data: Bytes,
+        data: WriteSrc<'_>,
         set_mtime: bool,
         prep: &mut cow::Prepared<'_>,
     ) -> FsResult<usize> {
@@ -661,7 +681,7 @@ impl Fs {
                 }
                 s.id
             };
-            let n = self.store_write(id, offset, data);
+            let n = self.store_write_src(id, offset, data);
             // Even a failed write may have changed part of the object.
             self.cache.invalidate(id);
             let n = n?;
@@ -758,6 +778,8 @@ impl Fs {
             read_bytes: t.read_bytes.load(Ordering::Relaxed),
             write_requests: t.write_requests.load(Ordering::Relaxed),
             write_bytes: t.write_bytes.load(Ordering::Relaxed),
+            write_in_place_requests: t.write_in_place_requests.load(Ordering::Relaxed),
+            write_in_place_bytes: t.write_in_place_bytes.load(Ordering::Relaxed),
         }
     }
 

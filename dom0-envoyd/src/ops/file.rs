@@ -15,12 +15,14 @@ use envoy_proto::{
     dm, lopen, open as p9open, Message, Rcreate, Rfsync, Rlcreate, Rlopen, Ropen, Rread, Rremove,
     Rwrite, Tcreate, Tfsync, Tlcreate, Tlopen, Topen, Tread, Tremove, Twrite,
 };
+use envoy_ring::SharedMem;
 use envoy_storage::{AttrChange, ObjectKind};
 
 use crate::error::{FsError, FsResult};
 use crate::namespace::node::lock;
 use crate::namespace::perm;
 use crate::namespace::update::RemoveKind;
+use crate::namespace::WriteSrc;
 use crate::namespace::{check_name, qid_of, special};
 use crate::session::fids::{FidEntry, OpenState};
 use crate::session::Conn;
@@ -290,19 +292,39 @@ pub fn read_direct(c: &Arc<Conn>, tag: envoy_proto::Tag, m: Tread) -> Result<FsR
 
 /// Twrite.
 pub fn write(c: &Arc<Conn>, m: Twrite) -> FsResult<Message> {
-    let e = c.fids.get(m.fid)?;
+    write_src(c, m.fid, m.offset, WriteSrc::Bytes(m.data))
+}
+
+/// Twrite whose payload is still in the transport's shared memory (a ring): the same checks
+/// and results as [`write`]; a file write hands the payload to the kernel where it lies
+/// (see [`crate::namespace::WriteSrc`]). `m.data` is ignored. `dispatch`'s intercepts (auth
+/// fids, the `ctl` tree) do not apply: the caller takes this path only without them.
+pub fn write_in_place(c: &Arc<Conn>, m: &Twrite, payload: &SharedMem) -> FsResult<Message> {
+    write_src(c, m.fid, m.offset, WriteSrc::Shared(payload))
+}
+
+/// The one Twrite path: fid and open-mode checks, then a file or xattr write.
+fn write_src(
+    c: &Arc<Conn>,
+    fid: envoy_proto::Fid,
+    offset: u64,
+    data: WriteSrc<'_>,
+) -> FsResult<Message> {
+    let e = c.fids.get(fid)?;
     match e.open_state() {
         OpenState::Open { flags } => {
             if flags & lopen::ACCMODE == lopen::RDONLY {
                 return Err(FsError::FidState("fid not open for writing"));
             }
-            let n = e.claim.fs().write(e.node(), m.offset, m.data)?;
+            let n = e.claim.fs().write_src(e.node(), offset, data)?;
             Ok(Rwrite {
                 count: u32::try_from(n).unwrap_or(u32::MAX),
             }
             .into())
         }
-        OpenState::XattrWrite { .. } => crate::ops::xattr::write_value(&e, m.offset, &m.data),
+        OpenState::XattrWrite { .. } => {
+            crate::ops::xattr::write_value(&e, offset, &data.to_bytes()?)
+        }
         _ => Err(FsError::FidState("fid not open")),
     }
 }

@@ -9,7 +9,8 @@
 //!   resynchronised). A frame whose body fails to decode is answered with `Rlerror`/`Rerror`
 //!   for its tag; the connection stays up. `Tversion` and `Tflush` are handled right here.
 //!   A transport that yields whole frames (a ring, [`crate::transport::FrameSource`]) is read
-//!   frame by frame instead: no read buffer, no copy into a frame buffer.
+//!   frame by frame instead: no read buffer, no copy into a frame buffer; a `Twrite` is left
+//!   in ring memory and written to the file from there ([`held_write`]).
 //! * **Run to completion.** The reader takes frames one at a time. Requests that only look
 //!   at memory (getattr, clunk, walk, statfs, readlink, getlock) it runs itself, in order,
 //!   holding their replies back while more frames are buffered so a pipelined burst is
@@ -43,6 +44,7 @@
 //!   reply for its tag.
 
 pub mod fids;
+mod held_write;
 pub mod reply;
 pub mod takeover;
 
@@ -60,6 +62,7 @@ use crate::config::MIN_MSIZE;
 use crate::namespace::node::lock;
 use crate::server::Shared;
 use fids::FidTable;
+use held_write::{Frame, HeldWrite};
 use reply::Replies;
 
 /// A request handed to a worker.
@@ -124,8 +127,6 @@ struct ReadSide {
     reader: Box<dyn std::io::Read + Send>,
     /// Whole frames, when the transport yields them (rings): used instead of `reader`.
     frames: Option<Box<dyn crate::transport::FrameSource>>,
-    /// A frame taken from `frames` by a blocking wait, to be handled next.
-    ready: Option<bytes::Bytes>,
     splitter: FrameSplitter,
     /// Bytes read and not yet split into frames.
     buf: BytesMut,
@@ -137,18 +138,16 @@ struct ReadSide {
 }
 
 impl ReadSide {
-    /// The next complete frame without waiting: from the frame source (a ring) or split out
-    /// of the bytes read so far.
-    fn next_frame(&mut self) -> Result<Option<bytes::Bytes>, String> {
+    /// The next complete frame without waiting: from the frame source (a ring; a Twrite is
+    /// left in ring memory, [`held_write`]) or split out of the bytes read so far.
+    fn next_frame(&mut self) -> Result<Option<Frame>, String> {
         let max = self.splitter.msize();
         match self.frames.as_mut() {
-            Some(src) => match self.ready.take() {
-                Some(f) => Ok(Some(f)),
-                None => src.try_next_frame(max).map_err(|e| e.to_string()),
-            },
+            Some(src) => held_write::next(src.as_mut(), max).map_err(|e| e.to_string()),
             None => self
                 .splitter
                 .next_frame(&mut self.buf)
+                .map(|f| f.map(Frame::Copied))
                 .map_err(|e| e.to_string()),
         }
     }
@@ -158,7 +157,8 @@ impl ReadSide {
     /// Whether another complete frame is buffered (taken without waiting).
     fn has_complete_frame(&self) -> bool {
         if self.frames.is_some() {
-            return self.ready.is_some();
+            // Frames stay in the transport until taken: nothing is buffered here.
+            return false;
         }
         match self.buf.get(..4) {
             Some(h) => {
@@ -294,6 +294,16 @@ pub fn negotiate(client_msize: u32, version: &str, max_msize: u32) -> (Rversion,
 /// Runs one request and sends its reply: the request's span, statistics, the handler, the
 /// error mapping. Called by the connection's reader (inline) and by pool workers.
 pub fn execute(conn: &Arc<Conn>, tag: Tag, msg: Message) {
+    run_request(conn, tag, msg, None);
+}
+
+/// [`execute`] for a Twrite whose payload is still in ring memory ([`held_write`]); the
+/// ring space is released when the write is done, before the reply.
+fn execute_in_place(conn: &Arc<Conn>, tag: Tag, msg: Message, held: Box<HeldWrite>) {
+    run_request(conn, tag, msg, Some(held));
+}
+
+fn run_request(conn: &Arc<Conn>, tag: Tag, msg: Message, held: Option<Box<HeldWrite>>) {
     let name = msg.name();
     let ty = msg.msg_type();
     let t0 = std::time::Instant::now();
@@ -318,7 +328,10 @@ pub fn execute(conn: &Arc<Conn>, tag: Tag, msg: Message) {
         },
         m => m,
     };
-    let result = crate::ops::dispatch(conn, msg);
+    let result = match held {
+        Some(h) => h.run(conn, msg),
+        None => crate::ops::dispatch(conn, msg),
+    };
     conn.shared
         .op_stats
         .record(ty, t0.elapsed(), result.is_err());
@@ -383,7 +396,6 @@ pub fn serve(shared: Arc<Shared>, conn: crate::transport::Connection, pool: Send
         reading: Mutex::new(ReadSide {
             reader,
             frames,
-            ready: None,
             splitter: FrameSplitter::new(max_msize),
             buf: BytesMut::with_capacity(64 * 1024),
             tmp: vec![0u8; 128 * 1024],
@@ -464,8 +476,12 @@ pub(crate) fn read_requests(c: &Arc<Conn>) {
                 c.replies.flush();
             }
             c.replies.wait_for_room();
-            let job = match handle_frame(c, frame, max_msize) {
-                Handled::Run(job) => job,
+            let handled = match frame {
+                Frame::Copied(f) => handle_frame(c, f, max_msize),
+                Frame::InPlace(h) => handle_held(c, h, max_msize),
+            };
+            let (job, held) = match handled {
+                Handled::Run(job, held) => (job, held),
                 Handled::Done(newp) => {
                     if let Some(p) = newp {
                         side.splitter.set_msize(p.msize);
@@ -476,6 +492,18 @@ pub(crate) fn read_requests(c: &Arc<Conn>) {
             let more = side.has_complete_frame();
             let cheap = runs_inline_always(&job.msg);
             if !cheap && (more || runs_on_pool(&job.msg)) {
+                // Ring memory is held only while the reader runs the request itself.
+                let job = match held {
+                    None => job,
+                    Some(h) => match h.into_copied(job.msg) {
+                        Ok(msg) => Job { msg, ..job },
+                        Err(e) => {
+                            let (ename, errno) = crate::errno::rerror(&e);
+                            c.reply(job.tag, c.error(errno, &ename));
+                            continue;
+                        }
+                    },
+                };
                 to_pool(&c.pool, job);
                 continue;
             }
@@ -487,7 +515,10 @@ pub(crate) fn read_requests(c: &Arc<Conn>) {
             // request with more frames behind it holds its reply back (`cork`): the replies
             // of a pipelined burst go out together in one `writev`.
             drop(g);
-            takeover::run_inline(c, more, || execute(&job.conn, job.tag, job.msg));
+            takeover::run_inline(c, more, || match held {
+                Some(h) => execute_in_place(&job.conn, job.tag, job.msg, h),
+                None => execute(&job.conn, job.tag, job.msg),
+            });
             g = match c.reading.try_lock() {
                 Ok(g) => g,
                 Err(TryLockError::WouldBlock) => {
@@ -501,10 +532,10 @@ pub(crate) fn read_requests(c: &Arc<Conn>) {
         // Nothing complete is left: send what was held back, then wait for more.
         c.replies.flush();
         if let Some(src) = side.frames.as_mut() {
-            // Nothing complete: wait for the next frame.
-            match src.next_frame(side.splitter.msize()) {
-                Ok(Some(f)) => side.ready = Some(f),
-                Ok(None) => {
+            // Nothing complete: wait for the next frame (left in the transport, taken above).
+            match src.wait_frame(side.splitter.msize()) {
+                Ok(true) => {}
+                Ok(false) => {
                     c.end_reading(side, "closed by peer".to_string());
                     return;
                 }
@@ -548,8 +579,8 @@ fn to_pool(pool: &Sender<Job>, job: Job) {
 
 /// What became of a frame.
 enum Handled {
-    /// A registered request to run.
-    Run(Job),
+    /// A registered request to run (with its payload when it is left in ring memory).
+    Run(Job, Option<Box<HeldWrite>>),
     /// Answered already; new parameters after a successful Tversion.
     Done(Option<Params>),
 }
@@ -569,8 +600,23 @@ fn handle_frame(c: &Arc<Conn>, frame: bytes::Bytes, max_msize: u32) -> Handled {
             return Handled::Done(None);
         }
     };
-    let tag = f.tag;
-    let mt = f.msg.msg_type();
+    admit(c, f.tag, f.msg, params, max_msize)
+}
+
+/// Handles a Twrite left in ring memory: the ordinary admission with the header's fields;
+/// the held payload goes with the job (released by whoever drops it).
+fn handle_held(c: &Arc<Conn>, h: Box<HeldWrite>, max_msize: u32) -> Handled {
+    let (tag, msg) = h.request();
+    match admit(c, tag, msg, c.params(), max_msize) {
+        Handled::Run(job, _) => Handled::Run(job, Some(h)),
+        done => done,
+    }
+}
+
+/// The checks after decoding: Tversion, Tflush and every error the session answers itself;
+/// every other request's tag is registered and the request returned to be run.
+fn admit(c: &Arc<Conn>, tag: Tag, msg: Message, params: Params, max_msize: u32) -> Handled {
+    let mt = msg.msg_type();
     if !mt.is_request() {
         c.reply_unregistered(
             tag,
@@ -578,7 +624,7 @@ fn handle_frame(c: &Arc<Conn>, frame: bytes::Bytes, max_msize: u32) -> Handled {
         );
         return Handled::Done(None);
     }
-    if let Message::Tversion(v) = &f.msg {
+    if let Message::Tversion(v) = &msg {
         let (reply, newp) = negotiate(v.msize, &v.version, max_msize);
         let n = c.fids.clear();
         c.shared.locks.drop_conn(c.id);
@@ -618,7 +664,7 @@ fn handle_frame(c: &Arc<Conn>, frame: bytes::Bytes, max_msize: u32) -> Handled {
             c.reply_unregistered(tag, c.error(libc::EINVAL as u32, "tag already in flight"));
             return Handled::Done(None);
         }
-        if let Message::Tflush(fl) = &f.msg {
+        if let Message::Tflush(fl) = &msg {
             if fl.oldtag != tag {
                 if let Some(entry) = tags.get_mut(&fl.oldtag) {
                     entry.flushes.push(tag);
@@ -632,11 +678,14 @@ fn handle_frame(c: &Arc<Conn>, frame: bytes::Bytes, max_msize: u32) -> Handled {
         }
         tags.insert(tag, TagEntry::default());
     }
-    Handled::Run(Job {
-        conn: Arc::clone(c),
-        tag,
-        msg: f.msg,
-    })
+    Handled::Run(
+        Job {
+            conn: Arc::clone(c),
+            tag,
+            msg,
+        },
+        None,
+    )
 }
 
 #[cfg(test)]

@@ -190,6 +190,16 @@ pub trait FrameSource: Send {
     fn next_frame(&mut self, max: u32) -> io::Result<Option<bytes::Bytes>>;
     /// The next frame if one is complete now (never waits).
     fn try_next_frame(&mut self, max: u32) -> io::Result<Option<bytes::Bytes>>;
+    /// Waits until a frame is complete without taking it; `Ok(false)` at the end of the
+    /// connection. Size errors as for [`FrameSource::next_frame`].
+    fn wait_frame(&mut self, max: u32) -> io::Result<bool>;
+    /// The next frame left in the transport's memory (no copy) if one of type `msg_type` is
+    /// complete now and none is held already (see [`envoy_ring::RingReader::try_hold_message`]).
+    fn try_hold_frame(
+        &mut self,
+        max: u32,
+        msg_type: u8,
+    ) -> io::Result<Option<envoy_ring::HeldMessage>>;
 }
 
 impl FrameSource for envoy_ring::RingReader {
@@ -200,6 +210,20 @@ impl FrameSource for envoy_ring::RingReader {
 
     fn try_next_frame(&mut self, max: u32) -> io::Result<Option<bytes::Bytes>> {
         self.try_read_message(max)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    fn wait_frame(&mut self, max: u32) -> io::Result<bool> {
+        self.wait_message(max)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    fn try_hold_frame(
+        &mut self,
+        max: u32,
+        msg_type: u8,
+    ) -> io::Result<Option<envoy_ring::HeldMessage>> {
+        self.try_hold_message(max, msg_type)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }

@@ -7,10 +7,14 @@
 //!
 //! Each attached ring is one [`Connection`] served by the ordinary session code:
 //!
-//! * requests: the session takes whole messages from the `out` ring
-//!   ([`envoy_ring::RingReader::read_message`] through [`super::FrameSource`]): one copy,
-//!   ring → the frame's own buffer, which the decoder slices (a Twrite's data is not copied
-//!   again);
+//! * requests: a `Twrite` whose payload is contiguous in the `out` ring is left there
+//!   ([`super::FrameSource::try_hold_frame`]): its header is copied, the file write takes the
+//!   payload from ring memory (`pwritev`: the kernel's ring → page-cache copy is the only one,
+//!   2 copies per byte with the client's), and the ring space is released after the write
+//!   (see `crate::session::held_write`). Every other message, and a `Twrite` that wraps
+//!   around the ring's end, is taken whole ([`envoy_ring::RingReader::try_read_message`]):
+//!   one copy, ring → the frame's own buffer, which the decoder slices (a Twrite's data is
+//!   not copied again);
 //! * replies: the session's writer hands header and payload to [`envoy_ring::RingWriter`]'s
 //!   `write_vectored`, which copies them straight into the `in` ring and publishes each reply
 //!   only when all of it is there (one copy per reply byte, the unavoidable one into shared
