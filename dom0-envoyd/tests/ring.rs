@@ -341,3 +341,263 @@ fn ring_reads_of_ctl_tree_files_served_by_the_ctl_tree() {
     assert!(got.iter().all(|&b| b == 0));
     assert_eq!(&c.read(f, 10, 20).unwrap()[..], &data[10..30]);
 }
+
+/// Ring size per direction of the rings envoyd creates.
+const RING_SIZE: u64 = 1 << 20;
+/// `size[4] type[1] tag[2] fid[4] offset[8] count[4]`.
+const TWRITE_HEADER: u64 = 23;
+
+/// Like [`frame_client`], also returning the ring's index in the file.
+fn frame_client_at(path: &std::path::Path) -> (Client, DetachGuard, u32) {
+    let f = RingFile::open(path).unwrap();
+    let fr = f.attach(Waiter::default()).unwrap();
+    let index = fr.index;
+    let (r, w, guard) = fr.into_parts().unwrap();
+    let c = Client::from_ring(r, w, guest_shim::endpoint::Closer::Nothing);
+    c.set_timeout(Some(Duration::from_secs(20)));
+    (c, guard, index)
+}
+
+/// Whether the payload of a Twrite of `n` bytes sent now (the client waits for each reply,
+/// so the request ring's `prod` is where it will start) lies contiguously in ring memory —
+/// the case envoyd writes to the file straight from the ring.
+fn payload_contiguous(f: &RingFile, ring: u32, n: u64) -> bool {
+    let prod = f
+        .ring(ring)
+        .unwrap()
+        .intf()
+        .atomic_u32(OUT_PROD)
+        .unwrap()
+        .load(Ordering::SeqCst);
+    let start = (u64::from(prod) + TWRITE_HEADER) % RING_SIZE;
+    start + n <= RING_SIZE
+}
+
+#[test]
+fn ring_writes_in_place_and_wrapped_land_exact() {
+    let (_d, s, path) = server();
+    let (c, _g, ring) = frame_client_at(&path);
+    let f = RingFile::open(&path).unwrap();
+    c.handshake(512 * 1024, "9P2000.L").unwrap();
+    c.attach(ROOT, Fid::NOFID, "user", "/default", 0).unwrap();
+    let fid = file_with(&c, "w", &[]);
+    let mut model = vec![0u8; 0];
+    let t0 = s.fs().traffic();
+    let (mut in_place, mut in_place_bytes, mut copied) = (0u64, 0u64, 0u64);
+    // Payloads of 300 011+ bytes in a 1 MiB ring wrap at least every fourth request; the odd
+    // sizes move the ring position (and so the payload's alignment in ring memory and the
+    // wrap point) through every alignment; file offsets are unaligned too.
+    let sizes = [
+        300_001u64, 1, 4095, 4096, 4097, 65_549, 511_989, 7, 123_457, 0,
+    ];
+    let mut k = 0u64;
+    for round in 0..12u64 {
+        for &n in &sizes {
+            let off = (k * 40_961 + round * 13) % (3 << 20);
+            let data = pattern(n as usize, k as u32);
+            if payload_contiguous(&f, ring, n) {
+                in_place += 1;
+                in_place_bytes += n;
+            } else {
+                copied += 1;
+            }
+            assert_eq!(c.write(fid, off, data.clone()).unwrap() as u64, n);
+            let end = (off + n) as usize;
+            if model.len() < end {
+                model.resize(end, 0);
+            }
+            model[off as usize..end].copy_from_slice(&data);
+            k += 1;
+        }
+    }
+    // Every payload alignment in ring memory, small writes.
+    for a in 0..64u64 {
+        let n = 4096 + a;
+        let off = a * 4097;
+        let data = pattern(n as usize, 1000 + a as u32);
+        if payload_contiguous(&f, ring, n) {
+            in_place += 1;
+            in_place_bytes += n;
+        } else {
+            copied += 1;
+        }
+        assert_eq!(c.write(fid, off, data.clone()).unwrap() as u64, n);
+        model[off as usize..(off + n) as usize].copy_from_slice(&data);
+    }
+    let t1 = s.fs().traffic();
+    assert!(
+        in_place > 0 && copied > 0,
+        "both paths: {in_place} {copied}"
+    );
+    assert_eq!(
+        t1.write_in_place_requests - t0.write_in_place_requests,
+        in_place,
+        "contiguous payloads are written from ring memory"
+    );
+    assert_eq!(
+        t1.write_in_place_bytes - t0.write_in_place_bytes,
+        in_place_bytes
+    );
+    assert_eq!(
+        (t1.write_requests - t0.write_requests)
+            - (t1.write_in_place_requests - t0.write_in_place_requests),
+        copied,
+        "wrapping payloads take the copying path"
+    );
+    let back = c.read_all(fid).unwrap();
+    assert_eq!(back.len(), model.len());
+    assert!(back == model, "file differs from the writes");
+}
+
+/// A raw Twrite frame whose `count` field says `count` and which carries `payload` bytes.
+fn raw_twrite(tag: u16, fid: Fid, offset: u64, count: u32, payload: usize) -> Vec<u8> {
+    let size = TWRITE_HEADER as usize + payload;
+    let mut b = Vec::with_capacity(size);
+    b.extend_from_slice(&(size as u32).to_le_bytes());
+    b.push(118);
+    b.extend_from_slice(&tag.to_le_bytes());
+    b.extend_from_slice(&fid.0.to_le_bytes());
+    b.extend_from_slice(&offset.to_le_bytes());
+    b.extend_from_slice(&count.to_le_bytes());
+    b.extend((0..payload).map(|i| (i % 253) as u8));
+    b
+}
+
+/// Sends `frame` (its tag at bytes 5..7) and returns the reply frame without its tag.
+fn raw_reply(c: &Client, frame: &[u8]) -> Vec<u8> {
+    let tag = envoy_proto::Tag(u16::from_le_bytes([frame[5], frame[6]]));
+    c.reserve_raw_tag(tag).unwrap();
+    c.send_raw(frame).unwrap();
+    let mut r = c.wait_raw(tag).unwrap().to_vec();
+    r[5..7].fill(0);
+    r
+}
+
+/// A session (ring or TCP) with `/default/<name>` open read-write as `fid`, and a read-only
+/// fid on it.
+fn session_with_file(c: &Client, name: &str) -> (Fid, Fid) {
+    c.handshake(256 * 1024, "9P2000.L").unwrap();
+    c.attach(ROOT, Fid::NOFID, "user", "/default", 0).unwrap();
+    let fid = file_with(c, name, b"0123456789");
+    let ro = c.alloc_fid();
+    c.walk(ROOT, ro, &[name]).unwrap();
+    c.lopen(ro, libc::O_RDONLY as u32).unwrap();
+    (fid, ro)
+}
+
+#[test]
+fn ring_write_hostile_counts_same_errors_as_tcp_session_survives() {
+    let (_d, s, path) = server();
+    let (rc, _g, ring) = frame_client_at(&path);
+    let f = RingFile::open(&path).unwrap();
+    let ep: guest_shim::endpoint::Endpoint =
+        format!("tcp:{}", s.tcp_addr().unwrap()).parse().unwrap();
+    let tc = Client::connect(&ep).unwrap();
+    tc.set_timeout(Some(Duration::from_secs(20)));
+    let (rf, rro) = session_with_file(&rc, "hr");
+    let (tf, tro) = session_with_file(&tc, "ht");
+    let t0 = s.fs().traffic();
+    // (count, payload bytes, offset, read-only fid?) — every one is refused.
+    let cases: [(u32, usize, u64, bool); 9] = [
+        (100, 95, 0, false),                // count beyond the frame
+        (90, 95, 0, false),                 // bytes after the payload
+        (u32::MAX, 95, 0, false),           // absurd count
+        (0, 4096, 0, false),                // payload with count 0
+        (4097, 4096, 0, false),             // one past
+        (10, 10, u64::MAX - 5, false),      // offset + count overflows
+        (10, 10, i64::MAX as u64, false),   // beyond the largest file
+        (10, 10, 0, true),                  // fid open read-only
+        (200_000, 200_000, 1 << 62, false), // large, contiguous, out of range
+    ];
+    for (i, &(count, payload, off, ro)) in cases.iter().enumerate() {
+        let (r_fid, t_fid) = if ro { (rro, tro) } else { (rf, tf) };
+        let tag = 1000 + i as u16;
+        let r = raw_reply(&rc, &raw_twrite(tag, r_fid, off, count, payload));
+        let t = raw_reply(&tc, &raw_twrite(tag, t_fid, off, count, payload));
+        assert_eq!(r[4], 7, "case {i}: Rlerror expected, got type {}", r[4]);
+        assert_eq!(r, t, "case {i}: ring and TCP answer differently");
+    }
+    // A frame too short to hold a Twrite header, and an unknown fid.
+    let short = {
+        let mut b = raw_twrite(1100, rf, 0, 0, 0);
+        b.truncate(15);
+        b[..4].copy_from_slice(&15u32.to_le_bytes());
+        b
+    };
+    let r = raw_reply(&rc, &short);
+    let mut short_t = short.clone();
+    short_t[7..11].copy_from_slice(&tf.0.to_le_bytes());
+    assert_eq!(r, raw_reply(&tc, &short_t));
+    let r = raw_reply(&rc, &raw_twrite(1101, Fid(999_999), 0, 10, 10));
+    let t = raw_reply(&tc, &raw_twrite(1101, Fid(999_999), 0, 10, 10));
+    assert_eq!((r[4], &r), (7, &t));
+    // Nothing was written; the refused requests that got as far as the store did so from
+    // ring memory (the range checks are the store's own).
+    let t1 = s.fs().traffic();
+    assert_eq!(
+        t1.write_bytes, t0.write_bytes,
+        "refused writes wrote nothing"
+    );
+    // The ring session goes on.
+    let in_place = u64::from(payload_contiguous(&f, ring, 3));
+    assert_eq!(rc.write(rf, 3, &b"abc"[..]).unwrap(), 3);
+    assert_eq!(&rc.read(rf, 0, 100).unwrap()[..], b"012abc6789");
+    assert_eq!(
+        s.fs().traffic().write_in_place_requests,
+        t1.write_in_place_requests + in_place
+    );
+}
+
+#[test]
+fn ring_oversized_twrite_closes_only_that_ring() {
+    let (_d, _s, path) = server_msize(65536);
+    let f = RingFile::open(&path).unwrap();
+    let (good, _g, _) = client(&path);
+    good.handshake(65536, "9P2000.L").unwrap();
+    let (bad, _gb, bi) = frame_client_at(&path);
+    bad.handshake(65536, "9P2000.L").unwrap();
+    bad.attach(ROOT, Fid::NOFID, "user", "/default", 0).unwrap();
+    let fid = file_with(&bad, "big", &[]);
+    // Consistent count, but the frame is larger than the negotiated msize: a framing error
+    // (the copying path's rule), the ring is closed.
+    bad.send_raw(&raw_twrite(7, fid, 0, 70_000, 70_000))
+        .unwrap();
+    wait_state(&f, bi, server_state::CLOSED);
+    good.attach(ROOT, Fid::NOFID, "user", "/default", 0)
+        .unwrap();
+}
+
+#[test]
+fn ring_write_to_xattr_and_ctl_fids_copied_and_answered() {
+    let (_d, s, path) = server();
+    let (c, _g) = frame_client(&path);
+    c.handshake(512 * 1024, "9P2000.L").unwrap();
+    c.attach(ROOT, Fid::NOFID, "user", "/default", 0).unwrap();
+    let fid = file_with(&c, "x", b"data");
+    // An xattr fid: the payload goes to the xattr value (copied out of the ring).
+    let xf = c.alloc_fid();
+    c.walk(ROOT, xf, &["x"]).unwrap();
+    c.xattrcreate(xf, "user.t", 5, 0).unwrap();
+    let t0 = s.fs().traffic();
+    assert_eq!(c.write(xf, 0, &b"hello"[..]).unwrap(), 5);
+    c.clunk(xf).unwrap();
+    let rf = c.alloc_fid();
+    c.walk(ROOT, rf, &["x"]).unwrap();
+    assert_eq!(c.xattrwalk(rf, c.alloc_fid(), "user.t").unwrap(), 5);
+    assert_eq!(
+        s.fs().traffic().write_in_place_requests,
+        t0.write_in_place_requests,
+        "an xattr value is not a file write"
+    );
+    // With a ctl fid on the connection, file writes are still exact (copied, dispatched).
+    let ctl = c.alloc_fid();
+    c.attach(ctl, Fid::NOFID, "user", "ctl", 0).unwrap();
+    let data = pattern(100_000, 5);
+    assert_eq!(c.write(fid, 0, data.clone()).unwrap(), 100_000);
+    assert!(c.read_all(fid).unwrap() == data);
+    assert_eq!(
+        s.fs().traffic().write_in_place_requests,
+        t0.write_in_place_requests,
+        "a connection with ctl fids copies"
+    );
+}
