@@ -18,7 +18,13 @@
 //!   `send` and returned on `wait`; every `send` needs its `wait` (or the tag stays taken).
 //! * The reader thread only splits frames (size checked against the negotiated msize) and
 //!   files them by the tag in bytes 5–6; the waiting caller decodes its own reply with the
-//!   connection's dialect. A reply whose tag nobody waits for is counted
+//!   connection's dialect.
+//! * Over a shared-memory ring ([`Client::from_ring`]) there is no reader thread: a waiting
+//!   caller takes the ring (one *leader* at a time) and reads replies itself, filing other
+//!   tags' replies for their waiters, until its own arrives; then it hands the ring on. A
+//!   lone caller therefore gets its reply with no thread hand-off at all — the ring's
+//!   adaptive spin ([`envoy_ring::Waiter`]) sees it published and returns, where a reader
+//!   thread would cost two more sleeps and wake-ups per call. A reply whose tag nobody waits for is counted
 //!   ([`Client::stray_replies`]) and dropped.
 //! * `Rlerror`/`Rerror` become [`ClientError::Remote`]; any other reply of the wrong type is
 //!   [`ClientError::UnexpectedReply`].
@@ -220,6 +226,10 @@ struct State {
     slots: HashMap<u16, Slot>,
     next_tag: u16,
     closed: Option<String>,
+    /// A caller is reading the ring (ring mode only).
+    ring_leader: bool,
+    /// Threads asleep on `Shared::cond` (notifications are skipped when there are none).
+    sleepers: u32,
 }
 
 struct FidPool {
@@ -230,6 +240,8 @@ struct FidPool {
 
 struct Shared {
     writer: Mutex<Box<dyn Write + Send>>,
+    /// Ring mode: the reply ring, read by whichever waiting caller is the leader.
+    ring: Option<Mutex<envoy_ring::RingReader>>,
     state: Mutex<State>,
     cond: Condvar,
     msize: AtomicU32,
@@ -245,50 +257,186 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Longest single ring wait of a leader before it re-checks its own slot (a `Tflush` answered
+/// to another thread can finish the leader's request without a reply).
+const LEADER_SLICE: Duration = Duration::from_millis(10);
+
+impl State {
+    fn close(&mut self, reason: String) {
+        if self.closed.is_none() {
+            tracing::debug!(%reason, "9P client connection closed");
+            self.closed = Some(reason);
+        }
+    }
+
+    /// Files `frame` under its tag; returns whether a sleeping thread may care.
+    fn deliver(&mut self, frame: Bytes, stray: &AtomicU64) -> bool {
+        // Frames always have at least the 7-byte header.
+        let Some(&[lo, hi]) = frame.get(5..7) else {
+            return false;
+        };
+        let tag = u16::from_le_bytes([lo, hi]);
+        match self.slots.get_mut(&tag) {
+            Some(slot @ Slot::Waiting) => {
+                *slot = Slot::Ready(frame);
+                true
+            }
+            Some(Slot::Abandoned) => {
+                self.slots.remove(&tag);
+                true
+            }
+            _ => {
+                stray.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(tag, "reply for a tag with no request outstanding, dropped");
+                false
+            }
+        }
+    }
+}
+
 impl Shared {
+    fn notify(&self, st: &State) {
+        if st.sleepers > 0 {
+            self.cond.notify_all();
+        }
+    }
+
     fn close(&self, reason: String) {
         let mut st = lock(&self.state);
-        if st.closed.is_none() {
-            tracing::debug!(%reason, "9P client connection closed");
-            st.closed = Some(reason);
-        }
-        self.cond.notify_all();
+        st.close(reason);
+        self.notify(&st);
     }
 
     fn deliver(&self, frame: Bytes) {
-        // The splitter only yields frames of at least the 7-byte header.
-        let Some(&[lo, hi]) = frame.get(5..7) else {
-            return;
-        };
-        let tag = u16::from_le_bytes([lo, hi]);
         let mut st = lock(&self.state);
-        match st.slots.get_mut(&tag) {
-            Some(slot @ Slot::Waiting) => {
-                *slot = Slot::Ready(frame);
-                self.cond.notify_all();
+        if st.deliver(frame, &self.stray) {
+            self.notify(&st);
+        }
+    }
+
+    fn sleep<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+    ) -> MutexGuard<'a, State> {
+        st.sleepers += 1;
+        let mut st = match deadline {
+            None => self.cond.wait(st).unwrap_or_else(PoisonError::into_inner),
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                self.cond
+                    .wait_timeout(st, left)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0)
             }
-            Some(Slot::Abandoned) => {
-                st.slots.remove(&tag);
-                self.cond.notify_all();
+        };
+        st.sleepers -= 1;
+        st
+    }
+
+    /// Waits until `check` yields a value (`Some`) or `deadline` passes (`None`). `check`
+    /// runs with the state locked and must itself return on a closed connection. In ring
+    /// mode the waiting thread reads the ring when no other thread does.
+    fn wait_until<R>(
+        &self,
+        deadline: Option<Instant>,
+        mut check: impl FnMut(&mut State) -> Option<R>,
+    ) -> Option<R> {
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(r) = check(&mut st) {
+                return Some(r);
             }
-            _ => {
-                self.stray.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(tag, "reply for a tag with no request outstanding, dropped");
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return None;
+            }
+            match &self.ring {
+                Some(ring) if !st.ring_leader && st.closed.is_none() => {
+                    st.ring_leader = true;
+                    drop(st);
+                    let (got, guard) = self.lead(ring, deadline, &mut check);
+                    st = guard;
+                    st.ring_leader = false;
+                    // Another waiter may now have to lead.
+                    self.notify(&st);
+                    if got.is_some() {
+                        return got;
+                    }
+                }
+                _ => st = self.sleep(st, deadline),
             }
         }
     }
 
-    /// The reader over a ring: each reply is one message copied once out of the ring. Sizes
-    /// above msize or the ring, or below the header, end the connection.
-    fn ring_reader_loop(&self, mut r: envoy_ring::RingReader) {
-        let reason = loop {
-            match r.read_message(self.msize.load(Ordering::Acquire)) {
-                Ok(Some(frame)) => self.deliver(frame),
-                Ok(None) => break "server closed the connection".to_string(),
-                Err(e) => break format!("ring error: {e}"),
+    /// Ring mode, when no caller is reading: files every reply already published (never
+    /// waits).
+    fn take_published_replies(&self) {
+        let Some(ring) = &self.ring else { return };
+        let mut st = lock(&self.state);
+        if st.ring_leader || st.closed.is_some() {
+            return;
+        }
+        st.ring_leader = true;
+        drop(st);
+        let mut rx = lock(ring);
+        let max = self.msize.load(Ordering::Acquire);
+        let mut frames = Vec::new();
+        let failed = loop {
+            match rx.try_read_message(max) {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => break None,
+                Err(e) => break Some(format!("ring error: {e}")),
             }
         };
-        self.close(reason);
+        drop(rx);
+        let mut st = lock(&self.state);
+        for f in frames {
+            st.deliver(f, &self.stray);
+        }
+        if let Some(reason) = failed {
+            st.close(reason);
+        }
+        st.ring_leader = false;
+        self.notify(&st);
+    }
+
+    /// Reads replies off the ring until `check` passes, `deadline` passes or the ring ends;
+    /// returns with the state locked.
+    fn lead<'a, R>(
+        &'a self,
+        ring: &Mutex<envoy_ring::RingReader>,
+        deadline: Option<Instant>,
+        check: &mut impl FnMut(&mut State) -> Option<R>,
+    ) -> (Option<R>, MutexGuard<'a, State>) {
+        let mut rx = lock(ring);
+        loop {
+            let slice = Instant::now() + LEADER_SLICE;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            let read = rx.read_message_until(self.msize.load(Ordering::Acquire), Some(until));
+            let mut st = lock(&self.state);
+            match read {
+                Ok(Some(frame)) => {
+                    if st.deliver(frame, &self.stray) {
+                        self.notify(&st);
+                    }
+                }
+                Ok(None) if rx.is_closed() => {
+                    st.close("server closed the connection".to_string());
+                    self.notify(&st);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    st.close(format!("ring error: {e}"));
+                    self.notify(&st);
+                }
+            }
+            if let Some(r) = check(&mut st) {
+                return (Some(r), st);
+            }
+            if st.closed.is_some() || deadline.is_some_and(|d| Instant::now() >= d) {
+                return (None, st);
+            }
+        }
     }
 
     fn reader_loop(&self, mut r: Box<dyn Read + Send>) {
@@ -404,8 +552,8 @@ impl Client {
     /// Runs over a shared-memory ring's two ends: replies are taken as whole messages
     /// ([`envoy_ring::RingReader::read_message`]: one copy, ring → the reply's own buffer)
     /// rather than through a byte stream, a scratch buffer and a frame splitter (three
-    /// copies). `closer` ends the reader (detach the ring); with [`Closer::Nothing`] it ends
-    /// when the ring closes.
+    /// copies), by the waiting callers themselves (see the module docs). `closer` is what
+    /// [`Client::shutdown`] and dropping the client call (detach the ring).
     pub fn from_ring<W>(reader: envoy_ring::RingReader, writer: W, closer: Closer) -> Client
     where
         W: Write + Send + 'static,
@@ -419,12 +567,19 @@ impl Client {
     }
 
     fn start(source: Source, writer: Box<dyn Write + Send>, closer: Closer) -> Client {
+        let (stream, ring) = match source {
+            Source::Stream(r) => (Some(r), None),
+            Source::Ring(r) => (None, Some(Mutex::new(r))),
+        };
         let shared = Arc::new(Shared {
             writer: Mutex::new(writer),
+            ring,
             state: Mutex::new(State {
                 slots: HashMap::new(),
                 next_tag: 0,
                 closed: None,
+                ring_leader: false,
+                sleepers: 0,
             }),
             cond: Condvar::new(),
             msize: AtomicU32::new(DEFAULT_MSIZE),
@@ -437,20 +592,20 @@ impl Client {
             }),
             timeout: Mutex::new(None),
         });
-        let s = Arc::clone(&shared);
-        let reader = std::thread::Builder::new()
-            .name("9p-client-rx".into())
-            .spawn(move || match source {
-                Source::Stream(r) => s.reader_loop(r),
-                Source::Ring(r) => s.ring_reader_loop(r),
-            });
-        let reader = match reader {
-            Ok(h) => Some(h),
-            Err(e) => {
-                shared.close(format!("cannot start the reader thread: {e}"));
-                None
+        // A ring is read by its waiting callers; a stream needs a thread to split frames.
+        let reader = stream.and_then(|r| {
+            let s = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name("9p-client-rx".into())
+                .spawn(move || s.reader_loop(r));
+            match spawned {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    shared.close(format!("cannot start the reader thread: {e}"));
+                    None
+                }
             }
-        };
+        });
         Client {
             shared,
             closer,
@@ -533,6 +688,7 @@ impl Client {
 
     /// Whether the reply to `tag` has arrived and waits to be collected.
     pub fn reply_arrived(&self, tag: Tag) -> bool {
+        self.shared.take_published_replies();
         matches!(
             lock(&self.shared.state).slots.get(&tag.0),
             Some(Slot::Ready(_))
@@ -547,20 +703,9 @@ impl Client {
     /// Waits up to `timeout` for the connection to end; returns whether it did.
     pub fn wait_disconnected(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut st = lock(&self.shared.state);
-        while st.closed.is_none() {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            st = self
-                .shared
-                .cond
-                .wait_timeout(st, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
-        true
+        self.shared
+            .wait_until(Some(deadline), |st| st.closed.is_some().then_some(()))
+            .is_some()
     }
 
     /// Closes the connection now (both directions); outstanding waits fail.
@@ -570,12 +715,12 @@ impl Client {
     }
 
     fn reserve_tag(&self, want: Option<Tag>) -> Result<Tag, ClientError> {
-        let mut st = lock(&self.shared.state);
-        loop {
+        // Waits (reading the ring in ring mode) while the wanted tag, or every tag, is taken.
+        let got = self.shared.wait_until(None, |st| {
             if let Some(reason) = &st.closed {
-                return Err(ClientError::Disconnected {
+                return Some(Err(ClientError::Disconnected {
                     reason: reason.clone(),
-                });
+                }));
             }
             let tag = match want {
                 Some(t) if !st.slots.contains_key(&t.0) => Some(t.0),
@@ -589,22 +734,21 @@ impl Client {
                     Some(t)
                 }
                 None => None,
-            };
-            if let Some(t) = tag {
-                st.slots.insert(t, Slot::Waiting);
-                return Ok(Tag(t));
-            }
-            st = self
-                .shared
-                .cond
-                .wait(st)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+            }?;
+            st.slots.insert(tag, Slot::Waiting);
+            Some(Ok(Tag(tag)))
+        });
+        got.unwrap_or_else(|| {
+            Err(ClientError::Disconnected {
+                reason: "no tag became free".into(),
+            })
+        })
     }
 
     fn release_tag(&self, tag: Tag) {
-        lock(&self.shared.state).slots.remove(&tag.0);
-        self.shared.cond.notify_all();
+        let mut st = lock(&self.shared.state);
+        st.slots.remove(&tag.0);
+        self.shared.notify(&st);
     }
 
     fn write_frame(&self, header: &[u8], payload: &[u8]) -> io::Result<()> {
@@ -662,50 +806,44 @@ impl Client {
     }
 
     fn wait_frame(&self, tag: Tag, timeout: Option<Duration>) -> Result<Bytes, ClientError> {
-        let deadline = timeout.map(|t| (Instant::now() + t, t));
-        let mut st = lock(&self.shared.state);
-        loop {
-            match st.slots.get(&tag.0) {
-                None | Some(Slot::Abandoned) => return Err(ClientError::UnknownTag(tag)),
-                Some(Slot::Ready(_)) => {
-                    let Some(Slot::Ready(frame)) = st.slots.remove(&tag.0) else {
-                        return Err(ClientError::UnknownTag(tag));
-                    };
-                    self.shared.cond.notify_all();
-                    return Ok(frame);
-                }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let shared = &self.shared;
+        let got = shared.wait_until(deadline, |st| {
+            let r = match st.slots.get(&tag.0) {
+                None | Some(Slot::Abandoned) => Err(ClientError::UnknownTag(tag)),
+                Some(Slot::Ready(_)) => match st.slots.remove(&tag.0) {
+                    Some(Slot::Ready(frame)) => Ok(frame),
+                    _ => Err(ClientError::UnknownTag(tag)),
+                },
                 Some(Slot::Flushed) => {
                     st.slots.remove(&tag.0);
-                    self.shared.cond.notify_all();
-                    return Err(ClientError::Flushed(tag));
+                    Err(ClientError::Flushed(tag))
                 }
-                Some(Slot::Waiting) => {}
-            }
-            if let Some(reason) = &st.closed {
-                let reason = reason.clone();
-                st.slots.remove(&tag.0);
-                return Err(ClientError::Disconnected { reason });
-            }
-            st = match deadline {
-                None => self
-                    .shared
-                    .cond
-                    .wait(st)
-                    .unwrap_or_else(PoisonError::into_inner),
-                Some((at, t)) => {
-                    let now = Instant::now();
-                    if now >= at {
-                        st.slots.insert(tag.0, Slot::Abandoned);
-                        return Err(ClientError::Timeout(tag, t));
+                Some(Slot::Waiting) => match &st.closed {
+                    Some(reason) => {
+                        let reason = reason.clone();
+                        st.slots.remove(&tag.0);
+                        Err(ClientError::Disconnected { reason })
                     }
-                    self.shared
-                        .cond
-                        .wait_timeout(st, at - now)
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|e| e.into_inner().0)
-                }
+                    None => return None,
+                },
             };
-        }
+            // A freed tag may be what `reserve_tag` waits for.
+            shared.notify(st);
+            Some(r)
+        });
+        got.unwrap_or_else(|| {
+            let mut st = lock(&shared.state);
+            // The reply may have come in the meantime; otherwise the tag stays reserved.
+            match st.slots.remove(&tag.0) {
+                Some(Slot::Ready(frame)) => Ok(frame),
+                Some(Slot::Flushed) => Err(ClientError::Flushed(tag)),
+                _ => {
+                    st.slots.insert(tag.0, Slot::Abandoned);
+                    Err(ClientError::Timeout(tag, timeout.unwrap_or_default()))
+                }
+            }
+        })
     }
 
     /// Waits for the reply to `tag` (frees the tag). Error replies become
@@ -763,7 +901,8 @@ impl Client {
             }
             _ => {}
         }
-        self.shared.cond.notify_all();
+        // A leader waiting for `oldtag` notices within `LEADER_SLICE`.
+        self.shared.notify(&st);
         Ok(())
     }
 
