@@ -26,9 +26,8 @@ fn server() -> (tempfile::TempDir, ServerHandle, std::path::PathBuf) {
     ];
     let s = Server::start(c).unwrap();
     // Loopback TCP is an administrator on a fresh store: grant ring clients.
-    let ep: guest_shim::endpoint::Endpoint = format!("tcp:{}", s.tcp_addr().unwrap())
-        .parse()
-        .unwrap();
+    let ep: guest_shim::endpoint::Endpoint =
+        format!("tcp:{}", s.tcp_addr().unwrap()).parse().unwrap();
     let a = Client::connect_version(&ep, 65536, "9P2000.L").unwrap();
     a.attach(ROOT, Fid::NOFID, "root", "/", 0).unwrap();
     let f = a.alloc_fid();
