@@ -261,7 +261,7 @@ pub struct Consumer {
 struct Gate {
     /// The consumer's read position (mirror of `Consumer::cons`).
     read: u32,
-    /// Start of the message held in place, if any.
+    /// Start of the part of the held message not given back yet, if one is held.
     held: Option<u32>,
 }
 
@@ -478,6 +478,27 @@ impl Held {
     /// kernel's included, is complete before the producer may reuse them).
     pub fn release(mut self) -> Result<(), RingError> {
         self.release_inner()
+    }
+
+    /// Gives the first `n` bytes of the message back to the producer early (they are used
+    /// up: a header already copied, the part of a payload already written to a file), so the
+    /// producer can refill them while the rest is still in use. A prefix no longer than one
+    /// given back before changes nothing; more than the message is an error.
+    pub fn release_prefix(&self, n: u32) -> Result<(), RingError> {
+        self.check(0, n as usize)?;
+        if self.released {
+            return Ok(());
+        }
+        // Full barrier: every read of those bytes is complete before the producer may reuse
+        // them (as in `consume`).
+        fence(Ordering::SeqCst);
+        let mut g = lock_gate(&self.gate);
+        let start = match g.held {
+            Some(h) if h.wrapping_sub(self.at) < n => self.at.wrapping_add(n),
+            _ => return Ok(()),
+        };
+        g.held = Some(start);
+        self.half.store(self.half.cons_off, start)
     }
 
     /// Lets go of the message without publishing anything (the connection is over: the ring
@@ -820,6 +841,21 @@ mod tests {
             Err(RingError::Layout(_))
         ));
         assert_eq!(b_req.read_message(4096).unwrap().unwrap(), msg(40, 5));
+        held.release_prefix(100).unwrap();
+        assert_eq!(f_req.free().unwrap(), 108, "the first 100 bytes are back");
+        held.release_prefix(60).unwrap();
+        assert_eq!(
+            f_req.free().unwrap(),
+            108,
+            "a shorter prefix changes nothing"
+        );
+        assert!(held.release_prefix(1501).is_err());
+        held.release_prefix(1500).unwrap();
+        assert_eq!(
+            f_req.free().unwrap(),
+            1508,
+            "the later messages wait for the release"
+        );
         held.release().unwrap();
         assert!(!b_req.is_holding());
         assert_eq!(f_req.free().unwrap(), 2048, "both messages given back");

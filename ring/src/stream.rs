@@ -182,6 +182,19 @@ impl HeldMessage {
         self.held.as_ref()
     }
 
+    /// Gives the first `n` bytes back early ([`crate::Held::release_prefix`]) and tells the
+    /// producer (it may be waiting for exactly that room). Nothing once the connection is
+    /// closed.
+    pub fn release_prefix(&self, n: u32) -> Result<(), RingError> {
+        match &self.held {
+            Some(h) if !(self.closed)() => {
+                h.release_prefix(n)?;
+                self.bell.notify_space()
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Gives the space back to the producer and tells it so (it may wait for room). Once the
     /// connection is closed nothing is published: the ring may be serving a new session.
     pub fn release(mut self) -> Result<(), RingError> {
