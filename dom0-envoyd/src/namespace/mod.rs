@@ -63,7 +63,7 @@ use crate::error::{FsError, FsResult};
 use dir::DirData;
 use node::{lock, read, Area, Node};
 pub use perm::Cred;
-pub use write_from::WriteSrc;
+pub use write_from::{WriteSrc, SHARED_CHUNK};
 
 /// Object ID of the global root directory.
 pub const ROOT_ID: ObjectId = ObjectId(1);

@@ -15,15 +15,34 @@ use envoy_storage::{ObjectId, StoreError};
 use super::{Fs, STORE_TRACE};
 use crate::error::{FsError, FsResult};
 
+/// Bytes of a shared-memory write handed to the kernel per system call: after each, the
+/// writer learns how far the write got ([`WriteSrc::Shared`]'s `done`), so a ring can give
+/// the written part of a payload back to the guest while the rest is being written.
+pub const SHARED_CHUNK: usize = 128 * 1024;
+
 /// The data of one write.
-#[derive(Debug, Clone)]
 pub enum WriteSrc<'a> {
     /// A private buffer (a frame copied out of the transport).
     Bytes(Bytes),
     /// A window of memory shared with a peer that may change it at any time. It is never
     /// read by Rust code, only handed to the kernel (or copied out once where a buffer is
-    /// needed, [`WriteSrc::to_bytes`]).
-    Shared(&'a SharedMem),
+    /// needed, [`WriteSrc::to_bytes`]). `done(n)` is called after the first `n` bytes are
+    /// written (in [`SHARED_CHUNK`] steps): the kernel has finished reading them.
+    Shared {
+        /// The data.
+        mem: &'a SharedMem,
+        /// Progress: bytes written so far.
+        done: &'a dyn Fn(usize),
+    },
+}
+
+impl std::fmt::Debug for WriteSrc<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteSrc::Bytes(b) => f.debug_tuple("Bytes").field(&b.len()).finish(),
+            WriteSrc::Shared { mem, .. } => f.debug_tuple("Shared").field(mem).finish(),
+        }
+    }
 }
 
 impl WriteSrc<'_> {
@@ -31,7 +50,7 @@ impl WriteSrc<'_> {
     pub fn len(&self) -> usize {
         match self {
             WriteSrc::Bytes(b) => b.len(),
-            WriteSrc::Shared(m) => m.len(),
+            WriteSrc::Shared { mem, .. } => mem.len(),
         }
     }
 
@@ -44,9 +63,9 @@ impl WriteSrc<'_> {
     pub fn to_bytes(&self) -> FsResult<Bytes> {
         match self {
             WriteSrc::Bytes(b) => Ok(b.clone()),
-            WriteSrc::Shared(m) => {
-                let mut v = vec![0u8; m.len()];
-                m.read(0, &mut v)
+            WriteSrc::Shared { mem, .. } => {
+                let mut v = vec![0u8; mem.len()];
+                mem.read(0, &mut v)
                     .map_err(|_| FsError::Inval("write source outside its window"))?;
                 Ok(Bytes::from(v))
             }
@@ -63,19 +82,35 @@ impl Fs {
         offset: u64,
         data: WriteSrc<'_>,
     ) -> Result<usize, StoreError> {
-        let m = match data {
+        let (m, done) = match data {
             WriteSrc::Bytes(b) => return self.store_write(id, offset, b),
-            WriteSrc::Shared(m) => m,
+            WriteSrc::Shared { mem, done } => (mem, done),
         };
         let len = m.len();
-        // SAFETY: `m` is a bounds-checked window of `len` bytes that stays mapped while the
-        // borrowed `SharedMem` (which holds its owner) lives, for the whole call; no Rust
-        // reference into it exists. It is the payload of a request the ring protocol gives
-        // this side until the held message is released (after this returns), so the peer's
-        // own producer does not reuse it. A peer that rewrites it anyway only changes the
-        // bytes written to its own file (the kernel reads whatever is there; nothing here
-        // parses or trusts them).
-        let r = unsafe { self.store.write_from(id, offset, m.as_ptr(), len) };
+        let mut written = 0usize;
+        let r = loop {
+            let n = (len - written).min(SHARED_CHUNK);
+            // SAFETY: `[written, written + n)` lies inside the bounds-checked window `m`
+            // (written + n <= len), which stays mapped while the borrowed `SharedMem` (which
+            // holds its owner) lives, for the whole call; no Rust reference into it exists.
+            // It is the not-yet-released part of a request the ring protocol gives this side
+            // until `done` is told it was written, so the peer's own producer does not reuse
+            // it meanwhile. A peer that rewrites it anyway only changes the bytes written to
+            // its own file (the kernel reads whatever is there; nothing here parses or trusts
+            // them). `offset + written` cannot overflow: `Fs::write_src` checked offset + len.
+            let p = unsafe { m.as_ptr().add(written) };
+            // SAFETY: as above.
+            match unsafe { self.store.write_from(id, offset + written as u64, p, n) } {
+                Ok(k) => {
+                    written += k;
+                    done(written);
+                    if written >= len || k == 0 {
+                        break Ok(written);
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
         let t = &self.traffic;
         t.write_requests.fetch_add(1, Ordering::Relaxed);
         t.write_in_place_requests.fetch_add(1, Ordering::Relaxed);

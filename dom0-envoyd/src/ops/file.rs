@@ -296,11 +296,17 @@ pub fn write(c: &Arc<Conn>, m: Twrite) -> FsResult<Message> {
 }
 
 /// Twrite whose payload is still in the transport's shared memory (a ring): the same checks
-/// and results as [`write`]; a file write hands the payload to the kernel where it lies
-/// (see [`crate::namespace::WriteSrc`]). `m.data` is ignored. `dispatch`'s intercepts (auth
-/// fids, the `ctl` tree) do not apply: the caller takes this path only without them.
-pub fn write_in_place(c: &Arc<Conn>, m: &Twrite, payload: &SharedMem) -> FsResult<Message> {
-    write_src(c, m.fid, m.offset, WriteSrc::Shared(payload))
+/// and results as [`write`]; a file write hands the payload to the kernel where it lies and
+/// reports progress to `done` (see [`crate::namespace::WriteSrc`]). `m.data` is ignored.
+/// `dispatch`'s intercepts (auth fids, the `ctl` tree) do not apply: the caller takes this
+/// path only without them.
+pub fn write_in_place(
+    c: &Arc<Conn>,
+    m: &Twrite,
+    payload: &SharedMem,
+    done: &dyn Fn(usize),
+) -> FsResult<Message> {
+    write_src(c, m.fid, m.offset, WriteSrc::Shared { mem: payload, done })
 }
 
 /// The one Twrite path: fid and open-mode checks, then a file or xattr write.

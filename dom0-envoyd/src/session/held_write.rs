@@ -13,8 +13,12 @@
 //! request goes through the session's ordinary admission (tag table, Tversion-first, NOTAG)
 //! and then runs on the reader's thread ([`super::execute_in_place`]): the file write is
 //! `pwritev` from the shared mapping (ring → page cache is the only copy on the server;
-//! 2 copies per byte in all with the client's copy into the ring). The message is released
-//! right after the write, before the reply.
+//! 2 copies per byte in all with the client's copy into the ring). The space goes back to
+//! the guest as the write proceeds: the header and each written chunk of the payload
+//! ([`crate::namespace::SHARED_CHUNK`]) are released once the kernel has
+//! read them, so a client whose next large Twrite waits for room can write it while this
+//! one is still being written; the rest is released when the write is done, before the
+//! reply.
 //!
 //! Everything else keeps the copying path, so errors and limits stay those of the decoder:
 //!
@@ -127,7 +131,17 @@ impl HeldWrite {
     pub(super) fn run(self, conn: &Arc<Conn>, msg: Message) -> FsResult<Message> {
         if let Message::Twrite(m) = &msg {
             if !conn.fids.has_auth() && !conn.fids.has_synthetic() {
-                let r = crate::ops::file::write_in_place(conn, m, &self.payload);
+                // The written part of the payload (and the header before it) goes back to
+                // the guest as the write proceeds: a client with a second large Twrite
+                // queued behind this one fills the ring meanwhile.
+                let msg = &self.msg;
+                let done = |n: usize| {
+                    let upto = TWRITE_HEADER.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+                    if let Err(e) = msg.release_prefix(upto) {
+                        tracing::debug!(error = %e, "releasing part of a held ring message");
+                    }
+                };
+                let r = crate::ops::file::write_in_place(conn, m, &self.payload, &done);
                 self.release();
                 return r;
             }
@@ -140,7 +154,11 @@ impl HeldWrite {
     pub(super) fn into_copied(self, msg: Message) -> FsResult<Message> {
         let msg = match msg {
             Message::Twrite(mut m) => {
-                m.data = WriteSrc::Shared(&self.payload).to_bytes()?;
+                m.data = WriteSrc::Shared {
+                    mem: &self.payload,
+                    done: &|_| {},
+                }
+                .to_bytes()?;
                 Message::Twrite(m)
             }
             other => other,
