@@ -25,6 +25,17 @@
 //! reply as soon as its 7-byte header is visible and does not re-check that the rest has
 //! arrived. [`Producer::write_message`] does that in one call; [`Producer::write_partial`] +
 //! [`Producer::publish`] let a streaming writer fill a message in pieces and publish at the end.
+//!
+//! # Messages held in place
+//!
+//! [`Consumer::hold_message`] takes a request without copying it (envoyd's zero-copy
+//! `Twrite`: the kernel writes the payload to the file straight from ring memory). The
+//! consumer's private read position moves past the message, so later messages can still be
+//! read (and are copied out as usual), but the *published* `cons` stops at the held message
+//! until [`Held::release`]: the producer sees that space as used and cannot overwrite it.
+//! [`Held::release_prefix`] gives back the part already used (a payload's written part)
+//! earlier, so a producer waiting for room can go on while the rest is in use. One message is
+//! held at a time.
 
 use std::sync::atomic::{fence, Ordering};
 use std::sync::{Arc, Mutex};
