@@ -306,8 +306,61 @@ pub struct Waiter {
     window: Duration,
 }
 
+/// One wait's spin: when it began, how long it may spin, whether it had to block.
+struct Spin {
+    start: Instant,
+    window: Duration,
+    blocked: bool,
+}
+
 /// Environment variable overriding the default spin (microseconds) of [`Waiter::default`].
 pub const SPIN_ENV: &str = "ENVOY_RING_SPIN_US";
+
+/// How often the host's run queue is sampled for [`cpus_idle_enough_to_spin`].
+const LOAD_SAMPLE_EVERY: Duration = Duration::from_millis(5);
+
+/// Whether spinning can pay: the host's runnable tasks (the fourth field of `/proc/loadavg`,
+/// the instantaneous count, including the caller) do not outnumber its CPUs. On a host whose
+/// CPUs are all taken, a spinning waiter only keeps its peer — the one that would answer it —
+/// off a CPU; measured on 2 CPUs under a build's load, spinning doubled a ring round trip.
+/// Sampled at most every [`LOAD_SAMPLE_EVERY`] per process (one `pread` of a kept-open file);
+/// without `/proc`, spinning is allowed.
+fn cpus_idle_enough_to_spin() -> bool {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::OnceLock;
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    static LOADAVG: OnceLock<Option<std::fs::File>> = OnceLock::new();
+    static NEXT_SAMPLE_NS: AtomicU64 = AtomicU64::new(0);
+    static IDLE_ENOUGH: AtomicBool = AtomicBool::new(true);
+    let now = EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64;
+    let next = NEXT_SAMPLE_NS.load(Ordering::Relaxed);
+    let step = LOAD_SAMPLE_EVERY.as_nanos() as u64;
+    if now < next
+        || NEXT_SAMPLE_NS
+            .compare_exchange(next, now + step, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return IDLE_ENOUGH.load(Ordering::Relaxed);
+    }
+    let file = LOADAVG.get_or_init(|| std::fs::File::open("/proc/loadavg").ok());
+    let mut buf = [0u8; 128];
+    let running = file
+        .as_ref()
+        .and_then(|f| f.read_at(&mut buf, 0).ok())
+        .and_then(|n| runnable_tasks(buf.get(..n)?));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ok = running.is_none_or(|r| r <= cpus);
+    IDLE_ENOUGH.store(ok, Ordering::Relaxed);
+    ok
+}
+
+/// The runnable count of `/proc/loadavg` ("0.52 0.58 0.59 3/412 12345" → 3).
+fn runnable_tasks(loadavg: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(loadavg).ok()?;
+    let field = text.split_ascii_whitespace().nth(3)?;
+    field.split('/').next()?.parse().ok()
+}
 
 /// The first non-zero window after a short blocking wait.
 pub const SPIN_GROW_START: Duration = Duration::from_micros(10);
@@ -382,26 +435,24 @@ impl Waiter {
         if let Some(v) = poll()? {
             return Ok(Some(v));
         }
-        let start = Instant::now();
-        let window = self.window();
-        let mut blocked = false;
-        let r = self.wait_loop(
-            kind,
-            bell,
-            &mut poll,
-            closed,
-            deadline,
-            (start, window),
-            &mut blocked,
-        );
-        if blocked && matches!(r, Ok(Some(_))) {
-            self.adapt(start.elapsed());
+        let mut spin = Spin {
+            start: Instant::now(),
+            window: if cpus_idle_enough_to_spin() {
+                self.window()
+            } else {
+                Duration::ZERO
+            },
+            blocked: false,
+        };
+        let r = self.wait_loop(kind, bell, &mut poll, closed, deadline, &mut spin);
+        if spin.blocked && matches!(r, Ok(Some(_))) {
+            self.adapt(spin.start.elapsed());
         }
         r
     }
 
-    /// Spins until `window` after `start`, then blocks in slices; sets `blocked` when it
-    /// first blocks.
+    /// Spins until `spin.window` after `spin.start`, then blocks in slices (noting it in
+    /// `spin.blocked`).
     fn wait_loop<T>(
         &self,
         kind: WaitKind,
@@ -409,8 +460,7 @@ impl Waiter {
         poll: &mut impl FnMut() -> Result<Option<T>, RingError>,
         closed: &dyn Fn() -> bool,
         deadline: Option<Instant>,
-        (start, window): (Instant, Duration),
-        blocked: &mut bool,
+        spin: &mut Spin,
     ) -> Result<Option<T>, RingError> {
         loop {
             if let Some(v) = poll()? {
@@ -423,11 +473,11 @@ impl Waiter {
             if deadline.is_some_and(|d| now >= d) {
                 return Ok(None);
             }
-            if now.duration_since(start) < window {
+            if now.duration_since(spin.start) < spin.window {
                 std::hint::spin_loop();
                 continue;
             }
-            *blocked = true;
+            spin.blocked = true;
             let mut t = self.slice;
             if let Some(d) = deadline {
                 t = t.min(d.saturating_duration_since(now));
@@ -550,6 +600,15 @@ mod tests {
         let got = w.wait_for(&CallsReady, &mut poll, &|| false, None).unwrap();
         assert_eq!(got, Some(1));
         assert_eq!(queue, vec![3, 2], "exactly one value consumed");
+    }
+
+    #[test]
+    fn loadavg_runnable_field_parsed_and_garbage_refused() {
+        assert_eq!(runnable_tasks(b"0.52 0.58 0.59 3/412 12345\n"), Some(3));
+        assert_eq!(runnable_tasks(b"1.00 2.00 3.00 17/2000 1"), Some(17));
+        assert_eq!(runnable_tasks(b"0.52 0.58"), None);
+        assert_eq!(runnable_tasks(b"a b c x/y z"), None);
+        assert_eq!(runnable_tasks(&[0xff, 0xfe]), None);
     }
 
     #[test]
