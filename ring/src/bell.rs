@@ -311,19 +311,48 @@ struct Spin {
     start: Instant,
     window: Duration,
     blocked: bool,
+    /// This thread's place among the process's spinners, while it spins.
+    slot: Option<SpinSlot>,
+}
+
+/// Threads of this process spinning right now (see [`SpinSlot`]).
+static SPINNERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A place among the process's spinners: at most one per two CPUs (one on a 2-CPU host), so
+/// the threads of a busy process (four clients, four ring readers) wait by sleeping while one
+/// of them spins, instead of all spinning against each other's peers.
+struct SpinSlot;
+
+impl SpinSlot {
+    fn take() -> Option<SpinSlot> {
+        let max = (host_cpus() / 2).max(1);
+        if SPINNERS.fetch_add(1, Ordering::AcqRel) < max {
+            Some(SpinSlot)
+        } else {
+            SPINNERS.fetch_sub(1, Ordering::AcqRel);
+            None
+        }
+    }
+}
+
+impl Drop for SpinSlot {
+    fn drop(&mut self) {
+        SPINNERS.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Environment variable overriding the default spin (microseconds) of [`Waiter::default`].
 pub const SPIN_ENV: &str = "ENVOY_RING_SPIN_US";
 
 /// How often the host's run queue is sampled for [`cpus_idle_enough_to_spin`].
-const LOAD_SAMPLE_EVERY: Duration = Duration::from_millis(5);
+const LOAD_SAMPLE_EVERY: Duration = Duration::from_millis(1);
 
 /// Whether spinning can pay: the host's runnable tasks (the fourth field of `/proc/loadavg`,
 /// the instantaneous count, including the caller) do not outnumber its CPUs. On a host whose
 /// CPUs are all taken, a spinning waiter only keeps its peer — the one that would answer it —
 /// off a CPU; measured on 2 CPUs under a build's load, spinning doubled a ring round trip.
-/// Sampled at most every [`LOAD_SAMPLE_EVERY`] per process (one `pread` of a kept-open file);
+/// Sampled at most every [`LOAD_SAMPLE_EVERY`] per process (one `pread` of a kept-open file,
+/// a few µs);
 /// without `/proc`, spinning is allowed.
 fn cpus_idle_enough_to_spin() -> bool {
     use std::os::unix::fs::FileExt;
@@ -349,10 +378,16 @@ fn cpus_idle_enough_to_spin() -> bool {
         .as_ref()
         .and_then(|f| f.read_at(&mut buf, 0).ok())
         .and_then(|n| runnable_tasks(buf.get(..n)?));
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let ok = running.is_none_or(|r| r <= cpus);
+    let ok = running.is_none_or(|r| r <= host_cpus());
     IDLE_ENOUGH.store(ok, Ordering::Relaxed);
     ok
+}
+
+/// The CPUs this process may use, looked up once (`available_parallelism` reads cgroup files
+/// on every call).
+fn host_cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The runnable count of `/proc/loadavg` ("0.52 0.58 0.59 3/412 12345" → 3).
@@ -435,14 +470,19 @@ impl Waiter {
         if let Some(v) = poll()? {
             return Ok(Some(v));
         }
+        let mut window = self.window();
+        let mut slot = None;
+        if window > Duration::ZERO {
+            slot = SpinSlot::take().filter(|_| cpus_idle_enough_to_spin());
+            if slot.is_none() {
+                window = Duration::ZERO;
+            }
+        }
         let mut spin = Spin {
             start: Instant::now(),
-            window: if cpus_idle_enough_to_spin() {
-                self.window()
-            } else {
-                Duration::ZERO
-            },
+            window,
             blocked: false,
+            slot,
         };
         let r = self.wait_loop(kind, bell, &mut poll, closed, deadline, &mut spin);
         if spin.blocked && matches!(r, Ok(Some(_))) {
@@ -478,6 +518,7 @@ impl Waiter {
                 continue;
             }
             spin.blocked = true;
+            spin.slot = None;
             let mut t = self.slice;
             if let Some(d) = deadline {
                 t = t.min(d.saturating_duration_since(now));
