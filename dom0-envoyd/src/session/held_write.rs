@@ -134,8 +134,14 @@ impl HeldWrite {
                 // The written part of the payload (and the header before it) goes back to
                 // the guest as the write proceeds: a client with a second large Twrite
                 // queued behind this one fills the ring meanwhile.
+                // The whole message is released right after the write: only a partial
+                // write needs the early release (and its doorbell).
                 let msg = &self.msg;
+                let len = self.payload.len();
                 let done = |n: usize| {
+                    if n >= len {
+                        return;
+                    }
                     let upto = TWRITE_HEADER.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
                     if let Err(e) = msg.release_prefix(upto) {
                         tracing::debug!(error = %e, "releasing part of a held ring message");
