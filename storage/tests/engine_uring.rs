@@ -447,6 +447,27 @@ fn uring_default_reads_match_sync_engine_warm_and_cold() {
     }
 }
 
+/// How a lone read of page 0 of `file` was served: (inline, ring, inline attempts missed).
+fn lone_read_path(engine: &UringEngine, file: &Arc<File>, data: &[u8]) -> (u64, u64, u64) {
+    let before = engine.stats();
+    assert_eq!(
+        read_bytes(&engine.run_one(read(file, 0, 4096))),
+        &data[..4096]
+    );
+    let after = engine.stats();
+    (
+        after.reads_inline - before.reads_inline,
+        after.reads_ring - before.reads_ring,
+        after.nowait_misses - before.nowait_misses,
+    )
+}
+
+/// A read tried inline (`RWF_NOWAIT`) goes to the ring exactly when that attempt missed. A
+/// page that is not cached usually misses; but `RWF_NOWAIT` may start readahead, and on a
+/// fast (host-cached, virtual) disk that I/O can finish before the kernel checks the page,
+/// so the "cold" read is served inline without waiting (on this project's 2-vCPU test VMs,
+/// most tries). The test therefore checks the rule on every read, and tries up to 40 times
+/// to see a real miss go to the ring.
 #[test]
 fn uring_cold_read_goes_to_ring_and_cached_read_is_inline() {
     let Some(engine) = uring_default(8) else {
@@ -454,35 +475,41 @@ fn uring_cold_read_goes_to_ring_and_cached_read_is_inline() {
     };
     let data = vec![7u8; 3 * 4096];
     let (_dir, file) = disk_file("f", &data);
-    if !drop_cache_verified(&file, data.len()) {
-        eprintln!("page cache would not drop this file's pages; skipping");
-        return;
+    let mut went_to_ring = false;
+    for _ in 0..40 {
+        if !drop_cache_verified(&file, data.len()) {
+            eprintln!("page cache would not drop this file's pages; skipping");
+            return;
+        }
+        let (inline, ring, missed) = lone_read_path(&engine, &file, &data);
+        assert_eq!(inline + ring, 1, "one read, one path");
+        assert_eq!(
+            ring, missed,
+            "to the ring exactly when the inline attempt missed"
+        );
+        if ring == 1 {
+            went_to_ring = true;
+            break;
+        }
     }
-    let before = engine.stats();
-    assert_eq!(
-        read_bytes(&engine.run_one(read(&file, 0, 4096))),
-        &data[..4096]
-    );
-    let cold = engine.stats();
-    assert_eq!(cold.reads_ring - before.reads_ring, 1, "{cold:?}");
-    assert_eq!(cold.reads_inline, before.reads_inline, "{cold:?}");
+    if !went_to_ring {
+        // Every try was served by readahead finishing inside the RWF_NOWAIT call; the rule
+        // above held on each, and the batch below still proves reads reach the ring.
+        eprintln!("this disk completed 40 cold reads within RWF_NOWAIT; none missed");
+    }
 
     // The same page, now cached: a pure copy, done inline (where the file system allows
     // RWF_NOWAIT reads at all).
-    assert_eq!(
-        read_bytes(&engine.run_one(read(&file, 0, 4096))),
-        &data[..4096]
-    );
-    let warm = engine.stats();
-    if warm.nowait_reads_refused {
-        assert_eq!(warm.reads_ring - cold.reads_ring, 1, "{warm:?}");
+    let (inline, ring, _) = lone_read_path(&engine, &file, &data);
+    if engine.stats().nowait_reads_refused {
+        assert_eq!((inline, ring), (0, 1));
     } else {
-        assert_eq!(warm.reads_inline - cold.reads_inline, 1, "{warm:?}");
-        assert_eq!(warm.reads_ring, cold.reads_ring, "{warm:?}");
+        assert_eq!((inline, ring), (1, 0));
     }
 
     // A batch goes to the ring whole by default, cached reads included (one enter is cheaper
-    // than a syscall per read); with `FastPath::EveryOp` only its cold read is submitted.
+    // than a syscall per read); with `FastPath::EveryOp` each read is tried inline: the
+    // cached one is copied there, the cold one goes to the ring if its attempt missed.
     // (Two files, because a cold read makes the kernel read ahead into the rest of its file.)
     let (_dir2, other) = disk_file("g", &data);
     let every_op = engine.clone().with_fast_path(FastPath::EveryOp);
@@ -497,13 +524,16 @@ fn uring_cold_read_goes_to_ring_and_cached_read_is_inline() {
         let results = engine.run(vec![read(&file, 0, 4096), read(&other, 8192, 4096)]);
         assert!(results.iter().all(|r| read_bytes(r) == &data[..4096]));
         let after = engine.stats();
-        let (inline, ring) = if per_op && !after.nowait_reads_refused {
-            (1, 1)
+        let inline = after.reads_inline - mixed.reads_inline;
+        let ring = after.reads_ring - mixed.reads_ring;
+        let missed = after.nowait_misses - mixed.nowait_misses;
+        assert_eq!(inline + ring, 2, "{after:?}");
+        if per_op && !after.nowait_reads_refused {
+            assert!(inline >= 1, "the cached read is copied inline: {after:?}");
+            assert_eq!(ring, missed, "{after:?}");
         } else {
-            (0, 2)
-        };
-        assert_eq!(after.reads_inline - mixed.reads_inline, inline, "{after:?}");
-        assert_eq!(after.reads_ring - mixed.reads_ring, ring, "{after:?}");
+            assert_eq!((inline, ring), (0, 2), "{after:?}");
+        }
     }
 }
 
