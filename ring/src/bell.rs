@@ -16,9 +16,14 @@
 //!   (the xen helper implements the trait on `/dev/xen/evtchn`).
 //! * [`NoBell`]: pure polling (the [`Waiter`]'s sleep slices only).
 //!
-//! [`Waiter`] is the adaptive policy around a doorbell: check, spin for a short while
-//! (`spin`), then block on the doorbell in slices (`slice`) so a stop flag or a dead peer is
-//! noticed.
+//! [`Waiter`] is the adaptive policy around a doorbell: check, spin for a short while, then
+//! block on the doorbell in slices (`slice`) so a stop flag or a dead peer is noticed. The
+//! spin is what makes a ring round trip cheaper than a socket's (no sleep, no wake-up on
+//! either side: a 4 KiB read through envoyd in ~4 µs on an idle 2-CPU host, against ~13 µs
+//! blocking), and it is only worth it while a CPU is free for each side, so it is bounded
+//! three ways: a per-direction window that adapts like KVM's halt-polling (nothing is spent
+//! on idle connections), at most one spinning thread per two CPUs per process, and no spin
+//! at all while the host's runnable tasks outnumber its CPUs.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
