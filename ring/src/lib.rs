@@ -27,11 +27,12 @@
 //!   → an exact-size `Bytes`, not zeroed first); one using it as `io::Read` copies into its
 //!   own read buffer and then frames from there, as with a socket.
 //! * Request path (frontend → backend): the frontend copies once in. envoyd holds a `Twrite`
-//!   whose payload is contiguous in ring memory in place ([`RingReader::try_hold_message`],
-//!   [`Consumer::hold_message`]: the published `cons` waits until it is released) and the
-//!   store writes the payload to the file straight from the ring (`pwritev`: the kernel's
-//!   ring → page-cache copy is the only one on the server; 2 copies per byte in all).
-//!   Other messages (and a `Twrite` that wraps around the ring's end) are taken whole with
+//!   in place ([`RingReader::try_hold_message`], [`Consumer::hold_message`]: the published
+//!   `cons` waits until it is released) and the store writes the payload to the file
+//!   straight from the ring (`pwritev`: the kernel's ring → page-cache copy is the only one
+//!   on the server; 2 copies per byte in all); a payload that wraps around the ring's end is
+//!   written from its two windows in order ([`Held::windows`]).
+//!   Other messages are taken whole with
 //!   [`RingReader::try_read_message`] (one copy into a `Bytes` that the 9P decoder slices
 //!   without copying: a copied Twrite's data stays in that buffer until the store writes
 //!   it; 3 copies per byte).

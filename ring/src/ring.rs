@@ -484,6 +484,24 @@ impl Held {
         Ok(Some(self.half.data.slice(pos, len as usize)?))
     }
 
+    /// Bytes `[off, off + len)` of the message as ring memory windows in order: one, or two
+    /// when they run past the end of the ring (the end part, then the part from the ring's
+    /// start). For handing a wrapping payload to the kernel as two iovecs.
+    pub fn windows(&self, off: u32, len: u32) -> Result<(SharedMem, Option<SharedMem>), RingError> {
+        self.check(off, len as usize)?;
+        let size = self.half.size as usize;
+        let pos = (self.at.wrapping_add(off) & (self.half.size - 1)) as usize;
+        let first = (len as usize).min(size - pos);
+        let head = self.half.data.slice(pos, first)?;
+        let rest = len as usize - first;
+        let tail = if rest > 0 {
+            Some(self.half.data.slice(0, rest)?)
+        } else {
+            None
+        };
+        Ok((head, tail))
+    }
+
     /// Gives the message's space back to the producer: `cons` is published up to the
     /// consumer's read position (full barrier first: every read of the held bytes, the
     /// kernel's included, is complete before the producer may reuse them).
@@ -891,6 +909,22 @@ mod tests {
         let mut t = [0u8; 52];
         tail.read(0, &mut t).unwrap();
         assert_eq!(t[..], m[48..]);
+        // As windows: the 48 bytes up to the ring end, then 52 from its start; at every split
+        // the two windows hold the message's bytes in order.
+        for off in 0..100u32 {
+            let (a, b) = held.windows(off, 100 - off).unwrap();
+            let mut got = vec![0u8; a.len()];
+            a.read(0, &mut got).unwrap();
+            if let Some(b) = b {
+                let mut more = vec![0u8; b.len()];
+                b.read(0, &mut more).unwrap();
+                got.extend(more);
+            }
+            assert_eq!(got[..], m[off as usize..], "from offset {off}");
+            let first = if off < 48 { 48 - off } else { 100 - off };
+            assert_eq!(a.len(), first as usize, "split at the ring end");
+        }
+        assert!(held.windows(1, 100).is_err(), "past the message");
         assert_eq!(f_req.free().unwrap(), 1948);
         drop(held);
         assert_eq!(f_req.free().unwrap(), 2048);

@@ -24,13 +24,14 @@ pub const SHARED_CHUNK: usize = 128 * 1024;
 pub enum WriteSrc<'a> {
     /// A private buffer (a frame copied out of the transport).
     Bytes(Bytes),
-    /// A window of memory shared with a peer that may change it at any time. It is never
-    /// read by Rust code, only handed to the kernel (or copied out once where a buffer is
-    /// needed, [`WriteSrc::to_bytes`]). `done(n)` is called after the first `n` bytes are
-    /// written (in [`SHARED_CHUNK`] steps): the kernel has finished reading them.
+    /// Windows of memory shared with a peer that may change it at any time (one, or two for
+    /// a payload that wraps around a ring's end), written in order. They are never read by
+    /// Rust code, only handed to the kernel (or copied out once where a buffer is needed,
+    /// [`WriteSrc::to_bytes`]). `done(n)` is called after the first `n` bytes are written
+    /// (in [`SHARED_CHUNK`] steps): the kernel has finished reading them.
     Shared {
-        /// The data.
-        mem: &'a SharedMem,
+        /// The data, in order.
+        mem: &'a [SharedMem],
         /// Progress: bytes written so far.
         done: &'a dyn Fn(usize),
     },
@@ -50,7 +51,7 @@ impl WriteSrc<'_> {
     pub fn len(&self) -> usize {
         match self {
             WriteSrc::Bytes(b) => b.len(),
-            WriteSrc::Shared { mem, .. } => mem.len(),
+            WriteSrc::Shared { mem, .. } => mem.iter().map(SharedMem::len).sum(),
         }
     }
 
@@ -64,9 +65,16 @@ impl WriteSrc<'_> {
         match self {
             WriteSrc::Bytes(b) => Ok(b.clone()),
             WriteSrc::Shared { mem, .. } => {
-                let mut v = vec![0u8; mem.len()];
-                mem.read(0, &mut v)
-                    .map_err(|_| FsError::Inval("write source outside its window"))?;
+                let mut v = vec![0u8; self.len()];
+                let mut at = 0;
+                for m in mem.iter() {
+                    let dst = v
+                        .get_mut(at..at + m.len())
+                        .ok_or(FsError::Inval("write source outside its window"))?;
+                    m.read(0, dst)
+                        .map_err(|_| FsError::Inval("write source outside its window"))?;
+                    at += m.len();
+                }
                 Ok(Bytes::from(v))
             }
         }
@@ -82,35 +90,45 @@ impl Fs {
         offset: u64,
         data: WriteSrc<'_>,
     ) -> Result<usize, StoreError> {
-        let (m, done) = match data {
+        let len = data.len();
+        let (parts, done) = match data {
             WriteSrc::Bytes(b) => return self.store_write(id, offset, b),
             WriteSrc::Shared { mem, done } => (mem, done),
         };
-        let len = m.len();
         let mut written = 0usize;
-        let r = loop {
-            let n = (len - written).min(SHARED_CHUNK);
-            // SAFETY: `[written, written + n)` lies inside the bounds-checked window `m`
-            // (written + n <= len), which stays mapped while the borrowed `SharedMem` (which
-            // holds its owner) lives, for the whole call; no Rust reference into it exists.
-            // It is the not-yet-released part of a request the ring protocol gives this side
-            // until `done` is told it was written, so the peer's own producer does not reuse
-            // it meanwhile. A peer that rewrites it anyway only changes the bytes written to
-            // its own file (the kernel reads whatever is there; nothing here parses or trusts
-            // them). `offset + written` cannot overflow: `Fs::write_src` checked offset + len.
-            let p = unsafe { m.as_ptr().add(written) };
-            // SAFETY: as above.
-            match unsafe { self.store.write_from(id, offset + written as u64, p, n) } {
-                Ok(k) => {
-                    written += k;
-                    done(written);
-                    if written >= len || k == 0 {
-                        break Ok(written);
+        let mut r = Ok(0);
+        'parts: for m in parts {
+            let mut here = 0usize;
+            while here < m.len() {
+                let n = (m.len() - here).min(SHARED_CHUNK);
+                // SAFETY: `[here, here + n)` lies inside the bounds-checked window `m`
+                // (here + n <= m.len()), which stays mapped while the borrowed `SharedMem`
+                // (which holds its owner) lives, for the whole call; no Rust reference into it
+                // exists. It is the not-yet-released part of a request the ring protocol gives
+                // this side until `done` is told it was written, so the peer's own producer
+                // does not reuse it meanwhile. A peer that rewrites it anyway only changes the
+                // bytes written to its own file (the kernel reads whatever is there; nothing
+                // here parses or trusts them). `offset + written` cannot overflow:
+                // `Fs::write_src` checked offset + len.
+                let p = unsafe { m.as_ptr().add(here) };
+                // SAFETY: as above.
+                match unsafe { self.store.write_from(id, offset + written as u64, p, n) } {
+                    Ok(k) => {
+                        here += k;
+                        written += k;
+                        done(written);
+                        r = Ok(written);
+                        if k == 0 {
+                            break 'parts;
+                        }
+                    }
+                    Err(e) => {
+                        r = Err(e);
+                        break 'parts;
                     }
                 }
-                Err(e) => break Err(e),
             }
-        };
+        }
         let t = &self.traffic;
         t.write_requests.fetch_add(1, Ordering::Relaxed);
         t.write_in_place_requests.fetch_add(1, Ordering::Relaxed);

@@ -303,7 +303,7 @@ pub fn write(c: &Arc<Conn>, m: Twrite) -> FsResult<Message> {
 pub fn write_in_place(
     c: &Arc<Conn>,
     m: &Twrite,
-    payload: &SharedMem,
+    payload: &[SharedMem],
     done: &dyn Fn(usize),
 ) -> FsResult<Message> {
     write_src(c, m.fid, m.offset, WriteSrc::Shared { mem: payload, done })

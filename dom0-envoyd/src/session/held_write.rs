@@ -22,8 +22,9 @@
 //!
 //! Everything else keeps the copying path, so errors and limits stay those of the decoder:
 //!
-//! * a Twrite whose `count` disagrees with its frame size, or whose payload wraps around the
-//!   end of the ring, is copied out whole and decoded as usual;
+//! * a Twrite whose `count` disagrees with its frame size is copied out whole and decoded
+//!   as usual (a payload that wraps around the end of the ring is not: it is written from
+//!   its two windows, ring end then ring start, in order);
 //! * a Twrite that would leave the reader's thread (the worker pool) is copied first (held
 //!   ring memory must not outlive the reader's turn);
 //! * a connection with auth fids or `ctl` fids copies the payload and runs `dispatch` (its
@@ -61,7 +62,8 @@ pub(super) enum Frame {
 #[derive(Debug)]
 pub(super) struct HeldWrite {
     msg: HeldMessage,
-    payload: SharedMem,
+    /// The payload's ring memory: one window, or two when it wraps at the ring's end.
+    payload: Vec<SharedMem>,
     tag: Tag,
     /// The header's fields (`data` empty: the payload is `payload`).
     twrite: Twrite,
@@ -81,7 +83,7 @@ pub(super) fn next(src: &mut dyn FrameSource, max: u32) -> io::Result<Option<Fra
 }
 
 /// Reads a held Twrite's header; a frame the zero-copy path does not take (count not
-/// matching the size, payload wrapping) is copied out and given to the decoder instead.
+/// matching the size) is copied out and given to the decoder instead.
 fn parse(msg: HeldMessage) -> io::Result<Frame> {
     let Some(h) = msg.get() else {
         return Err(io::Error::other("held ring message already released"));
@@ -92,7 +94,8 @@ fn parse(msg: HeldMessage) -> io::Result<Frame> {
         h.read(0, &mut head).map_err(ring_err)?;
         let count = u32::from_le_bytes([head[19], head[20], head[21], head[22]]);
         if count == size - TWRITE_HEADER {
-            h.contiguous(TWRITE_HEADER, count).map_err(ring_err)?
+            let (first, wrapped) = h.windows(TWRITE_HEADER, count).map_err(ring_err)?;
+            Some(std::iter::once(first).chain(wrapped).collect::<Vec<_>>())
         } else {
             None
         }
@@ -137,7 +140,7 @@ impl HeldWrite {
                 // The whole message is released right after the write: only a partial
                 // write needs the early release (and its doorbell).
                 let msg = &self.msg;
-                let len = self.payload.len();
+                let len: usize = self.payload.iter().map(SharedMem::len).sum();
                 let done = |n: usize| {
                     if n >= len {
                         return;

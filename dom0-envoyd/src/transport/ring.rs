@@ -7,12 +7,12 @@
 //!
 //! Each attached ring is one [`Connection`] served by the ordinary session code:
 //!
-//! * requests: a `Twrite` whose payload is contiguous in the `out` ring is left there
-//!   ([`super::FrameSource::try_hold_frame`]): its header is copied, the file write takes the
-//!   payload from ring memory (`pwritev`: the kernel's ring → page-cache copy is the only one,
-//!   2 copies per byte with the client's), and the ring space is released after the write
-//!   (see `crate::session::held_write`). Every other message, and a `Twrite` that wraps
-//!   around the ring's end, is taken whole ([`envoy_ring::RingReader::try_read_message`]):
+//! * requests: a `Twrite` is left in the `out` ring ([`super::FrameSource::try_hold_frame`]):
+//!   its header is copied, the file write takes the payload from ring memory (`pwritev`: the
+//!   kernel's ring → page-cache copy is the only one, 2 copies per byte with the client's;
+//!   a payload that wraps at the ring's end is written from its two windows), and the ring
+//!   space is released after the write (see `crate::session::held_write`). Every other
+//!   message is taken whole ([`envoy_ring::RingReader::try_read_message`]):
 //!   one copy, ring → the frame's own buffer, which the decoder slices (a Twrite's data is
 //!   not copied again);
 //! * replies: the session's writer hands header and payload to [`envoy_ring::RingWriter`]'s
