@@ -301,6 +301,12 @@ impl Doorbell for EventFdBell {
 /// at once) keeps a full window and never sleeps; an idle connection, or a host so busy that
 /// the peer is not running, stops spinning after one long wait. Each reader/writer owns its
 /// own copy, so the window is per ring direction.
+///
+/// Unlike a vCPU, a waiter's own wake-up can be slower than the whole spin (a woken thread on
+/// an idle VM waits ~90 µs for its halted vCPU), so "blocked and the wait was long" cannot
+/// tell a slow peer from a slow wake-up, and a zero window would never grow back. So every
+/// [`PROBE_EVERY`]th wait with a zero window spins the full `spin` once: if the answer comes
+/// while spinning, the window is full again.
 #[derive(Debug, Clone, Copy)]
 pub struct Waiter {
     /// Longest spin (re-checking with `spin_loop` hints) before blocking.
@@ -309,7 +315,12 @@ pub struct Waiter {
     pub slice: Duration,
     /// The current adaptive spin window (at most `spin`).
     window: Duration,
+    /// Waits since the window became zero (see [`PROBE_EVERY`]).
+    since_zero: u32,
 }
+
+/// With a zero window, one wait in this many spins the full `spin` as a probe.
+pub const PROBE_EVERY: u32 = 32;
 
 /// One wait's spin: when it began, how long it may spin, whether it had to block.
 struct Spin {
@@ -433,12 +444,34 @@ impl Waiter {
             spin,
             slice,
             window: spin,
+            since_zero: 0,
         }
     }
 
-    /// The spin window the next wait will use.
+    /// The spin window the next wait will use (before any probe).
     pub fn window(&self) -> Duration {
         self.window.min(self.spin)
+    }
+
+    /// The window for the next wait: the adaptive one, or the full spin as a probe after
+    /// [`PROBE_EVERY`] waits with none.
+    fn next_window(&mut self) -> Duration {
+        let w = self.window();
+        if w > Duration::ZERO || self.spin.is_zero() {
+            return w;
+        }
+        self.since_zero += 1;
+        if self.since_zero >= PROBE_EVERY {
+            self.since_zero = 0;
+            return self.spin;
+        }
+        Duration::ZERO
+    }
+
+    /// A wait ended while spinning: spinning pays here, so the window is full.
+    fn hit(&mut self) {
+        self.window = self.spin;
+        self.since_zero = 0;
     }
 
     /// Adapts the window after a wait that blocked for a total of `waited`.
@@ -475,7 +508,7 @@ impl Waiter {
         if let Some(v) = poll()? {
             return Ok(Some(v));
         }
-        let mut window = self.window();
+        let mut window = self.next_window();
         let mut slot = None;
         if window > Duration::ZERO {
             slot = SpinSlot::take().filter(|_| cpus_idle_enough_to_spin());
@@ -490,8 +523,12 @@ impl Waiter {
             slot,
         };
         let r = self.wait_loop(kind, bell, &mut poll, closed, deadline, &mut spin);
-        if spin.blocked && matches!(r, Ok(Some(_))) {
-            self.adapt(spin.start.elapsed());
+        if matches!(r, Ok(Some(_))) {
+            if spin.blocked {
+                self.adapt(spin.start.elapsed());
+            } else if spin.window > Duration::ZERO {
+                self.hit();
+            }
         }
         r
     }
@@ -674,6 +711,23 @@ mod tests {
             seen.push(w.window());
         }
         assert_eq!(seen, vec![us(10), us(20), us(40), us(50), us(50)]);
+        // With a zero window, every PROBE_EVERY-th wait spins the full window once.
+        w.adapt(us(51));
+        let windows: Vec<Duration> = (0..2 * PROBE_EVERY).map(|_| w.next_window()).collect();
+        let probes: Vec<usize> = (0..windows.len())
+            .filter(|&i| windows[i] == us(50))
+            .collect();
+        assert_eq!(
+            probes,
+            vec![PROBE_EVERY as usize - 1, 2 * PROBE_EVERY as usize - 1]
+        );
+        assert!(windows.iter().all(|&x| x == us(50) || x.is_zero()));
+        w.hit();
+        assert_eq!(
+            w.next_window(),
+            us(50),
+            "a probe that caught its answer refills it"
+        );
         let mut none = Waiter::new(Duration::ZERO, Duration::from_millis(1));
         none.adapt(Duration::ZERO);
         assert_eq!(none.window(), Duration::ZERO, "a zero maximum never spins");
