@@ -100,11 +100,19 @@ impl DirData {
             name: name.clone(),
         };
         let need = entry.encoded_len();
-        let slot = match self.blocks.iter().position(|b| b.free() >= need) {
-            Some(i) => i,
-            None => {
-                self.blocks.push(DirBlock::new());
-                self.blocks.len() - 1
+        // The last block first: appends land there, and checking every block's free space
+        // made each insert in a directory of n entries cost O(n). Earlier blocks' holes are
+        // looked for only when the last block is full.
+        let last_fits = self.blocks.last().is_some_and(|b| b.free() >= need);
+        let slot = if last_fits {
+            self.blocks.len() - 1
+        } else {
+            match self.blocks.iter().position(|b| b.free() >= need) {
+                Some(i) => i,
+                None => {
+                    self.blocks.push(DirBlock::new());
+                    self.blocks.len() - 1
+                }
             }
         };
         self.blocks[slot].insert(entry)?;
