@@ -3,8 +3,8 @@
 //!
 //! # Deleting snapshot N of image `web`
 //!
-//! 1. Refuse if the fork log says N was forked (it then has more than one successor), or if a
-//!    client has it open.
+//! 1. Refuse if the registry's log of forks says N was forked (it then has more than one
+//!    successor), or if a client has it open.
 //! 2. Catalogues: `cat(N)`, its predecessor's (the previous snapshot; for the first snapshot of
 //!    a fork, the snapshot it was forked from; else empty) and its successor's (the next
 //!    snapshot, or the live head, walked with the image's gate held exclusively so that no
@@ -26,16 +26,16 @@
 //! # Deleting image `web`
 //!
 //! The same with `doomed = (cat(head) ∪ cat(every snapshot)) − cat(origin)`, the record
-//! `web@@doomed`, and the head's link as the commit point; the snapshots' links, the entry
-//! in the origin's fork log and the metadata file follow. Refused while any snapshot of the
-//! image has forks.
+//! `web@@doomed`, and the head's link as the commit point; the snapshots' links and the
+//! registry's `delete` record (which also ends its entry in the log of forks) follow. Refused
+//! while any snapshot of the image has forks.
 
 use std::sync::Arc;
 
 use envoy_storage::{ObjectId, StoreUsage};
 
 use super::catalogue;
-use super::meta::ImageMeta;
+use super::registry::Record;
 use super::{fs_err, ImageError, ImagePath, Images, Progress, ROOT};
 use crate::error::FsError;
 use crate::namespace::area::{split_snapshot, META_DIR};
@@ -86,16 +86,11 @@ impl Images {
             .find(|(k, _)| *k == n)
             .map(|(_, id)| *id)
             .ok_or_else(|| ImageError::NoSnapshot(p.display()))?;
-        let meta_dir = self.meta_dir(&admin, false)?;
-        let m = self
-            .read_meta(&meta_dir, &p.name)?
+        let meta_dir = self.meta_dir(&admin, true)?;
+        let origin = self
+            .origin_of(&p.head())
             .ok_or_else(|| ImageError::NoImage(p.head()))?;
-        let mut forks: Vec<String> = m.forks_of(n).into_iter().map(str::to_string).collect();
-        for f in self.forks_by_origin(&p.display())? {
-            if !forks.contains(&f) {
-                forks.push(f);
-            }
-        }
+        let forks = self.fs.image_table().forks_of(&p.display());
         if !forks.is_empty() {
             return Err(ImageError::HasForks {
                 what: p.display(),
@@ -109,10 +104,11 @@ impl Images {
             }
         }
 
+        self.retire_snapshot(s_id);
         let cat_n = self.snapshot_catalogue(&meta_dir, &p.name, n, s_id, progress)?;
         let pred = match snaps.iter().rev().find(|(k, _)| *k < n) {
             Some(&(k, id)) => self.snapshot_catalogue(&meta_dir, &p.name, k, id, progress)?,
-            None => match &m.origin {
+            None => match &origin {
                 Some(o) => self.origin_catalogue(o, progress)?,
                 None => Vec::new(),
             },
@@ -160,23 +156,15 @@ impl Images {
         let _op = lock(&self.op);
         let before = self.usage()?;
         let (admin, head) = self.open_head(&p)?;
-        let meta_dir = self.meta_dir(&admin, false)?;
-        let m = self
-            .read_meta(&meta_dir, &p.name)?
+        let meta_dir = self.meta_dir(&admin, true)?;
+        let origin = self
+            .origin_of(&p.head())
             .ok_or_else(|| ImageError::NoImage(p.head()))?;
-        let mut forks: Vec<String> = m
-            .forks
-            .iter()
+        let forks: Vec<String> = self
+            .forks_of_image(&p.head())
+            .into_iter()
             .map(|(n, f)| format!("{f} from @{n}"))
             .collect();
-        for (k, _) in self.snapshot_numbers(&admin, &p.name)? {
-            for f in self.forks_by_origin(&p.snapshot_path(k))? {
-                let line = format!("{f} from @{k}");
-                if !forks.contains(&line) {
-                    forks.push(line);
-                }
-            }
-        }
         if !forks.is_empty() {
             return Err(ImageError::HasForks {
                 what: p.head(),
@@ -194,6 +182,9 @@ impl Images {
                 }
             }
         }
+        for &(_, id) in &snaps {
+            self.retire_snapshot(id);
+        }
         let mut cats = vec![self.head_catalogue(&head, progress)?];
         for &(k, id) in &snaps {
             cats.push(self.snapshot_catalogue(&meta_dir, &p.name, k, id, progress)?);
@@ -201,7 +192,7 @@ impl Images {
         drop(head);
         let all = catalogue::union(&cats);
         drop(cats);
-        let keep = match &m.origin {
+        let keep = match &origin {
             Some(o) => self.origin_catalogue(o, progress)?,
             None => Vec::new(),
         };
@@ -216,7 +207,7 @@ impl Images {
         self.sync_now(admin.node().id())?;
         self.crash_point("image-delete:unlinked")?;
         tracing::info!(image = %p.head(), doomed = doomed.len(), "image unlinked; freeing its objects");
-        let freed = self.finish_image_delete(&admin, &meta_dir, &p.name, &m, &doomed, progress)?;
+        let freed = self.finish_image_delete(&admin, &meta_dir, &p.name, &doomed, progress)?;
         let after = self.usage()?;
         Ok(DeleteReport {
             objects_freed: freed,
@@ -232,7 +223,6 @@ impl Images {
         admin: &Claim,
         meta_dir: &Claim,
         name: &str,
-        m: &ImageMeta,
         doomed: &[u64],
         progress: &dyn Fn(&Progress),
     ) -> Result<u64, ImageError> {
@@ -245,9 +235,6 @@ impl Images {
                 Err(e) => return Err(fs_err(format!("unlinking snapshot {name}@{k}"))(e)),
             }
         }
-        if let Some(origin) = &m.origin {
-            self.forget_fork(origin, &self.head_path_of(admin, name))?;
-        }
         let freed = self.free_objects(doomed, progress)?;
         let leftovers: Vec<String> = self
             .fs
@@ -255,14 +242,15 @@ impl Images {
             .map_err(fs_err("reading image metadata"))?
             .entries()
             .map(|e| String::from_utf8_lossy(&e.name).into_owned())
-            .filter(|f| {
-                f.starts_with(&format!("{name}@")) && (f.ends_with("@cat") || f.ends_with("@forks"))
-            })
+            .filter(|f| f.starts_with(&format!("{name}@")) && f.ends_with("@cat"))
             .collect();
         for f in leftovers {
             self.remove_meta_file(meta_dir, &f)?;
         }
-        self.remove_meta_file(meta_dir, name)?;
+        let journal = self.record(Record::Delete {
+            head: self.head_path_of(admin, name),
+        })?;
+        self.sync_now(journal)?;
         self.remove_meta_file(meta_dir, &format!("{name}@@doomed"))?;
         Ok(freed)
     }
@@ -274,25 +262,6 @@ impl Images {
         } else {
             format!("{a}/{name}")
         }
-    }
-
-    /// Removes `fork` from the fork log of the image `origin` (`/…/img@N`) came from.
-    fn forget_fork(&self, origin: &str, fork: &str) -> Result<(), ImageError> {
-        let Ok(o) = ImagePath::parse(origin) else {
-            return Ok(());
-        };
-        let Ok(admin) = self.admin_dir(&o.admin, false) else {
-            return Ok(());
-        };
-        let Ok(meta_dir) = self.meta_dir(&admin, false) else {
-            return Ok(());
-        };
-        if let (Some(om), Some(k)) = (self.read_meta(&meta_dir, &o.name)?, o.snapshot) {
-            if om.forks.iter().any(|(n, f)| *n == k && f == fork) {
-                self.append_log(&meta_dir, &o.name, &super::meta::log_line(false, k, fork))?;
-            }
-        }
-        Ok(())
     }
 
     /// The catalogue of snapshot `name@k` (object `root`): stored, or computed and stored.
@@ -345,7 +314,7 @@ impl Images {
             .find(|(n, _)| *n == k)
             .map(|(_, id)| id)
             .ok_or_else(|| ImageError::NoSnapshot(origin.to_string()))?;
-        let meta_dir = self.meta_dir(&admin, false)?;
+        let meta_dir = self.meta_dir(&admin, true)?;
         self.snapshot_catalogue(&meta_dir, &o.name, k, id, progress)
     }
 
@@ -386,7 +355,7 @@ impl Images {
         self.sync_now(meta_dir.node().id())
     }
 
-    fn sync_now(&self, id: ObjectId) -> Result<(), ImageError> {
+    pub(super) fn sync_now(&self, id: ObjectId) -> Result<(), ImageError> {
         self.fs
             .store()
             .sync(id)
@@ -458,6 +427,17 @@ impl Images {
                 }
             }
         }
+        // Registered images without a head: a create, fork or import that never linked it.
+        for (head, _) in self.fs.image_table().all() {
+            let linked = match ImagePath::parse(&head) {
+                Ok(p) => self.linked(&p)?.is_some(),
+                Err(_) => false,
+            };
+            if !linked {
+                tracing::warn!(image = %head, "removing the registration of an image that was never linked");
+                self.record(Record::Delete { head })?;
+            }
+        }
         Ok(())
     }
 
@@ -478,12 +458,11 @@ impl Images {
                 .lookup(n.as_bytes())
                 .map(|e| e.id))
         };
-        let has = |n: &str| names.iter().any(|(x, _)| x == n);
         let path = admin.node().path();
         for (f, id) in &names {
             let parts: Vec<&str> = f.split('@').collect();
             match parts.as_slice() {
-                [_, "new"] => self.remove_meta_file(&meta_dir, f)?,
+                [_, "new"] | ["", _, "new"] => self.remove_meta_file(&meta_dir, f)?,
                 [img, "stage"] => {
                     if linked(img)? == Some(*id) {
                         // Published, but the staging link survived the crash.
@@ -512,15 +491,14 @@ impl Images {
                     } else {
                         tracing::warn!(dir = %path, image = img, "finishing an interrupted image deletion");
                         let ids = self.read_record(&meta_dir, f)?;
-                        let m = self.read_meta(&meta_dir, img)?.unwrap_or_default();
-                        self.finish_image_delete(admin, &meta_dir, img, &m, &ids, &|_| {})?;
+                        self.finish_image_delete(admin, &meta_dir, img, &ids, &|_| {})?;
                     }
                 }
                 _ => {}
             }
         }
-        // Metadata without a head and without a deletion in progress: a create, fork or
-        // import that never linked its head.
+        // Files of the first design (a metadata file per image, a fork log per source),
+        // moved to the registry's journal when this store was opened.
         let names: Vec<String> = self
             .fs
             .dir_snapshot(meta_dir.node())
@@ -529,16 +507,12 @@ impl Images {
             .map(|e| String::from_utf8_lossy(&e.name).into_owned())
             .collect();
         for f in &names {
-            if f.contains('@') || linked(f)?.is_some() || has(&format!("{f}@stage")) {
-                continue;
+            let legacy =
+                !f.contains('@') || f.strip_suffix("@forks").is_some_and(|n| !n.contains('@'));
+            if legacy {
+                tracing::info!(dir = %path, file = %f, "removing an old image metadata file (now in /.envoy/@images)");
+                self.remove_meta_file(&meta_dir, f)?;
             }
-            tracing::warn!(dir = %path, image = %f, "removing the metadata of an image that was never linked");
-            if let Some(m) = self.read_meta(&meta_dir, f)? {
-                if let Some(o) = &m.origin {
-                    self.forget_fork(o, &self.head_path_of(admin, f))?;
-                }
-            }
-            self.remove_meta_file(&meta_dir, f)?;
         }
         // Catalogues of snapshots that no longer exist.
         for f in &names {

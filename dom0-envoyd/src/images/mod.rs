@@ -6,9 +6,11 @@
 //! is a directory in an administrative directory, its *head* (`/tenants/alice/web`), plus a
 //! linear series of read-only snapshots, its siblings `web@1`, `web@2`, … (numbers grow; a
 //! new snapshot takes the highest existing number plus one). What makes `web` an image is its
-//! metadata file `/tenants/alice/.envoy/web` ([`meta`]: origin and fork log); the same hidden
-//! `.envoy` directory holds snapshot catalogues (`web@3@cat`, [`catalogue`]) and the intent
-//! records of deletions in progress (`web@3@doomed`, `web@@doomed`). Image names may not
+//! record in the image registry ([`registry`]: one journal for the whole namespace, which also
+//! records where each fork came from). The hidden `.envoy` directory of an administrative
+//! directory holds snapshot catalogues (`web@3@cat`, [`catalogue`]), the intent records of
+//! deletions in progress (`web@3@doomed`, `web@@doomed`) and imports being built
+//! (`web@stage`). Image names may not
 //! contain `@`; `/ctl` is the synthetic control tree. Clients attach an image by its path
 //! (aname), a snapshot by `…/web@3` (read-only: every change answers `EROFS`); the rules are
 //! enforced in [`crate::namespace::area`].
@@ -31,34 +33,40 @@
 //!
 //! # Fork
 //!
-//! A fork starts a new image from a snapshot (a live head is snapshotted first): write the new
-//! image's metadata (origin), append to the source's fork log, clone the snapshot's root into
-//! the new head's root, link it. Only the root is copied; everything else is shared until
-//! written.
+//! A fork starts a new image from a snapshot (a live head is snapshotted first): append
+//! `image NEW from SNAPSHOT` to the registry's journal, clone the snapshot's root into the new
+//! head's root, link it. Only the root is copied; everything else is shared until written.
+//! A crash between the two leaves a registered image without a head, which the next start
+//! removes.
 //!
 //! # Durability
 //!
 //! Like a data write, a snapshot or fork is complete when it is in the host page cache: the
 //! root clones skip the store's fsync on the request path and a background syncer makes them
-//! (and the directories linking them) durable right after; [`Images::flush`] waits for it.
+//! (and the directories linking them, and the journal) durable right after; [`Images::flush`]
+//! waits for it. The same thread sets the administrative directory's mtime to the time of the
+//! operation ([`Fs::touch_dir_at`]): the store records an mtime with a rename, as expensive as
+//! the rest of a fork together.
 //! Crash ordering (`kill -9` at any point) is covered by the step orders above and by
 //! [`Images::open`]'s recovery.
 //!
 //! # Latency
 //!
-//! What is left on the path of a fork: one rename each for the metadata file and the root
-//! clone, a handful of small writes (metadata, fork-log line, two directory blocks, the clone's
-//! one block) and in-memory lookups. Two things were taken off it, both without weakening the
+//! What is left on the path of a fork: one rename (the root clone taking its place in the
+//! store), three small writes (the journal line, the clone's one block, the administrative
+//! directory's block) and in-memory lookups. What was taken off it, without weakening the
 //! above:
 //! * file creation: [`Images::open`] has the object store keep spare empty files ready
-//!   (`ObjectStore::keep_spare_files`), so creating the metadata file and the clone's
-//!   temporary is a rename of a pre-created file. An ext4 `open(O_CREAT)` cost several times
-//!   a rename and was most of a fork. The store's own crash rules are unchanged: a spare is a
-//!   temporary file, removed by the store's recovery at open whether used or not.
+//!   (`ObjectStore::keep_spare_files`), so the clone's temporary is a rename of a pre-created
+//!   file. An ext4 `open(O_CREAT)` cost several times a rename. The store's own crash rules
+//!   are unchanged: a spare is a temporary file, removed by the store's recovery at open
+//!   whether used or not.
+//! * a metadata file per image and a fork-log file per source: replaced by one journal line
+//!   (see [`registry`]).
+//! * the administrative directory's mtime: set by the background thread (see Durability).
 //! * reading what is not needed: a fork of `NAME@N` looks up that one name instead of
-//!   listing the administrative directory's snapshots, and checks that the source is an image
-//!   by the existence of its metadata file instead of parsing it with its fork log, which
-//!   grows by a line with every fork.
+//!   listing the administrative directory's snapshots; whether the source is an image is a
+//!   lookup in memory.
 //!
 //! # Deleting (§4.3.3)
 //!
@@ -68,29 +76,31 @@
 //!
 //! Operator actions are serialised by one mutex (`op`); 9P requests never take it.
 
+mod background;
 pub mod catalogue;
 mod delete;
 pub mod import;
-pub mod meta;
+mod ready;
+pub mod registry;
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
-use envoy_storage::{ObjectId, ObjectKind, StoreUsage};
+use background::{Background, Job};
+use envoy_storage::{ObjectId, ObjectKind, StoreUsage, Timestamp};
 
 pub use delete::DeleteReport;
 
 use crate::error::FsError;
-use crate::namespace::area::{split_snapshot, CTL_NAME, META_DIR};
+use crate::namespace::area::{child_path, split_snapshot, CTL_NAME, META_DIR};
 use crate::namespace::node::{lock, write, Area, ImageScope};
 use crate::namespace::{check_name, Claim, Cred, Fs};
-use meta::ImageMeta;
+use ready::ReadyRoots;
+use registry::Record;
 
 /// The operator's identity inside the namespace.
 const ROOT: Cred = Cred { uid: 0, gid: 0 };
 
-/// Empty files the object store keeps ready (a fork uses two, a snapshot one).
+/// Empty files the object store keeps ready (a fork or a snapshot uses one).
 const SPARE_FILES: usize = 64;
 
 /// Why an image operation failed: each message says what was wrong and what to do.
@@ -294,9 +304,11 @@ impl Drop for Staged {
     }
 }
 
-enum SyncJob {
-    Sync(Vec<ObjectId>),
-    Flush(Sender<()>),
+/// The registry's journal file, open for appends.
+#[derive(Debug)]
+struct Journal {
+    file: Claim,
+    size: u64,
 }
 
 /// The image manager.
@@ -304,59 +316,35 @@ enum SyncJob {
 pub struct Images {
     fs: Arc<Fs>,
     op: Mutex<()>,
-    sync_tx: Mutex<Option<Sender<SyncJob>>>,
-    syncer: Mutex<Option<JoinHandle<()>>>,
+    bg: Background,
     crash_at: Mutex<Option<String>>,
+    journal: Mutex<Option<Journal>>,
+    ready: Arc<ReadyRoots>,
+    /// Administrative directories looked up before, by path components: a fork or snapshot
+    /// then starts without walking and classifying them again. An entry whose directory was
+    /// removed since (its node is an orphan) is dropped and looked up afresh.
+    admins: Mutex<std::collections::HashMap<Vec<String>, Claim>>,
 }
 
-impl std::fmt::Debug for SyncJob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SyncJob::Sync(ids) => write!(f, "Sync({} objects)", ids.len()),
-            SyncJob::Flush(_) => write!(f, "Flush"),
-        }
-    }
-}
-
-fn syncer(fs: Arc<Fs>, rx: Receiver<SyncJob>) {
-    while let Ok(job) = rx.recv() {
-        match job {
-            SyncJob::Sync(ids) => {
-                for id in ids {
-                    match fs.store().sync(id) {
-                        Ok(()) => {}
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => {
-                            tracing::error!(%id, error = %e, "background sync of an image root failed")
-                        }
-                    }
-                }
-            }
-            SyncJob::Flush(ack) => {
-                let _ = ack.send(());
-            }
-        }
-    }
-}
+/// Most administrative directories [`Images`] keeps claimed.
+const ADMIN_CACHE: usize = 1024;
 
 impl Images {
     /// The image manager for `fs`: registers `/default` as an image if it is not one yet, and
     /// finishes or rolls back what a crash interrupted (deletions, imports, creations).
     pub fn open(fs: Arc<Fs>) -> Result<Arc<Images>, ImageError> {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let fs2 = Arc::clone(&fs);
-        let handle = std::thread::Builder::new()
-            .name("envoy-image-sync".into())
-            .spawn(move || syncer(fs2, rx))
-            .map_err(|e| {
-                ImageError::NotAllowed(format!("cannot start the image sync thread: {e}"))
-            })?;
+        let ready = Arc::new(ReadyRoots::default());
+        let bg = Background::start(Arc::clone(&fs), Arc::clone(&ready)).map_err(|e| {
+            ImageError::NotAllowed(format!("cannot start the image sync thread: {e}"))
+        })?;
         let images = Arc::new(Images {
             fs,
             op: Mutex::new(()),
-            sync_tx: Mutex::new(Some(tx)),
-            syncer: Mutex::new(Some(handle)),
+            bg,
             crash_at: Mutex::new(None),
+            journal: Mutex::new(None),
+            ready,
+            admins: Mutex::new(std::collections::HashMap::new()),
         });
         // File creation is most of a fork's or snapshot's latency on ext4: keep spare files
         // ready (see `envoy_storage`'s spare module).
@@ -365,6 +353,7 @@ impl Images {
             .store()
             .keep_spare_files(SPARE_FILES)
             .map_err(|e| fs_err("starting the object store's spare files")(e.into()))?;
+        images.open_registry()?;
         images.recover()?;
         images.adopt_default()?;
         Ok(images)
@@ -377,21 +366,15 @@ impl Images {
 
     /// Waits until every snapshot and fork made so far is durable.
     pub fn flush(&self) {
-        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
-        if let Some(tx) = lock(&self.sync_tx).as_ref() {
-            if tx.send(SyncJob::Flush(ack_tx)).is_ok() {
-                let _ = ack_rx.recv();
-            }
-        }
+        self.bg.flush();
     }
 
     /// Stops the sync thread after it has synced everything queued, and the store's spare
     /// files.
     pub fn shutdown(&self) {
-        lock(&self.sync_tx).take();
-        if let Some(h) = lock(&self.syncer).take() {
-            let _ = h.join();
-        }
+        self.bg.stop();
+        self.ready.clear(&self.fs);
+        lock(&self.admins).clear();
         self.fs.store().stop_spare_files();
     }
 
@@ -414,10 +397,28 @@ impl Images {
         Ok(())
     }
 
-    fn sync_later(&self, ids: Vec<ObjectId>) {
-        if let Some(tx) = lock(&self.sync_tx).as_ref() {
-            let _ = tx.send(SyncJob::Sync(ids));
-        }
+    /// Has the background thread set `touch`'s mtimes and make `ids` durable.
+    fn sync_later(&self, touch: Vec<(ObjectId, Timestamp)>, ids: Vec<ObjectId>) {
+        self.background(touch, ids, None);
+    }
+
+    /// [`Images::sync_later`], then prepare a fork root from snapshot root `prepare`.
+    fn background(
+        &self,
+        touch: Vec<(ObjectId, Timestamp)>,
+        ids: Vec<ObjectId>,
+        prepare: Option<ObjectId>,
+    ) {
+        self.bg.push(Job {
+            touch,
+            sync: ids,
+            prepare,
+        });
+    }
+
+    /// Snapshot root `snapshot` is about to be deleted: no prepared fork root may outlive it.
+    fn retire_snapshot(&self, snapshot: ObjectId) {
+        self.ready.retire(&self.fs, snapshot);
     }
 
     /// `/default` predates the image manager in old stores: make it an image.
@@ -433,19 +434,11 @@ impl Images {
         {
             return Ok(());
         }
-        if self
-            .fs
-            .is_image_name(root.node(), name)
-            .map_err(fs_err("reading /.envoy"))?
-        {
+        let head = child_path("/", crate::namespace::DEFAULT_IMAGE);
+        if self.fs.image_table().contains(&head) {
             return Ok(());
         }
-        let meta = self.meta_dir(&root, true)?;
-        self.create_meta(
-            &meta,
-            crate::namespace::DEFAULT_IMAGE,
-            &ImageMeta::default(),
-        )?;
+        self.record(Record::Image { head, origin: None })?;
         // A live node for /default was classified before it became an image.
         if let Some(n) = root.node().child(name) {
             if matches!(n.area, Area::Admin) {
@@ -460,6 +453,25 @@ impl Images {
 
     /// The administrative directory `comps` (created, like `mkdir -p`, when `create`).
     fn admin_dir(&self, comps: &[String], create: bool) -> Result<Claim, ImageError> {
+        {
+            let mut admins = lock(&self.admins);
+            if let Some(c) = admins.get(comps) {
+                if !c.node().state().orphan {
+                    return Ok(c.dup());
+                }
+                admins.remove(comps);
+            }
+        }
+        let found = self.walk_admin_dir(comps, create)?;
+        let mut admins = lock(&self.admins);
+        if admins.len() >= ADMIN_CACHE {
+            admins.clear();
+        }
+        admins.insert(comps.to_vec(), found.dup());
+        Ok(found)
+    }
+
+    fn walk_admin_dir(&self, comps: &[String], create: bool) -> Result<Claim, ImageError> {
         let mut cur = self.fs.root();
         let mut path = String::new();
         for c in comps {
@@ -593,75 +605,137 @@ impl Images {
             .map_err(fs_err(format!("renaming {tmp}")))
     }
 
-    fn read_meta(&self, meta: &Claim, name: &str) -> Result<Option<ImageMeta>, ImageError> {
-        let what = || format!("reading the metadata of {name}");
-        let Some(b) = self.read_file(meta, name).map_err(fs_err(what()))? else {
-            return Ok(None);
-        };
-        let log = self
-            .read_file(meta, &format!("{name}@forks"))
-            .map_err(fs_err(what()))?;
-        ImageMeta::parse_with_log(&b, log.as_deref())
-            .map(Some)
-            .map_err(fs_err(format!("parsing the metadata of {name}")))
-    }
+    // ---- the registry -------------------------------------------------------------------
 
-    /// Writes the metadata file of a new image (written once; see [`meta`]).
-    fn create_meta(&self, meta: &Claim, name: &str, m: &ImageMeta) -> Result<(), ImageError> {
-        self.fs
-            .create_in(
-                meta,
-                name.as_bytes(),
-                ObjectKind::Regular,
-                0o600,
-                ROOT,
-                0,
-                Some(&m.encode()),
-                Area::Meta,
-            )
-            .map(drop)
-            .map_err(fs_err(format!("writing the metadata of {name}")))
-    }
-
-    /// Appends a line to the fork log of image `name` (one write at its end).
-    fn append_log(&self, meta: &Claim, name: &str, line: &[u8]) -> Result<(), ImageError> {
-        let file = format!("{name}@forks");
-        let what = || format!("appending to the fork log of {name}");
-        match self.fs.lookup(meta.node(), file.as_bytes(), ROOT) {
-            Ok(f) => {
-                let size = self.fs.stat(f.node()).map_err(fs_err(what()))?.size;
-                self.fs
-                    .write_in(f.node(), size, bytes::Bytes::copy_from_slice(line), false)
-                    .map(drop)
-                    .map_err(fs_err(what()))
+    /// Loads the registry's journal into the namespace's image table (moving a store of the
+    /// first design, with a metadata file per image, to the journal), and opens it for
+    /// appends. A journal with a torn last line or with many `delete` records is rewritten.
+    fn open_registry(&self) -> Result<(), ImageError> {
+        let root = self.fs.root();
+        let meta = self.meta_dir(&root, true)?;
+        let what = "reading the image journal /.envoy/@images";
+        let (table, rewrite) = match self
+            .read_file(&meta, registry::JOURNAL)
+            .map_err(fs_err(what))?
+        {
+            Some(bytes) => {
+                let (table, records) = registry::parse(&bytes).map_err(|e| {
+                    ImageError::NotAllowed(format!(
+                        "the image journal /.envoy/@images is damaged ({e}): restore it from a \
+                         backup, or repair the line named with `envoy-storaged check`"
+                    ))
+                })?;
+                let torn = bytes.last().is_some_and(|&c| c != b'\n');
+                (table.clone(), torn || records > 2 * table.len() + 64)
             }
-            Err(FsError::NotFound) => self
-                .fs
-                .create_in(
-                    meta,
-                    file.as_bytes(),
-                    ObjectKind::Regular,
-                    0o600,
-                    ROOT,
-                    0,
-                    Some(line),
-                    Area::Meta,
-                )
-                .map(drop)
-                .map_err(fs_err(what())),
-            Err(e) => Err(fs_err(what())(e)),
+            None => (self.legacy_table()?, true),
+        };
+        if rewrite {
+            self.write_file(&meta, registry::JOURNAL, &registry::encode_table(&table))?;
         }
+        let file = self
+            .fs
+            .lookup(meta.node(), registry::JOURNAL.as_bytes(), ROOT)
+            .map_err(fs_err(what))?;
+        let size = self.fs.stat(file.node()).map_err(fs_err(what))?.size;
+        if rewrite {
+            self.sync_now(file.node().id())?;
+            self.sync_now(meta.node().id())?;
+        }
+        *lock(&self.journal) = Some(Journal { file, size });
+        self.fs.image_table().replace(table);
+        Ok(())
     }
 
-    /// Heads of every image whose origin is `snapshot` (the forks, found from the forks'
-    /// side: the check that backs up the fork log).
-    fn forks_by_origin(&self, snapshot: &str) -> Result<Vec<String>, ImageError> {
-        Ok(self
-            .list_locked()?
-            .into_iter()
-            .filter(|i| i.origin.as_deref() == Some(snapshot))
-            .map(|i| i.path)
-            .collect())
+    /// The images of a store of the first design: every `ADMIN/.envoy/NAME` metadata file.
+    /// (Recovery removes those files once the journal is written.)
+    fn legacy_table(&self) -> Result<registry::Table, ImageError> {
+        let mut table = registry::Table::new();
+        let mut stack = vec![self.fs.root()];
+        while let Some(dir) = stack.pop() {
+            let path = dir.node().path();
+            let data = self
+                .fs
+                .dir_snapshot(dir.node())
+                .map_err(fs_err(format!("reading {path}")))?;
+            let mut images = Vec::new();
+            if data.lookup(META_DIR).is_some() {
+                let meta = self.meta_dir(&dir, false)?;
+                let names: Vec<String> = self
+                    .fs
+                    .dir_snapshot(meta.node())
+                    .map_err(fs_err("reading image metadata"))?
+                    .entries()
+                    .filter(|e| !e.name.contains(&b'@'))
+                    .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+                    .collect();
+                for name in names {
+                    let text = self
+                        .read_file(&meta, &name)
+                        .map_err(fs_err(format!("reading the old metadata of {name}")))?
+                        .unwrap_or_default();
+                    let origin = registry::legacy_origin(&text)
+                        .map_err(fs_err(format!("reading the old metadata of {name}")))?;
+                    table.insert(child_path(&path, &name), origin);
+                    images.push(name);
+                }
+            }
+            for e in data.entries() {
+                if e.name.as_slice() == META_DIR
+                    || e.name.contains(&b'@')
+                    || images.iter().any(|i| i.as_bytes() == e.name.as_slice())
+                {
+                    continue;
+                }
+                let Ok(st) = self.fs.store().stat(e.id) else {
+                    continue;
+                };
+                if st.attr.kind == ObjectKind::Directory {
+                    if let Ok(child) = self.fs.lookup(dir.node(), &e.name, ROOT) {
+                        stack.push(child);
+                    }
+                }
+            }
+        }
+        if !table.is_empty() {
+            tracing::info!(
+                images = table.len(),
+                "moved the image metadata files to the journal /.envoy/@images"
+            );
+        }
+        Ok(table)
+    }
+
+    /// Appends `r` to the journal (one write at its end) and applies it to the image table.
+    /// Returns the journal's object, for the background sync.
+    fn record(&self, r: Record) -> Result<ObjectId, ImageError> {
+        let line = r.encode();
+        let len = line.len();
+        let mut j = lock(&self.journal);
+        let j = j.as_mut().ok_or_else(|| {
+            ImageError::NotAllowed("the image journal is not open: restart envoyd".into())
+        })?;
+        let what = "appending to the image journal /.envoy/@images";
+        let written = self
+            .fs
+            .write_in(j.file.node(), j.size, bytes::Bytes::from(line), false)
+            .map_err(fs_err(what))?;
+        if written != len {
+            return Err(fs_err(what)(FsError::Inval(
+                "the journal took a short write",
+            )));
+        }
+        j.size += len as u64;
+        match r {
+            Record::Image { head, origin } => self.fs.image_table().insert(head, origin),
+            Record::Delete { head } => self.fs.image_table().remove(&head),
+        }
+        Ok(j.file.node().id())
+    }
+
+    /// The origin of image `head` (`None`: not an image).
+    fn origin_of(&self, head: &str) -> Option<Option<String>> {
+        self.fs.image_table().origin(head)
     }
 
     /// Snapshot numbers of image `name` in `admin`, ascending.
@@ -716,11 +790,13 @@ impl Images {
         let _op = lock(&self.op);
         let admin = self.admin_dir(&p.admin, true)?;
         self.check_free(&admin, &p)?;
-        let meta = self.meta_dir(&admin, true)?;
-        // Order: metadata, then the head (a crash between leaves metadata without a head,
+        // Order: the record, then the head (a crash between leaves a record without a head,
         // which the next start removes).
-        self.create_meta(&meta, &p.name, &ImageMeta::default())?;
-        self.crash_point("create:meta")?;
+        let journal = self.record(Record::Image {
+            head: p.head(),
+            origin: None,
+        })?;
+        self.crash_point("create:registered")?;
         let scope = Area::Image(Arc::new(ImageScope {
             gate: RwLock::new(()),
             read_only: false,
@@ -739,7 +815,7 @@ impl Images {
                 scope,
             )
             .map_err(fs_err(format!("creating {}", p.head())))?;
-        self.sync_later(vec![head.node().id(), admin.node().id(), meta.node().id()]);
+        self.sync_later(vec![], vec![journal, head.node().id(), admin.node().id()]);
         tracing::info!(image = %p.head(), "image created");
         self.info_locked(&p)
     }
@@ -751,10 +827,7 @@ impl Images {
             .map_err(fs_err(format!("reading {}", p.admin_path())))?
             .lookup(p.name.as_bytes())
             .is_some()
-            || self
-                .fs
-                .is_image_name(admin.node(), p.name.as_bytes())
-                .map_err(fs_err("reading the image metadata"))?;
+            || self.fs.image_table().contains(&p.head());
         if taken {
             return Err(ImageError::Exists(p.head()));
         }
@@ -793,7 +866,10 @@ impl Images {
                 .snapshot_root(admin.node(), head.node(), snap_name.as_bytes())
                 .map_err(fs_err(format!("snapshotting {}", p.head())))?
         };
-        self.sync_later(vec![s_id, head.node().id(), admin.node().id()]);
+        self.sync_later(
+            vec![(admin.node().id(), Timestamp::now())],
+            vec![s_id, head.node().id(), admin.node().id()],
+        );
         tracing::info!(image = %p.head(), snapshot = n, "snapshot taken");
         Ok((
             SnapshotInfo {
@@ -840,47 +916,43 @@ impl Images {
                 (admin, s_id, n)
             }
         };
-        let meta2 = self.meta_dir(&d2, true)?;
-        let src_meta_dir = self.meta_dir(&src_admin, false)?;
-        // The source must be an image (its metadata file exists). Not parsed: its fork log
-        // grows with every fork, and nothing here needs its contents.
-        if !self
-            .fs
-            .is_image_name(src_admin.node(), src.name.as_bytes())
-            .map_err(fs_err("reading the image metadata"))?
-        {
+        if !self.fs.image_table().contains(&src.head()) {
             return Err(ImageError::NoImage(src.head()));
         }
-        // Order: the new image's metadata, the fork log, then the root (see the module docs).
-        self.create_meta(
-            &meta2,
-            &dst.name,
-            &ImageMeta {
-                origin: Some(src.snapshot_path(n)),
-                forks: Vec::new(),
-            },
-        )?;
-        self.crash_point("fork:meta")?;
-        self.append_log(
-            &src_meta_dir,
-            &src.name,
-            &meta::log_line(true, n, &dst.head()),
-        )?;
-        self.crash_point("fork:log")?;
-        let f_id = self
-            .fs
-            .fork_root(s_id, d2.node(), dst.name.as_bytes())
-            .map_err(fs_err(format!(
-                "forking {} into {}",
-                src.snapshot_path(n),
-                dst.head()
-            )))?;
-        self.sync_later(vec![
-            f_id,
-            d2.node().id(),
-            meta2.node().id(),
-            src_meta_dir.node().id(),
-        ]);
+        drop(src_admin);
+        // Order: the record, then the root (see the module docs).
+        let origin = src.snapshot_path(n);
+        let journal = self.record(Record::Image {
+            head: dst.head(),
+            origin: Some(origin.clone()),
+        })?;
+        self.crash_point("fork:registered")?;
+        let linked = match self.ready.take(s_id) {
+            Some(root) => self
+                .fs
+                .link_root(d2.node(), dst.name.as_bytes(), root)
+                .map(|()| root)
+                .inspect_err(|_| {
+                    let _ = self.fs.delete_shared_object(root);
+                }),
+            None => self.fs.fork_root(s_id, d2.node(), dst.name.as_bytes()),
+        };
+        let f_id = match linked {
+            Ok(id) => id,
+            Err(e) => {
+                // Nothing was linked: take the record back (the next start would otherwise).
+                if let Err(e2) = self.record(Record::Delete { head: dst.head() }) {
+                    tracing::warn!(error = %e2, image = %dst.head(), "could not take back the record of a failed fork; the next start removes it");
+                }
+                return Err(fs_err(format!("forking {origin} into {}", dst.head()))(e));
+            }
+        };
+        // The next fork of this snapshot links a copy made now, off its path.
+        self.background(
+            vec![(d2.node().id(), Timestamp::now())],
+            vec![journal, f_id, d2.node().id()],
+            Some(s_id),
+        );
         tracing::info!(from = %src.snapshot_path(n), to = %dst.head(), "image forked");
         Ok(ImageInfo {
             path: dst.head(),
@@ -898,16 +970,13 @@ impl Images {
     }
 
     fn info_locked(&self, p: &ImagePath) -> Result<ImageInfo, ImageError> {
+        let origin = self
+            .origin_of(&p.head())
+            .ok_or_else(|| ImageError::NoImage(p.head()))?;
         let admin = self.admin_dir(&p.admin, false).map_err(|e| match e {
             ImageError::NoImage(_) => ImageError::NoImage(p.head()),
             e => e,
         })?;
-        let meta_dir = self
-            .meta_dir(&admin, false)
-            .map_err(|_| ImageError::NoImage(p.head()))?;
-        let m = self
-            .read_meta(&meta_dir, &p.name)?
-            .ok_or_else(|| ImageError::NoImage(p.head()))?;
         let snapshots = self
             .snapshot_numbers(&admin, &p.name)?
             .into_iter()
@@ -919,13 +988,26 @@ impl Images {
         Ok(ImageInfo {
             path: p.head(),
             snapshots,
-            origin: m.origin,
-            forks: m
-                .forks
+            origin,
+            forks: self
+                .forks_of_image(&p.head())
                 .into_iter()
                 .map(|(n, f)| format!("{f} (from @{n})"))
                 .collect(),
         })
+    }
+
+    /// Images forked from any snapshot of image `head`: (snapshot number, fork's head).
+    fn forks_of_image(&self, head: &str) -> Vec<(u32, String)> {
+        self.fs
+            .image_table()
+            .all()
+            .into_iter()
+            .filter_map(|(fork, origin)| {
+                let o = ImagePath::parse(origin.as_deref()?).ok()?;
+                (o.head() == head).then_some((o.snapshot?, fork))
+            })
+            .collect()
     }
 
     /// Every image, by path.
@@ -936,59 +1018,31 @@ impl Images {
 
     fn list_locked(&self) -> Result<Vec<ImageInfo>, ImageError> {
         let mut out = Vec::new();
-        let mut stack = vec![(self.fs.root(), Vec::<String>::new())];
-        while let Some((dir, comps)) = stack.pop() {
-            let data = self
-                .fs
-                .dir_snapshot(dir.node())
-                .map_err(fs_err(format!("reading {}", dir.node().path())))?;
-            let images: Vec<String> = match self.fs.lookup(dir.node(), META_DIR, ROOT) {
-                Ok(m) => self
-                    .fs
-                    .dir_snapshot(m.node())
-                    .map_err(fs_err("reading image metadata"))?
-                    .entries()
-                    .filter(|e| !e.name.contains(&b'@'))
-                    .map(|e| String::from_utf8_lossy(&e.name).into_owned())
-                    .collect(),
-                Err(FsError::NotFound) => Vec::new(),
-                Err(e) => return Err(fs_err("reading image metadata")(e)),
+        for (head, _) in self.fs.image_table().all() {
+            let Ok(p) = ImagePath::parse(&head) else {
+                continue;
             };
-            for name in &images {
-                if data.lookup(name.as_bytes()).is_none() {
-                    continue; // being created or deleted
-                }
-                let p = ImagePath {
-                    admin: comps.clone(),
-                    name: name.clone(),
-                    snapshot: None,
-                };
-                out.push(self.info_locked(&p)?);
+            if self.linked(&p)?.is_none() {
+                continue; // being created or deleted
             }
-            for e in data.entries() {
-                if e.name.as_slice() == META_DIR
-                    || e.name.contains(&b'@')
-                    || images.iter().any(|i| i.as_bytes() == e.name.as_slice())
-                {
-                    continue;
-                }
-                let Ok(st) = self.fs.store().stat(e.id) else {
-                    continue;
-                };
-                if st.attr.kind != ObjectKind::Directory {
-                    continue;
-                }
-                if let Ok(child) = self.fs.lookup(dir.node(), &e.name, ROOT) {
-                    if matches!(child.node().area, Area::Admin) {
-                        let mut c = comps.clone();
-                        c.push(String::from_utf8_lossy(&e.name).into_owned());
-                        stack.push((child, c));
-                    }
-                }
-            }
+            out.push(self.info_locked(&p)?);
         }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
+    }
+
+    /// The object image head `p` links to, if its administrative directory and link exist.
+    fn linked(&self, p: &ImagePath) -> Result<Option<ObjectId>, ImageError> {
+        let admin = match self.admin_dir(&p.admin, false) {
+            Ok(a) => a,
+            Err(ImageError::NoImage(_) | ImageError::InsideImage(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(self
+            .fs
+            .dir_snapshot(admin.node())
+            .map_err(fs_err(format!("reading {}", p.admin_path())))?
+            .lookup(p.name.as_bytes())
+            .map(|e| e.id))
     }
 
     /// Starts a new image at `dest` that stays invisible until [`Images::publish`].
@@ -1048,8 +1102,11 @@ impl Images {
     pub fn publish(&self, mut staged: Staged) -> Result<ImageInfo, ImageError> {
         let _op = lock(&self.op);
         self.check_free(&staged.admin, &staged.dest)?;
-        self.create_meta(&staged.meta, &staged.dest.name, &ImageMeta::default())?;
-        if let Err(e) = self.crash_point("publish:meta") {
+        let journal = self.record(Record::Image {
+            head: staged.dest.head(),
+            origin: None,
+        })?;
+        if let Err(e) = self.crash_point("publish:registered") {
             // Keep the staging tree for recovery, as a killed process would.
             if let Some(r) = staged.root.take() {
                 drop(r);
@@ -1059,19 +1116,25 @@ impl Images {
         let root = staged.root.take();
         let ids: Vec<ObjectId> = root.iter().map(|r| r.node().id()).collect();
         drop(root);
-        self.fs
-            .rename_in(
-                staged.meta.node(),
-                staged.stage_name.as_bytes(),
-                staged.admin.node(),
-                staged.dest.name.as_bytes(),
-                ROOT,
-            )
-            .map_err(fs_err(format!("publishing {}", staged.dest.head())))?;
+        if let Err(e) = self.fs.rename_in(
+            staged.meta.node(),
+            staged.stage_name.as_bytes(),
+            staged.admin.node(),
+            staged.dest.name.as_bytes(),
+            ROOT,
+        ) {
+            if let Err(e2) = self.record(Record::Delete {
+                head: staged.dest.head(),
+            }) {
+                tracing::warn!(error = %e2, image = %staged.dest.head(), "could not take back the record of a failed publish; the next start removes it");
+            }
+            return Err(fs_err(format!("publishing {}", staged.dest.head()))(e));
+        }
         let mut sync = ids;
+        sync.push(journal);
         sync.push(staged.admin.node().id());
         sync.push(staged.meta.node().id());
-        self.sync_later(sync);
+        self.sync_later(vec![], sync);
         tracing::info!(image = %staged.dest.head(), "image published");
         self.info_locked(&staged.dest)
     }
@@ -1115,6 +1178,102 @@ impl Drop for Images {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn open_store(dir: &std::path::Path) -> Arc<Fs> {
+        let store = envoy_storage::ObjectStore::open_or_create(
+            dir,
+            envoy_storage::StoreOptions {
+                engine: envoy_storage::EngineChoice::Sync,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        Fs::open(Arc::new(store), 1 << 20).unwrap()
+    }
+
+    fn meta_names(images: &Images, admin: &[&str]) -> Vec<String> {
+        let comps: Vec<String> = admin.iter().map(|s| s.to_string()).collect();
+        let a = images.admin_dir(&comps, false).unwrap();
+        let m = images.meta_dir(&a, false).unwrap();
+        let mut v: Vec<String> = images
+            .fs
+            .dir_snapshot(m.node())
+            .unwrap()
+            .entries()
+            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A store of the first design (a metadata file per image, a fork log per source, no
+    /// journal) opens with the same images, origins and fork log, and its old files go.
+    #[test]
+    fn store_with_metadata_files_moves_to_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let images = Images::open(open_store(dir.path())).unwrap();
+            images.create("/t/web").unwrap();
+            images.snapshot("/t/web").unwrap();
+            images.fork("/t/web@1", "/u/f").unwrap();
+            // Rewrite the store as the first design left it.
+            let root = images.fs.root();
+            let top = images.meta_dir(&root, false).unwrap();
+            images
+                .fs
+                .unlink_in(
+                    top.node(),
+                    registry::JOURNAL.as_bytes(),
+                    crate::namespace::update::RemoveKind::NotDir,
+                    ROOT,
+                )
+                .unwrap();
+            for (admin, name, text) in [
+                (vec!["t"], "web", "envoy-image 1\n"),
+                (vec!["t"], "web@forks", "fork 1 /u/f\n"),
+                (vec!["u"], "f", "envoy-image 1\norigin /t/web@1\n"),
+                (vec![], "default", "envoy-image 1\n"),
+            ] {
+                let comps: Vec<String> = admin.iter().map(|s: &&str| s.to_string()).collect();
+                let a = images.admin_dir(&comps, false).unwrap();
+                let m = images.meta_dir(&a, true).unwrap();
+                images.write_file(&m, name, text.as_bytes()).unwrap();
+            }
+            images.shutdown();
+        }
+        let images = Images::open(open_store(dir.path())).unwrap();
+        let all: Vec<(String, Option<String>)> = images
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.path, i.origin))
+            .collect();
+        assert_eq!(
+            all,
+            vec![
+                ("/default".to_string(), None),
+                ("/t/web".to_string(), None),
+                ("/u/f".to_string(), Some("/t/web@1".to_string())),
+            ]
+        );
+        assert_eq!(
+            images.info("/t/web").unwrap().forks,
+            vec!["/u/f (from @1)".to_string()]
+        );
+        assert!(matches!(
+            images.delete_snapshot("/t/web@1", &|_| {}),
+            Err(ImageError::HasForks { .. })
+        ));
+        assert!(meta_names(&images, &["t"])
+            .iter()
+            .all(|n| n.ends_with("@cat")));
+        assert!(meta_names(&images, &["u"]).is_empty());
+        assert_eq!(
+            meta_names(&images, &[]),
+            vec![registry::JOURNAL.to_string()]
+        );
+        images.shutdown();
+    }
 
     #[test]
     fn image_path_parse_accepts_heads_and_snapshots() {

@@ -5,8 +5,8 @@
 //! * a child of an image (head or snapshot) is in the same image;
 //! * `.envoy` in an administrative directory, and everything below it, is image metadata
 //!   ([`Area::Meta`]): only [`crate::images`] changes it;
-//! * a child `NAME` of an administrative directory `D` is the head of an image when `D/.envoy/NAME`
-//!   (the image's metadata file) exists, and `NAME@N` is its N-th snapshot (read-only);
+//! * a child `NAME` of an administrative directory `D` is the head of an image when the
+//!   [`ImageTable`] registers `D/NAME`, and `NAME@N` is its N-th snapshot (read-only);
 //! * anything else below an administrative directory is administrative too.
 //!
 //! The rules clients see (enforced here, at the top of every mutating [`Fs`] call):
@@ -22,10 +22,11 @@
 //! Mutations inside an image hold the image's gate shared ([`Fs::enter`]); a snapshot holds it
 //! exclusively, which is what makes a snapshot of a live image consistent.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use super::node::{read, Area, ImageScope, Node};
-use super::{Cred, Fs};
+use super::node::{read, write, Area, ImageScope, Node};
+use super::Fs;
 use crate::error::{FsError, FsResult};
 
 /// Name of the image-metadata directory in an administrative directory.
@@ -50,16 +51,77 @@ pub fn split_snapshot(name: &[u8]) -> Option<(&[u8], Option<u32>)> {
     }
 }
 
+/// `parent/name` as an absolute path (`parent` is `/` or has no trailing slash).
+pub fn child_path(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// The registered images: head path → the snapshot a fork started from (`None` for an image
+/// that was created or imported). Only [`crate::images`] changes it, after recording the
+/// change in its journal; the namespace reads it to tell image heads from administrative
+/// directories.
+#[derive(Debug, Default)]
+pub struct ImageTable {
+    heads: RwLock<HashMap<String, Option<String>>>,
+}
+
+impl ImageTable {
+    /// Whether `head` is a registered image.
+    pub fn contains(&self, head: &str) -> bool {
+        read(&self.heads).contains_key(head)
+    }
+
+    /// The origin of image `head`: `None` if it is not registered, `Some(None)` if it was not
+    /// forked.
+    pub fn origin(&self, head: &str) -> Option<Option<String>> {
+        read(&self.heads).get(head).cloned()
+    }
+
+    /// Every image and its origin, sorted by path.
+    pub fn all(&self) -> Vec<(String, Option<String>)> {
+        let mut v: Vec<(String, Option<String>)> = read(&self.heads)
+            .iter()
+            .map(|(h, o)| (h.clone(), o.clone()))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Heads of the images forked from snapshot `snapshot` (`/…/web@3`): its successors
+    /// besides the next snapshot.
+    pub fn forks_of(&self, snapshot: &str) -> Vec<String> {
+        read(&self.heads)
+            .iter()
+            .filter(|(_, o)| o.as_deref() == Some(snapshot))
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+
+    pub(crate) fn insert(&self, head: String, origin: Option<String>) {
+        write(&self.heads).insert(head, origin);
+    }
+
+    pub(crate) fn remove(&self, head: &str) {
+        write(&self.heads).remove(head);
+    }
+
+    pub(crate) fn replace(&self, all: BTreeMap<String, Option<String>>) {
+        *write(&self.heads) = all.into_iter().collect();
+    }
+}
+
 impl Fs {
-    /// Whether administrative directory `dir` holds an image called `name` (its metadata file
-    /// `dir/.envoy/name` exists).
+    /// Whether administrative directory `dir` holds an image called `name` (the image table
+    /// registers `dir/name`).
     pub fn is_image_name(self: &Arc<Self>, dir: &Arc<Node>, name: &[u8]) -> FsResult<bool> {
-        let meta = match self.lookup(dir, META_DIR, Cred::user(0)) {
-            Ok(m) => m,
-            Err(FsError::NotFound) => return Ok(false),
-            Err(e) => return Err(e),
+        let Ok(name) = std::str::from_utf8(name) else {
+            return Ok(false); // image names come from operators' UTF-8 paths
         };
-        Ok(self.dir_snapshot(meta.node())?.lookup(name).is_some())
+        Ok(self.image_table().contains(&child_path(&dir.path(), name)))
     }
 
     /// The area of `dir`'s child `name` (see the module docs). Call without holding `dir`'s

@@ -96,6 +96,8 @@ pub struct Fs {
     /// Objects held by unlinked copy-on-write nodes that still have claims: how many such
     /// nodes, and whether a snapshot deletion wants the object gone at the last release.
     pinned: Mutex<std::collections::HashMap<ObjectId, (usize, bool)>>,
+    /// Which administrative-directory children are image heads ([`crate::images`] fills it).
+    images: area::ImageTable,
 }
 
 /// The `tracing` target of one line per store read (object, offset, bytes) and per cache
@@ -274,6 +276,7 @@ impl Fs {
             traffic: TrafficCounters::default(),
             pinned: Mutex::new(std::collections::HashMap::new()),
             writes: AtomicU64::new(0),
+            images: area::ImageTable::default(),
         });
         gc::scan(&fs)?;
         let root = fs.claim(Arc::clone(&fs.root));
@@ -296,6 +299,11 @@ impl Fs {
     /// The object store.
     pub fn store(&self) -> &Arc<ObjectStore> {
         &self.store
+    }
+
+    /// The registered images.
+    pub fn image_table(&self) -> &area::ImageTable {
+        &self.images
     }
 
     /// Directory cache counters.
@@ -497,6 +505,32 @@ impl Fs {
         };
         if let Err(e) = self.store.wstat(id, &change) {
             tracing::warn!(%id, error = %e, "updating directory mtime failed");
+        }
+    }
+
+    /// Records that directory `id`'s entries changed at `when`, some time ago: sets its mtime
+    /// to `when` unless a later change already moved it past. The image manager links
+    /// snapshots and forks without touching the administrative directory and calls this from
+    /// its background thread, so the rename the store needs for an mtime is off the operator's
+    /// latency path; the mtime lags by that thread's delay (milliseconds), like the
+    /// [`MTIME_GRANULARITY_NS`] coalescing of [`Fs::touch_dir`].
+    pub fn touch_dir_at(&self, id: ObjectId, when: Timestamp) {
+        let stale = match (self.store.attributes(id), when.as_nanos()) {
+            (Ok(attr), Some(w)) => attr.mtime.as_nanos().is_none_or(|s| s < w),
+            (Err(_), _) => return, // gone (deleted since)
+            (Ok(_), None) => false,
+        };
+        if !stale {
+            return;
+        }
+        let change = AttrChange {
+            mtime: Some(when),
+            ..AttrChange::default()
+        };
+        match self.store.wstat(id, &change) {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::warn!(%id, error = %e, "updating directory mtime failed"),
         }
     }
 

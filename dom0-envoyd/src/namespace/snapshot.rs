@@ -16,7 +16,8 @@ impl Fs {
     ///
     /// Steps (each a crash point, see [`crate::images`]): clone the head's root object into
     /// the snapshot's (every entry of the copy copy-on-write); set copy-on-write on every
-    /// entry of the head's root in place; link the snapshot, frozen.
+    /// entry of the head's root in place; link the snapshot, frozen. `admin`'s mtime is left
+    /// to the caller ([`Fs::touch_dir_at`]), as in [`Fs::fork_root`].
     pub(crate) fn snapshot_root(
         &self,
         admin: &Arc<Node>,
@@ -48,27 +49,43 @@ impl Fs {
             .insert(snap_name.to_vec(), s_id, true)
             .map_err(|_| undo(FsError::Exists))?;
         self.commit_dir(admin.id(), ad, &[b]).map_err(undo)?;
-        self.touch_dir(admin.id());
         Ok(s_id)
     }
 
     /// Makes the root of a new image `admin/name` from snapshot root `snapshot`: a clone (its
     /// entries copy-on-write, shared with the snapshot), linked thawed, so the image root is
-    /// writable from the start. Returns the new root object.
+    /// writable from the start. Returns the new root object. `admin`'s mtime is left to the
+    /// caller ([`Fs::touch_dir_at`]).
     pub(crate) fn fork_root(
         &self,
         snapshot: ObjectId,
         admin: &Arc<Node>,
         name: &[u8],
     ) -> FsResult<ObjectId> {
+        let f_id = self.clone_root(snapshot)?;
+        if let Err(e) = self.link_root(admin, name, f_id) {
+            let _ = self.store.delete(f_id);
+            return Err(e);
+        }
+        Ok(f_id)
+    }
+
+    /// The first half of [`Fs::fork_root`]: a writable copy of snapshot root `snapshot`,
+    /// linked nowhere yet. Until [`Fs::link_root`] links it, it is an unreferenced object,
+    /// which the start-up scan collects after a crash.
+    pub(crate) fn clone_root(&self, snapshot: ObjectId) -> FsResult<ObjectId> {
         let f_id = self.alloc_id()?;
         self.store.clone_object_unsynced(snapshot, f_id)?;
-        let undo = |e: FsError| {
+        if let Err(e) = self.copy_xattrs(snapshot, f_id) {
             let _ = self.store.delete(f_id);
-            e
-        };
-        self.copy_xattrs(snapshot, f_id).map_err(undo)?;
-        self.insert_link(admin, name, f_id, false).map_err(undo)?;
+            return Err(e);
+        }
         Ok(f_id)
+    }
+
+    /// The second half of [`Fs::fork_root`]: links `root` (made by [`Fs::clone_root`]) as
+    /// `admin/name`, thawed. On failure the caller still owns `root`.
+    pub(crate) fn link_root(&self, admin: &Arc<Node>, name: &[u8], root: ObjectId) -> FsResult<()> {
+        self.insert_link(admin, name, root, false)
     }
 }

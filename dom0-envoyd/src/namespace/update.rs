@@ -248,7 +248,8 @@ impl Fs {
     }
 
     /// Inserts the entry `name` → `id` into `dir` (the image manager linking a snapshot or a
-    /// new image root). Fails with `EEXIST` if the name is taken.
+    /// new image root). Fails with `EEXIST` if the name is taken. Leaves `dir`'s mtime to the
+    /// caller ([`Fs::touch_dir_at`]): the image manager sets it off its latency path.
     pub(crate) fn insert_link(
         &self,
         dir: &Arc<Node>,
@@ -260,9 +261,7 @@ impl Fs {
         let did = dir.id();
         let mut data = self.dir_owned(did, self.dir_data(did)?);
         let block = data.insert(name.to_vec(), id, cow).map_err(block_err)?;
-        self.commit_dir(did, data, &[block])?;
-        self.touch_dir(did);
-        Ok(())
+        self.commit_dir(did, data, &[block])
     }
 
     /// Checks that directory object `id` (maybe claimed by `live`) is empty.
