@@ -544,30 +544,42 @@ fn uring_partly_cached_read_copies_prefix_inline_and_rings_the_rest() {
     };
     let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
     let (_dir, file) = disk_file("f", &data);
-    if !drop_cache_verified(&file, data.len()) {
-        eprintln!("page cache would not drop this file's pages; skipping");
+    // The kernel's asynchronous readahead after the prefix read can finish caching the whole
+    // file before the full read starts; such a read is (correctly) all inline. Try until one
+    // finds its tail cold, checking the rule that applies each time.
+    for _ in 0..40 {
+        if !drop_cache_verified(&file, data.len()) {
+            eprintln!("page cache would not drop this file's pages; skipping");
+            return;
+        }
+        // Cache a prefix (plus whatever the kernel reads ahead), leaving the tail cold.
+        assert_eq!(
+            read_bytes(&engine.run_one(read(&file, 0, 64 << 10))),
+            &data[..64 << 10]
+        );
+        let resident = resident_pages(&file, data.len());
+        if resident == 0 || resident * 4096 >= data.len() {
+            continue;
+        }
+        let before = engine.stats();
+        assert_eq!(
+            read_bytes(&engine.run_one(read(&file, 0, data.len()))),
+            &data[..]
+        );
+        let after = engine.stats();
+        if after.nowait_misses == before.nowait_misses {
+            // Readahead won the race: the whole read was cached and copied inline.
+            assert_eq!(after.reads_inline - before.reads_inline, 1, "{after:?}");
+            assert_eq!(after.reads_ring, before.reads_ring, "{after:?}");
+            continue;
+        }
+        // One read: its cached prefix copied inline, the rest waited for in the ring.
+        assert_eq!(after.reads_ring - before.reads_ring, 1, "{after:?}");
+        assert_eq!(after.reads_inline, before.reads_inline, "{after:?}");
+        assert_eq!(after.nowait_misses - before.nowait_misses, 1, "{after:?}");
         return;
     }
-    // Cache a prefix (plus whatever the kernel reads ahead), leaving the tail cold.
-    assert_eq!(
-        read_bytes(&engine.run_one(read(&file, 0, 64 << 10))),
-        &data[..64 << 10]
-    );
-    let resident = resident_pages(&file, data.len());
-    if resident == 0 || resident * 4096 >= data.len() {
-        eprintln!("not partly cached ({resident} pages); skipping");
-        return;
-    }
-    let before = engine.stats();
-    assert_eq!(
-        read_bytes(&engine.run_one(read(&file, 0, data.len()))),
-        &data[..]
-    );
-    let after = engine.stats();
-    // One read: its cached prefix copied inline, the rest waited for in the ring.
-    assert_eq!(after.reads_ring - before.reads_ring, 1, "{after:?}");
-    assert_eq!(after.reads_inline, before.reads_inline, "{after:?}");
-    assert_eq!(after.nowait_misses - before.nowait_misses, 1, "{after:?}");
+    eprintln!("the file's tail never stayed cold; skipping");
 }
 
 #[test]
