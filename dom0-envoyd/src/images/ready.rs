@@ -1,7 +1,9 @@
 //! Fork roots prepared ahead: after a fork of snapshot `S`, the background thread clones
-//! `S`'s root until [`POOL`] copies are ready, so that the next forks of `S` link a ready copy
-//! instead of cloning on the operator's path (a burst of forks of one template, one per new
-//! guest, takes several in a row).
+//! `S`'s root, so that the next fork of `S` links a ready copy instead of cloning on the
+//! operator's path. One copy is kept after a first fork; once a fork has used a ready copy
+//! (`S` is a template forked again and again, one fork per new guest) up to [`POOL`], so a
+//! burst of forks finds copies ready. The copies are made without the store's spare files,
+//! which stay for the request paths.
 //!
 //! Why: the clone is the one store operation left on a fork's path that costs a rename (the
 //! copy taking its place in the store), about half of a fork. Templates are forked again and
@@ -40,6 +42,8 @@ pub struct ReadyRoots {
 #[derive(Debug, Default)]
 struct Inner {
     by_snapshot: HashMap<ObjectId, Vec<ObjectId>>,
+    /// Snapshots a fork has taken a ready copy of: they get a full [`POOL`].
+    hot: HashSet<ObjectId>,
     retired: HashSet<ObjectId>,
     total: usize,
 }
@@ -51,22 +55,24 @@ impl ReadyRoots {
         let copy = r.by_snapshot.get_mut(&snapshot)?.pop();
         if copy.is_some() {
             r.total -= 1;
+            r.hot.insert(snapshot);
         }
         copy
     }
 
-    /// Background thread: clones `snapshot`'s root until [`POOL`] copies are ready, unless
-    /// the snapshot is retired.
+    /// Background thread: clones `snapshot`'s root until one copy (or [`POOL`], for a
+    /// snapshot forked from a ready copy before) is ready, unless the snapshot is retired.
     pub fn prepare(&self, fs: &Fs, snapshot: ObjectId) {
         loop {
             {
                 let r = lock(&self.inner);
                 let have = r.by_snapshot.get(&snapshot).map_or(0, Vec::len);
-                if have >= POOL || r.retired.contains(&snapshot) {
+                let want = if r.hot.contains(&snapshot) { POOL } else { 1 };
+                if have >= want || r.retired.contains(&snapshot) {
                     return;
                 }
             }
-            let copy = match fs.clone_root(snapshot) {
+            let copy = match fs.clone_root(snapshot, true) {
                 Ok(id) => id,
                 Err(e) => {
                     tracing::debug!(%snapshot, error = %e, "preparing a fork root failed; the next fork clones");
@@ -103,6 +109,7 @@ impl ReadyRoots {
         let copies = {
             let mut r = lock(&self.inner);
             r.retired.insert(snapshot);
+            r.hot.remove(&snapshot);
             let v = r.by_snapshot.remove(&snapshot).unwrap_or_default();
             r.total -= v.len();
             v

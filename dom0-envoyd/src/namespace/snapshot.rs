@@ -62,7 +62,7 @@ impl Fs {
         admin: &Arc<Node>,
         name: &[u8],
     ) -> FsResult<ObjectId> {
-        let f_id = self.clone_root(snapshot)?;
+        let f_id = self.clone_root(snapshot, false)?;
         if let Err(e) = self.link_root(admin, name, f_id) {
             let _ = self.store.delete(f_id);
             return Err(e);
@@ -72,10 +72,16 @@ impl Fs {
 
     /// The first half of [`Fs::fork_root`]: a writable copy of snapshot root `snapshot`,
     /// linked nowhere yet. Until [`Fs::link_root`] links it, it is an unreferenced object,
-    /// which the start-up scan collects after a crash.
-    pub(crate) fn clone_root(&self, snapshot: ObjectId) -> FsResult<ObjectId> {
+    /// which the start-up scan collects after a crash. `ahead`: made in the background before
+    /// it is needed, so it leaves the store's spare files to the request paths.
+    pub(crate) fn clone_root(&self, snapshot: ObjectId, ahead: bool) -> FsResult<ObjectId> {
         let f_id = self.alloc_id()?;
-        self.store.clone_object_unsynced(snapshot, f_id)?;
+        if ahead {
+            self.store
+                .clone_object_unsynced_without_spare(snapshot, f_id)?;
+        } else {
+            self.store.clone_object_unsynced(snapshot, f_id)?;
+        }
         if let Err(e) = self.copy_xattrs(snapshot, f_id) {
             let _ = self.store.delete(f_id);
             return Err(e);

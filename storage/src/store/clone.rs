@@ -39,7 +39,7 @@ impl ObjectStore {
     /// Copies `src` to the new object `dst` (same attributes). A directory object's copy has
     /// the copy-on-write flag set on every entry.
     pub fn clone_object(&self, src: ObjectId, dst: ObjectId) -> Result<ObjectStat, StoreError> {
-        self.clone_with(src, dst, true)
+        self.clone_with(src, dst, true, true)
     }
 
     /// [`ObjectStore::clone_object`] without the fsync of the copy: the copy is complete in
@@ -52,7 +52,18 @@ impl ObjectStore {
         src: ObjectId,
         dst: ObjectId,
     ) -> Result<ObjectStat, StoreError> {
-        self.clone_with(src, dst, false)
+        self.clone_with(src, dst, false, true)
+    }
+
+    /// [`ObjectStore::clone_object_unsynced`] that leaves the spare files alone: for work done
+    /// ahead of time in the background, which must not use up the files that keep creations
+    /// on a request path fast.
+    pub fn clone_object_unsynced_without_spare(
+        &self,
+        src: ObjectId,
+        dst: ObjectId,
+    ) -> Result<ObjectStat, StoreError> {
+        self.clone_with(src, dst, false, false)
     }
 
     fn clone_with(
@@ -60,6 +71,7 @@ impl ObjectStore {
         src: ObjectId,
         dst: ObjectId,
         sync: bool,
+        use_spare: bool,
     ) -> Result<ObjectStat, StoreError> {
         self.check_id(src)?;
         self.check_id(dst)?;
@@ -92,7 +104,8 @@ impl ObjectStore {
         // temporary is made in `objects/`, not the leaf directory: a file creation holds its
         // directory's lock for the whole (slow) inode allocation, and every other creation,
         // rename and attribute change of objects with nearby IDs needs the leaf's.
-        let (tmp, out) = match self.take_spare() {
+        let spare = if use_spare { self.take_spare() } else { None };
+        let (tmp, out) = match spare {
             Some(s) => (s.path, Some(s.file)),
             None => (self.objects.join(name::clone_temp(dst.0)), None),
         };

@@ -172,6 +172,8 @@ pub struct ObjectStore {
     spares: std::sync::OnceLock<Arc<spare::Spares>>,
     /// Key + 1 of the leaf directory most recently made sure of (0: none).
     last_leaf_dir: std::sync::atomic::AtomicU64,
+    /// Keys of the leaf directories made sure of (the store never removes one).
+    made_leaf_dirs: Mutex<std::collections::HashSet<u64>>,
     _lock: File,
 }
 
@@ -282,6 +284,7 @@ impl ObjectStore {
             crash: None,
             spares: std::sync::OnceLock::new(),
             last_leaf_dir: std::sync::atomic::AtomicU64::new(0),
+            made_leaf_dirs: Mutex::new(std::collections::HashSet::new()),
             _lock: lock,
         }
     }
@@ -530,8 +533,21 @@ impl ObjectStore {
         if self.last_leaf_dir.load(Ordering::Relaxed) == key {
             return Ok(d);
         }
-        fs::create_dir_all(&d)
-            .map_err(|e| StoreError::io(format!("creating {}", d.display()), e))?;
+        // Several streams of IDs (clients' creations, background clones) alternate between
+        // leaf directories; each directory is made sure of once.
+        let made = |m: &Mutex<std::collections::HashSet<u64>>| {
+            m.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&key)
+        };
+        if !made(&self.made_leaf_dirs) {
+            fs::create_dir_all(&d)
+                .map_err(|e| StoreError::io(format!("creating {}", d.display()), e))?;
+            self.made_leaf_dirs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key);
+        }
         self.last_leaf_dir.store(key, Ordering::Relaxed);
         Ok(d)
     }
