@@ -105,6 +105,7 @@ impl Images {
         }
 
         self.retire_snapshot(s_id);
+        lock(&self.next_snapshot).remove(&p.head());
         let cat_n = self.snapshot_catalogue(&meta_dir, &p.name, n, s_id, progress)?;
         let pred = match snaps.iter().rev().find(|(k, _)| *k < n) {
             Some(&(k, id)) => self.snapshot_catalogue(&meta_dir, &p.name, k, id, progress)?,
@@ -125,7 +126,7 @@ impl Images {
         self.crash_point("snapshot-delete:recorded")?;
         self.fs
             .remove_link(admin.node(), snap_name.as_bytes())
-            .map_err(fs_err(format!("unlinking {}", p.display())))?;
+            .map_err(|e| fs_err(format!("unlinking {}", p.display()))(e))?;
         self.sync_now(admin.node().id())?;
         self.crash_point("snapshot-delete:unlinked")?;
         tracing::info!(snapshot = %p.display(), doomed = doomed.len(), "snapshot unlinked; freeing its objects");
@@ -185,6 +186,7 @@ impl Images {
         for &(_, id) in &snaps {
             self.retire_snapshot(id);
         }
+        lock(&self.next_snapshot).remove(&p.head());
         let mut cats = vec![self.head_catalogue(&head, progress)?];
         for &(k, id) in &snaps {
             cats.push(self.snapshot_catalogue(&meta_dir, &p.name, k, id, progress)?);
@@ -203,7 +205,7 @@ impl Images {
         self.crash_point("image-delete:recorded")?;
         self.fs
             .remove_link(admin.node(), p.name.as_bytes())
-            .map_err(fs_err(format!("unlinking {}", p.head())))?;
+            .map_err(|e| fs_err(format!("unlinking {}", p.head()))(e))?;
         self.sync_now(admin.node().id())?;
         self.crash_point("image-delete:unlinked")?;
         tracing::info!(image = %p.head(), doomed = doomed.len(), "image unlinked; freeing its objects");
@@ -276,7 +278,7 @@ impl Images {
         let file = format!("{name}@{k}@cat");
         if let Some(bytes) = self
             .read_file(meta_dir, &file)
-            .map_err(fs_err(format!("reading catalogue {file}")))?
+            .map_err(|e| fs_err(format!("reading catalogue {file}"))(e))?
         {
             match catalogue::decode(&bytes) {
                 Ok(c) if c.binary_search(&root.0).is_ok() => return Ok(c),
@@ -290,7 +292,7 @@ impl Images {
                 total: 0,
             })
         })
-        .map_err(fs_err(format!("listing the objects of {name}@{k}")))?;
+        .map_err(|e| fs_err(format!("listing the objects of {name}@{k}"))(e))?;
         self.write_file(meta_dir, &file, &catalogue::encode(&ids))?;
         Ok(ids)
     }
@@ -338,10 +340,7 @@ impl Images {
                 total: 0,
             })
         })
-        .map_err(fs_err(format!(
-            "listing the objects of {}",
-            head.node().path()
-        )))
+        .map_err(|e| fs_err(format!("listing the objects of {}", head.node().path()))(e))
     }
 
     /// Writes an intent record and makes it durable.
@@ -350,7 +349,7 @@ impl Images {
         let f = self
             .fs
             .lookup(meta_dir.node(), name.as_bytes(), ROOT)
-            .map_err(fs_err(format!("opening {name}")))?;
+            .map_err(|e| fs_err(format!("opening {name}"))(e))?;
         self.sync_now(f.node().id())?;
         self.sync_now(meta_dir.node().id())
     }
@@ -379,7 +378,7 @@ impl Images {
             if self
                 .fs
                 .delete_shared_object(ObjectId(id))
-                .map_err(fs_err(format!("freeing object {id}")))?
+                .map_err(|e| fs_err(format!("freeing object {id}"))(e))?
             {
                 freed += 1;
             }
@@ -402,14 +401,14 @@ impl Images {
             let data = self
                 .fs
                 .dir_snapshot(admin.node())
-                .map_err(fs_err(format!("reading {}", admin.node().path())))?;
+                .map_err(|e| fs_err(format!("reading {}", admin.node().path()))(e))?;
             if data.lookup(META_DIR).is_some() {
                 self.recover_dir(&admin)?;
             }
             let data = self
                 .fs
                 .dir_snapshot(admin.node())
-                .map_err(fs_err(format!("reading {}", admin.node().path())))?;
+                .map_err(|e| fs_err(format!("reading {}", admin.node().path()))(e))?;
             for e in data.entries() {
                 if e.name.as_slice() == META_DIR || e.name.contains(&b'@') {
                     continue;
@@ -529,8 +528,8 @@ impl Images {
     fn read_record(&self, meta_dir: &Claim, name: &str) -> Result<Vec<u64>, ImageError> {
         let bytes = self
             .read_file(meta_dir, name)
-            .map_err(fs_err(format!("reading {name}")))?
+            .map_err(|e| fs_err(format!("reading {name}"))(e))?
             .unwrap_or_default();
-        catalogue::decode(&bytes).map_err(fs_err(format!("decoding {name}")))
+        catalogue::decode(&bytes).map_err(|e| fs_err(format!("decoding {name}"))(e))
     }
 }

@@ -324,6 +324,10 @@ pub struct Images {
     /// then starts without walking and classifying them again. An entry whose directory was
     /// removed since (its node is an orphan) is dropped and looked up afresh.
     admins: Mutex<std::collections::HashMap<Vec<String>, Claim>>,
+    /// The number the next snapshot of an image takes (highest existing + 1), once known:
+    /// listing the administrative directory for it was a third of a snapshot. Snapshots are
+    /// made and deleted only here, under `op`; a deletion forgets the image's entry.
+    next_snapshot: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 /// Most administrative directories [`Images`] keeps claimed.
@@ -345,6 +349,7 @@ impl Images {
             journal: Mutex::new(None),
             ready,
             admins: Mutex::new(std::collections::HashMap::new()),
+            next_snapshot: Mutex::new(std::collections::HashMap::new()),
         });
         // File creation is most of a fork's or snapshot's latency on ext4: keep spare files
         // ready (see `envoy_storage`'s spare module).
@@ -494,7 +499,7 @@ impl Images {
                         Err(FsError::Exists) => self
                             .fs
                             .lookup(cur.node(), c.as_bytes(), ROOT)
-                            .map_err(fs_err(format!("looking up {path}")))?,
+                            .map_err(|e| fs_err(format!("looking up {path}"))(e))?,
                         Err(e) => return Err(fs_err(format!("creating {path}"))(e)),
                     }
                 }
@@ -587,7 +592,7 @@ impl Images {
                 None,
                 Area::Meta,
             )
-            .map_err(fs_err(format!("creating {tmp}")))?;
+            .map_err(|e| fs_err(format!("creating {tmp}"))(e))?;
         if !contents.is_empty() {
             self.fs
                 .store_write(f.node().id(), 0, bytes::Bytes::copy_from_slice(contents))
@@ -602,7 +607,7 @@ impl Images {
                 name.as_bytes(),
                 ROOT,
             )
-            .map_err(fs_err(format!("renaming {tmp}")))
+            .map_err(|e| fs_err(format!("renaming {tmp}"))(e))
     }
 
     // ---- the registry -------------------------------------------------------------------
@@ -657,7 +662,7 @@ impl Images {
             let data = self
                 .fs
                 .dir_snapshot(dir.node())
-                .map_err(fs_err(format!("reading {path}")))?;
+                .map_err(|e| fs_err(format!("reading {path}"))(e))?;
             let mut images = Vec::new();
             if data.lookup(META_DIR).is_some() {
                 let meta = self.meta_dir(&dir, false)?;
@@ -672,10 +677,10 @@ impl Images {
                 for name in names {
                     let text = self
                         .read_file(&meta, &name)
-                        .map_err(fs_err(format!("reading the old metadata of {name}")))?
+                        .map_err(|e| fs_err(format!("reading the old metadata of {name}"))(e))?
                         .unwrap_or_default();
                     let origin = registry::legacy_origin(&text)
-                        .map_err(fs_err(format!("reading the old metadata of {name}")))?;
+                        .map_err(|e| fs_err(format!("reading the old metadata of {name}"))(e))?;
                     table.insert(child_path(&path, &name), origin);
                     images.push(name);
                 }
@@ -747,7 +752,7 @@ impl Images {
         let data = self
             .fs
             .dir_snapshot(admin.node())
-            .map_err(fs_err(format!("reading {}", admin.node().path())))?;
+            .map_err(|e| fs_err(format!("reading {}", admin.node().path()))(e))?;
         let mut v: Vec<(u32, ObjectId)> = data
             .entries()
             .filter_map(|e| match split_snapshot(&e.name) {
@@ -814,7 +819,7 @@ impl Images {
                 None,
                 scope,
             )
-            .map_err(fs_err(format!("creating {}", p.head())))?;
+            .map_err(|e| fs_err(format!("creating {}", p.head()))(e))?;
         self.sync_later(vec![], vec![journal, head.node().id(), admin.node().id()]);
         tracing::info!(image = %p.head(), "image created");
         self.info_locked(&p)
@@ -824,7 +829,7 @@ impl Images {
         let taken = self
             .fs
             .dir_snapshot(admin.node())
-            .map_err(fs_err(format!("reading {}", p.admin_path())))?
+            .map_err(|e| fs_err(format!("reading {}", p.admin_path()))(e))?
             .lookup(p.name.as_bytes())
             .is_some()
             || self.fs.image_table().contains(&p.head());
@@ -849,10 +854,15 @@ impl Images {
 
     fn snapshot_locked(&self, p: &ImagePath) -> Result<(SnapshotInfo, ObjectId), ImageError> {
         let (admin, head) = self.open_head(p)?;
-        let n = self
-            .snapshot_numbers(&admin, &p.name)?
-            .last()
-            .map_or(1, |(n, _)| n.saturating_add(1));
+        let head_path = p.head();
+        let cached = lock(&self.next_snapshot).get(&head_path).copied();
+        let n = match cached {
+            Some(n) => n,
+            None => self
+                .snapshot_numbers(&admin, &p.name)?
+                .last()
+                .map_or(1, |(n, _)| n.saturating_add(1)),
+        };
         let snap_name = format!("{}@{n}", p.name);
         let scope = head
             .node()
@@ -864,8 +874,9 @@ impl Images {
             let _gate = write(&scope.gate);
             self.fs
                 .snapshot_root(admin.node(), head.node(), snap_name.as_bytes())
-                .map_err(fs_err(format!("snapshotting {}", p.head())))?
+                .map_err(|e| fs_err(format!("snapshotting {}", p.head()))(e))?
         };
+        lock(&self.next_snapshot).insert(head_path, n.saturating_add(1));
         self.sync_later(
             vec![(admin.node().id(), Timestamp::now())],
             vec![s_id, head.node().id(), admin.node().id()],
@@ -909,7 +920,7 @@ impl Images {
                 let s_id = self
                     .fs
                     .dir_snapshot(admin.node())
-                    .map_err(fs_err(format!("reading {}", src.admin_path())))?
+                    .map_err(|e| fs_err(format!("reading {}", src.admin_path()))(e))?
                     .lookup(format!("{}@{n}", src.name).as_bytes())
                     .map(|e| e.id)
                     .ok_or_else(|| ImageError::NoSnapshot(src.display()))?;
@@ -1040,7 +1051,7 @@ impl Images {
         Ok(self
             .fs
             .dir_snapshot(admin.node())
-            .map_err(fs_err(format!("reading {}", p.admin_path())))?
+            .map_err(|e| fs_err(format!("reading {}", p.admin_path()))(e))?
             .lookup(p.name.as_bytes())
             .map(|e| e.id))
     }
@@ -1087,7 +1098,7 @@ impl Images {
                 None,
                 scope,
             )
-            .map_err(fs_err(format!("creating the staging root of {}", p.head())))?;
+            .map_err(|e| fs_err(format!("creating the staging root of {}", p.head()))(e))?;
         Ok(Staged {
             root: Some(root),
             admin,
