@@ -52,7 +52,8 @@ pub struct NodeState {
 pub enum Area {
     /// An administrative directory, or a file in one (credential files).
     Admin,
-    /// The hidden image metadata below an admin directory (`.envoy/`): catalogues, fork logs.
+    /// The hidden image metadata below an admin directory (`.envoy/`): catalogues, intent
+    /// records, staged imports, and (in the root's) the image journal.
     /// Only the image manager changes it.
     Meta,
     /// Inside an image head or one of its snapshots.

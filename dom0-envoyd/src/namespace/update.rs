@@ -124,7 +124,7 @@ impl Fs {
     }
 
     /// Creates `name` in `dir` with the given area, without the client-name rules or the
-    /// image gate: the image manager's own creates (metadata files, image heads).
+    /// image gate: the image manager's own creates (its metadata files, image heads).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn create_in(
         self: &Arc<Self>,
@@ -348,7 +348,7 @@ impl Fs {
         self.check_client_name(odir, oname)?;
         self.check_client_name(ndir, nname)?;
         if matches!(odir.area, node::Area::Admin) {
-            // Image metadata records absolute paths (origins, fork logs): administrative
+            // The image journal records absolute paths (heads, origins): administrative
             // directories keep their names.
             if let Some(e) = self.dir_snapshot(odir)?.lookup(oname) {
                 if self.store.attributes(e.id)?.kind == ObjectKind::Directory {
