@@ -30,6 +30,9 @@ pub struct DirData {
     /// after a change ([`DirData::entries_after`]) and dropped by every change: a listing of
     /// a large directory is many Treaddirs, each starting where the last ended.
     sorted: std::sync::OnceLock<Vec<(u64, u32, u32)>>,
+    /// Bytes of all names, kept up to date for [`DirData::weight`] (the cache asks on every
+    /// change; summing them was a pass over every entry).
+    name_bytes: usize,
 }
 
 impl DirData {
@@ -55,6 +58,7 @@ impl DirData {
                     });
                 }
                 d.order.insert(e.cookie, e.name.clone());
+                d.name_bytes += e.name.len();
                 d.next_cookie = d.next_cookie.max(e.cookie.saturating_add(1));
             }
             d.blocks.push(b);
@@ -117,6 +121,7 @@ impl DirData {
         };
         self.blocks[slot].insert(entry)?;
         self.next_cookie = cookie + 1;
+        self.name_bytes += name.len();
         self.index.insert(name.clone(), slot);
         self.order.insert(cookie, name);
         Ok(slot)
@@ -125,6 +130,7 @@ impl DirData {
     /// Removes `name`; returns the entry and the index of the block that changed.
     pub fn remove(&mut self, name: &[u8]) -> Option<(DirEntry, usize)> {
         let slot = self.index.remove(name)?;
+        self.name_bytes = self.name_bytes.saturating_sub(name.len());
         self.sorted = std::sync::OnceLock::new();
         let e = self.blocks.get_mut(slot)?.remove(name)?;
         self.order.remove(&e.cookie);
@@ -205,8 +211,7 @@ impl DirData {
     /// Approximate memory footprint, for the cache budget.
     pub fn weight(&self) -> usize {
         let per_entry = 96;
-        let names: usize = self.index.keys().map(Vec::len).sum();
-        128 + self.blocks.len() * 64 + self.index.len() * per_entry + names * 3
+        128 + self.blocks.len() * 64 + self.index.len() * per_entry + self.name_bytes * 3
     }
 }
 
@@ -220,6 +225,25 @@ mod tests {
             out.extend(d.block_bytes(i).unwrap_or_default());
         }
         out
+    }
+
+    #[test]
+    fn weight_kept_in_step_with_inserts_removes_and_parse() {
+        let mut d = DirData::default();
+        let empty = d.weight();
+        for i in 0..300u64 {
+            d.insert(format!("name-{i}").into_bytes(), ObjectId(i + 10), false)
+                .unwrap();
+        }
+        let full = d.weight();
+        assert!(full > empty);
+        let reparsed = DirData::parse(&encode_all(&d)).unwrap();
+        assert_eq!(reparsed.weight(), full, "parse counts the same names");
+        for i in 0..300u64 {
+            d.remove(format!("name-{i}").as_bytes()).unwrap();
+        }
+        // Only the (now empty) blocks remain.
+        assert_eq!(d.weight(), empty + d.blocks.len() * 64);
     }
 
     #[test]
