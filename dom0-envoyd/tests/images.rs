@@ -641,3 +641,48 @@ fn image_journal_is_readable_and_compacted_at_start() {
     let paths: Vec<String> = images.list().unwrap().into_iter().map(|i| i.path).collect();
     assert_eq!(paths, vec!["/default", "/t/keep"]);
 }
+
+/// A create and an import that die after their registry record, before their head is
+/// linked, are rolled back at start: no image, the names free, and no object left.
+#[test]
+fn crash_after_registering_a_create_or_an_import_rolls_back_at_start() {
+    let mut env = Env::new();
+    let before;
+    {
+        let images = env.server().images();
+        let fs = images.fs().clone();
+        images.create("/t/keep").unwrap();
+        drop(images.stage("/t/warm-up").unwrap()); // makes /t/.envoy
+        images.flush();
+        before = fs.store().usage().unwrap().objects;
+        images.inject_crash(Some("create:registered"));
+        let e = images.create("/t/new").unwrap_err();
+        assert!(e.to_string().contains("simulated crash"), "{e}");
+        let staged = images.stage("/t/imported").unwrap();
+        fs.create(
+            staged.root(),
+            b"f",
+            envoy_storage::ObjectKind::Regular,
+            0o644,
+            dom0_envoyd::namespace::Cred::user(0),
+            None,
+        )
+        .unwrap();
+        images.inject_crash(Some("publish:registered"));
+        let e = images.publish(staged).unwrap_err();
+        assert!(e.to_string().contains("simulated crash"), "{e}");
+    }
+    env.restart();
+    let images = env.server().images();
+    assert!(images.info("/t/new").is_err());
+    assert!(images.info("/t/imported").is_err());
+    let paths: Vec<String> = images.list().unwrap().into_iter().map(|i| i.path).collect();
+    assert_eq!(paths, vec!["/default", "/t/keep"]);
+    assert_eq!(
+        env.server().fs().store().usage().unwrap().objects,
+        before,
+        "the interrupted import's tree is gone"
+    );
+    images.create("/t/new").unwrap();
+    images.create("/t/imported").unwrap();
+}

@@ -626,8 +626,9 @@ impl Images {
             Some(bytes) => {
                 let (table, records) = registry::parse(&bytes).map_err(|e| {
                     ImageError::NotAllowed(format!(
-                        "the image journal /.envoy/@images is damaged ({e}): restore it from a \
-                         backup, or repair the line named with `envoy-storaged check`"
+                        "the image journal /.envoy/@images is damaged at {e}. envoyd does not \
+                         guess which directories are images (that decides what deleting frees): \
+                         restore the store from a backup, or correct that line"
                     ))
                 })?;
                 let torn = bytes.last().is_some_and(|&c| c != b'\n');
@@ -1215,6 +1216,34 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// A damaged journal line stops the start with a sentence that names the file and what
+    /// to do; nothing is guessed (the journal decides what deletion may free).
+    #[test]
+    fn damaged_journal_stops_the_start_with_a_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let images = Images::open(open_store(dir.path())).unwrap();
+            images.create("/t/web").unwrap();
+            let j = lock(&images.journal);
+            let j = j.as_ref().unwrap();
+            images
+                .fs
+                .write_in(
+                    j.file.node(),
+                    j.size,
+                    bytes::Bytes::from_static(b"forget /t/web\n"),
+                    false,
+                )
+                .unwrap();
+        }
+        let e = Images::open(open_store(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/.envoy/@images is damaged"), "{e}");
+        assert!(e.contains("line 4") && e.contains("forget /t/web"), "{e}");
+        assert!(e.contains("restore the store from a backup"), "{e}");
     }
 
     /// A store of the first design (a metadata file per image, a fork log per source, no

@@ -103,28 +103,54 @@ pub fn encode_table(table: &Table) -> Vec<u8> {
     out
 }
 
+/// A journal line that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line} ({why}): {text:?}")]
+pub struct JournalError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong with it.
+    pub why: &'static str,
+    /// The line (lossily decoded).
+    pub text: String,
+}
+
 /// Parses a journal: the live table and how many records it holds.
-pub fn parse(journal: &[u8]) -> FsResult<(Table, usize)> {
-    let complete = match journal.iter().rposition(|&c| c == b'\n') {
-        Some(i) => &journal[..=i],
-        None => &journal[..0],
-    };
-    let text = std::str::from_utf8(complete)
-        .map_err(|_| FsError::Inval("the image journal is not UTF-8"))?;
-    let mut lines = text.lines();
-    match lines.next() {
-        Some(HEADER) => {}
-        None if journal.is_empty() => return Ok((Table::new(), 0)),
-        _ => {
-            return Err(FsError::Inval(
-                "the image journal has no envoy-images header",
-            ))
-        }
+pub fn parse(journal: &[u8]) -> Result<(Table, usize), JournalError> {
+    if journal.is_empty() {
+        return Ok((Table::new(), 0));
     }
+    // Everything up to the last newline: a torn last append is ignored.
+    let complete = match journal.iter().rposition(|&c| c == b'\n') {
+        Some(i) => &journal[..i],
+        None => {
+            return Err(JournalError {
+                line: 1,
+                why: "no envoy-images header",
+                text: String::from_utf8_lossy(journal).into_owned(),
+            })
+        }
+    };
     let mut table = Table::new();
     let mut records = 0;
-    for line in lines {
-        parse_line(line)?.apply(&mut table);
+    for (i, raw) in complete.split(|&c| c == b'\n').enumerate() {
+        let bad = |why| JournalError {
+            line: i + 1,
+            why,
+            text: String::from_utf8_lossy(raw).into_owned(),
+        };
+        let line = std::str::from_utf8(raw).map_err(|_| bad("not UTF-8"))?;
+        if i == 0 {
+            if line != HEADER {
+                return Err(bad("no envoy-images header"));
+            }
+            continue;
+        }
+        let record = parse_line(line).map_err(|e| match e {
+            FsError::Inval(why) => bad(why),
+            _ => bad("does not parse"),
+        })?;
+        record.apply(&mut table);
         records += 1;
     }
     Ok((table, records))
@@ -264,6 +290,8 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+        let e = parse(b"envoy-images 1\nimage /a\ndelete b\nimage /c\n").unwrap_err();
+        assert_eq!((e.line, e.text.as_str()), (3, "delete b"));
     }
 
     #[test]
