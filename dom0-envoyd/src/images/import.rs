@@ -1058,15 +1058,7 @@ mod tests {
 
     /// A fresh namespace and a directory `/img` to import into.
     fn fs_sink(dir: &Path) -> (Arc<Fs>, FsSink) {
-        let store = envoy_storage::ObjectStore::open_or_create(
-            dir,
-            envoy_storage::StoreOptions {
-                engine: envoy_storage::EngineChoice::Sync,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let fs = Fs::open(Arc::new(store), 1 << 20).unwrap();
+        let fs = crate::namespace::test_fs(dir);
         let root = fs.root();
         let img = fs
             .create(

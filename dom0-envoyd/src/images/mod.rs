@@ -1191,17 +1191,7 @@ impl Drop for Images {
 mod tests {
     use super::*;
 
-    fn open_store(dir: &std::path::Path) -> Arc<Fs> {
-        let store = envoy_storage::ObjectStore::open_or_create(
-            dir,
-            envoy_storage::StoreOptions {
-                engine: envoy_storage::EngineChoice::Sync,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        Fs::open(Arc::new(store), 1 << 20).unwrap()
-    }
+    use crate::namespace::test_fs as open_store;
 
     fn meta_names(images: &Images, admin: &[&str]) -> Vec<String> {
         let comps: Vec<String> = admin.iter().map(|s| s.to_string()).collect();

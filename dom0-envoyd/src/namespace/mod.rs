@@ -238,6 +238,21 @@ pub fn mtime_needs_update(stored: Timestamp, now: Timestamp) -> bool {
     }
 }
 
+/// Unit tests: a namespace on a fresh store in `dir` (synchronous engine, 1 MiB cache).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_fs(dir: &std::path::Path) -> Arc<Fs> {
+    let store = ObjectStore::open_or_create(
+        dir,
+        envoy_storage::StoreOptions {
+            engine: envoy_storage::EngineChoice::Sync,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    Fs::open(Arc::new(store), 1 << 20).unwrap()
+}
+
 impl Fs {
     /// Opens the namespace on `store`: creates the root (and `/default`) in a fresh store and
     /// runs the start-up scan.

@@ -94,15 +94,7 @@ mod tests {
     #[test]
     fn lookup_any_path_single_territory_local() {
         let dir = tempfile::tempdir().unwrap();
-        let store = envoy_storage::ObjectStore::open_or_create(
-            dir.path(),
-            envoy_storage::StoreOptions {
-                engine: envoy_storage::EngineChoice::Sync,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let fs = crate::namespace::Fs::open(std::sync::Arc::new(store), 1 << 20).unwrap();
+        let fs = crate::namespace::test_fs(dir.path());
         let t = super::Territories::single(fs);
         assert_eq!(
             t.lookup("/default/x"),
