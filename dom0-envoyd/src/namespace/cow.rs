@@ -10,8 +10,17 @@
 //!
 //! A node is writable when neither its own link nor any ancestor's link is frozen; [`Fs::thaw`]
 //! establishes that, ancestors first.
+//!
+//! # Copies made ahead, outside the image gate
+//!
+//! Repointing links must happen under the image's gate (a snapshot must not freeze the head
+//! while a link below it changes), but copying a frozen object need not: it never changes.
+//! So a change first makes the copies its thaw will need ([`Fs::prepare_thaw`]) and enters
+//! the gate only then ([`Fs::enter_prepared`]); if a snapshot froze the path meanwhile, it
+//! leaves the gate and copies again. The copies wait in one map, frozen object → copy, that
+//! every thaw takes from, so no change holds the gate while the store copies and fsyncs, and
+//! no snapshot waits for that.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_storage::{ObjectId, ObjectKind};
@@ -68,9 +77,17 @@ impl Fs {
         }
     }
 
-    /// A copy of frozen object `old` (a directory's copy has every entry frozen). Needs no
-    /// lock: a frozen object never changes.
+    /// A copy of frozen object `old` (a directory's copy has every entry frozen): one made
+    /// ahead ([`Fs::prepare_thaw`]), else a new one.
     fn clone_frozen(&self, old: ObjectId) -> FsResult<ObjectId> {
+        if let Some(c) = lock(&self.thaw_copies).remove(&old) {
+            return Ok(c);
+        }
+        self.copy_frozen(old)
+    }
+
+    /// A new copy of frozen object `old`. Needs no lock: a frozen object never changes.
+    fn copy_frozen(&self, old: ObjectId) -> FsResult<ObjectId> {
         let new_id = self.alloc_id()?;
         self.store.clone_object(old, new_id)?;
         if let Err(e) = self.copy_xattrs(old, new_id) {
@@ -82,15 +99,21 @@ impl Fs {
 
     /// Copies, ahead of a change of `node` and outside the image gate, every frozen object the
     /// change will have to thaw: the topmost frozen link on the path from the root and every
-    /// name below it down to `node`. A snapshot then never waits for these copies (the slow,
-    /// fsync'd part of a thaw); [`Fs::thaw_with`] only repoints links. A copy is of an
-    /// immutable object, so it stays valid whatever happens meanwhile; one left unused (the
-    /// path changed) is deleted when the [`Prepared`] is dropped.
+    /// name below it down to `node` (see the module docs). A copy is of an immutable object,
+    /// so it stays valid whatever happens meanwhile; one left unused (the path changed, or the
+    /// change failed) is deleted when the [`Prepared`] is dropped.
     pub(crate) fn prepare_thaw(&self, node: &Arc<Node>) -> Prepared<'_> {
         let mut prep = Prepared {
             fs: self,
-            clones: HashMap::new(),
+            made: Vec::new(),
         };
+        self.prepare_more(node, &mut prep);
+        prep
+    }
+
+    /// The frozen objects on `node`'s path that a thaw would copy: from `node` up to the
+    /// topmost frozen link.
+    fn frozen_on_path(node: &Arc<Node>) -> Vec<ObjectId> {
         let mut path = Vec::new();
         let mut cur = Some(Arc::clone(node));
         while let Some(n) = cur {
@@ -98,37 +121,71 @@ impl Fs {
             path.push((s.cow, s.id));
             cur = s.parent.clone();
         }
-        if let Some(top) = path.iter().rposition(|(cow, _)| *cow) {
-            for &(_, id) in &path[..=top] {
-                match self.clone_frozen(id) {
-                    Ok(c) => {
-                        prep.clones.insert(id, c);
-                    }
-                    // The thaw itself will try again (and report the error).
-                    Err(_) => break,
+        match path.iter().rposition(|(cow, _)| *cow) {
+            Some(top) => path[..=top].iter().map(|&(_, id)| id).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Adds to `prep` a copy of every frozen object on `node`'s path that has none yet.
+    pub(crate) fn prepare_more<'a>(&'a self, node: &Arc<Node>, prep: &mut Prepared<'a>) {
+        for id in Fs::frozen_on_path(node) {
+            if lock(&self.thaw_copies).contains_key(&id) {
+                continue;
+            }
+            let c = match self.copy_frozen(id) {
+                Ok(c) => c,
+                // The thaw itself will try again (and report the error).
+                Err(_) => break,
+            };
+            let mut copies = lock(&self.thaw_copies);
+            match copies.entry(id) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    drop(copies);
+                    let _ = self.store.delete(c); // another change made one meanwhile
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(c);
+                    prep.made.push(id);
                 }
             }
         }
-        prep
     }
 
-    /// Makes `node` writable: thaws every frozen ancestor, then the node itself (§5.4.3).
-    pub fn thaw(&self, node: &Arc<Node>) -> FsResult<()> {
-        let mut none = Prepared {
-            fs: self,
-            clones: HashMap::new(),
-        };
-        self.thaw_with(node, &mut none)
+    /// Enters `node`'s image gate ([`Fs::enter`]) with a copy made of everything the change
+    /// will thaw. If a snapshot froze the path after `prep` was made, leaves the gate and
+    /// copies the rest first: a few rounds at most, then the thaw copies under the gate.
+    pub(crate) fn enter_prepared<'a>(
+        &'a self,
+        node: &'a Arc<Node>,
+        prep: &mut Prepared<'a>,
+    ) -> FsResult<Option<std::sync::RwLockReadGuard<'a, ()>>> {
+        for _ in 0..3 {
+            let gate = Fs::enter(node)?;
+            let missing = {
+                let copies = lock(&self.thaw_copies);
+                Fs::frozen_on_path(node)
+                    .iter()
+                    .any(|id| !copies.contains_key(id))
+            };
+            if !missing {
+                return Ok(gate);
+            }
+            drop(gate);
+            self.prepare_more(node, prep);
+        }
+        Fs::enter(node)
     }
 
-    /// [`Fs::thaw`], using copies made by [`Fs::prepare_thaw`] where they fit.
+    /// Makes `node` writable: thaws every frozen ancestor, then the node itself (§5.4.3),
+    /// using the copies made ahead where there are some.
     ///
     /// Order for each frozen name: copy the object (an unreferenced copy if we crash now),
     /// then, under the parent's lock and after checking that nothing changed, repoint the link.
-    pub(crate) fn thaw_with(&self, node: &Arc<Node>, prep: &mut Prepared<'_>) -> FsResult<()> {
+    pub fn thaw(&self, node: &Arc<Node>) -> FsResult<()> {
         loop {
             if let Some(p) = node.parent() {
-                self.thaw_with(&p, prep)?;
+                self.thaw(&p)?;
             }
             let (cow, parent, old) = {
                 let s = node.state();
@@ -137,10 +194,7 @@ impl Fs {
             if !cow {
                 return Ok(());
             }
-            let new_id = match prep.clones.remove(&old) {
-                Some(c) => c,
-                None => self.clone_frozen(old)?,
-            };
+            let new_id = self.clone_frozen(old)?;
             let discard = || {
                 let _ = self.store.delete(new_id);
             };
@@ -214,17 +268,21 @@ impl Fs {
     }
 }
 
-/// Copies of frozen objects made ahead of a change ([`Fs::prepare_thaw`]): old object → copy.
-/// Copies not used by the change are deleted on drop.
+/// The copies one change made ahead ([`Fs::prepare_thaw`]): those its thaw did not use are
+/// deleted on drop.
 #[derive(Debug)]
 pub struct Prepared<'a> {
     fs: &'a Fs,
-    clones: HashMap<ObjectId, ObjectId>,
+    /// Frozen objects this change added a copy of.
+    made: Vec<ObjectId>,
 }
 
 impl Drop for Prepared<'_> {
     fn drop(&mut self) {
-        for (_, c) in self.clones.drain() {
+        for old in self.made.drain(..) {
+            let Some(c) = lock(&self.fs.thaw_copies).remove(&old) else {
+                continue; // used by a thaw
+            };
             if let Err(e) = self.fs.store.delete(c) {
                 tracing::warn!(id = %c, error = %e, "deleting an unused thaw copy failed; the start-up scan will collect it");
             }

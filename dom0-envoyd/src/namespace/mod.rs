@@ -98,6 +98,9 @@ pub struct Fs {
     pinned: Mutex<std::collections::HashMap<ObjectId, (usize, bool)>>,
     /// Which administrative-directory children are image heads ([`crate::images`] fills it).
     images: area::ImageTable,
+    /// Copies of frozen objects made ahead of the changes that will thaw them (see
+    /// [`cow`]): frozen object → copy.
+    thaw_copies: Mutex<std::collections::HashMap<ObjectId, ObjectId>>,
 }
 
 /// The `tracing` target of one line per store read (object, offset, bytes) and per cache
@@ -292,6 +295,7 @@ impl Fs {
             pinned: Mutex::new(std::collections::HashMap::new()),
             writes: AtomicU64::new(0),
             images: area::ImageTable::default(),
+            thaw_copies: Mutex::new(std::collections::HashMap::new()),
         });
         gc::scan(&fs)?;
         let root = fs.claim(Arc::clone(&fs.root));
@@ -690,8 +694,8 @@ impl Fs {
         // The slow part of a first write after a snapshot (copying frozen objects) happens
         // before the gate, so a snapshot never waits for it.
         let mut prep = self.prepare_thaw(node);
-        let _gate = Fs::enter(node)?;
-        self.write_with(node, offset, data, true, &mut prep)
+        let _gate = self.enter_prepared(node, &mut prep)?;
+        self.write_with(node, offset, data, true)
     }
 
     /// [`Fs::write`] without the area rules or the image gate (the image manager's metadata);
@@ -703,13 +707,7 @@ impl Fs {
         data: Bytes,
         set_mtime: bool,
     ) -> FsResult<usize> {
-        self.write_with(
-            node,
-            offset,
-            WriteSrc::Bytes(data),
-            set_mtime,
-            &mut self.prepare_thaw(node),
-        )
+        self.write_with(node, offset, WriteSrc::Bytes(data), set_mtime)
     }
 
     fn write_with(
@@ -718,10 +716,9 @@ impl Fs {
         offset: u64,
         data: WriteSrc<'_>,
         set_mtime: bool,
-        prep: &mut cow::Prepared<'_>,
     ) -> FsResult<usize> {
         loop {
-            self.thaw_with(node, prep)?;
+            self.thaw(node)?;
             let _io = read(&node.io);
             let id = {
                 let s = node.state();
@@ -750,7 +747,8 @@ impl Fs {
 
     /// Changes attributes (and size), thawing first. Permission checks are the caller's.
     pub fn setattr(&self, node: &Arc<Node>, change: &AttrChange) -> FsResult<ObjectStat> {
-        let _gate = Fs::enter(node)?;
+        let mut prep = self.prepare_thaw(node);
+        let _gate = self.enter_prepared(node, &mut prep)?;
         loop {
             self.thaw(node)?;
             let _io = read(&node.io);

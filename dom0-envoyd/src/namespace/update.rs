@@ -115,7 +115,8 @@ impl Fs {
         let dnode = dir.node();
         check_dir_usable(dnode)?;
         self.check_client_name(dnode, name)?;
-        let _gate = Fs::enter(dnode)?;
+        let mut prep = self.prepare_thaw(dnode);
+        let _gate = self.enter_prepared(dnode, &mut prep)?;
         let area = match &dnode.area {
             node::Area::Admin => node::Area::Admin,
             other => other.clone(),
@@ -283,7 +284,8 @@ impl Fs {
     ) -> FsResult<()> {
         check_dir_usable(dir)?;
         self.check_client_name(dir, name)?;
-        let _gate = Fs::enter(dir)?;
+        let mut prep = self.prepare_thaw(dir);
+        let _gate = self.enter_prepared(dir, &mut prep)?;
         self.unlink_in(dir, name, what, cred)
     }
 
@@ -356,7 +358,9 @@ impl Fs {
                 }
             }
         }
-        let _gate = Fs::enter(odir)?;
+        let mut prep = self.prepare_thaw(odir);
+        self.prepare_more(ndir, &mut prep);
+        let _gate = self.enter_prepared(odir, &mut prep)?;
         self.rename_in(odir, oname, ndir, nname, cred)
     }
 
@@ -521,7 +525,8 @@ impl Fs {
             return Err(FsError::CrossDevice);
         }
         self.check_client_name(dir, name)?;
-        let _gate = Fs::enter(dir)?;
+        let mut prep = self.prepare_thaw(dir);
+        let _gate = self.enter_prepared(dir, &mut prep)?;
         loop {
             self.freeze(target)?;
             let Some(locked) = self.lock_dir_for_update(dir, &cred)? else {

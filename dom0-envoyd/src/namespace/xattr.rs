@@ -45,7 +45,8 @@ impl Fs {
         value: &[u8],
         flags: u32,
     ) -> FsResult<()> {
-        let _gate = Fs::enter(node)?;
+        let mut prep = self.prepare_thaw(node);
+        let _gate = self.enter_prepared(node, &mut prep)?;
         loop {
             self.thaw(node)?;
             let _io = write(&node.io);
