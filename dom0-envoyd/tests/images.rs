@@ -566,10 +566,11 @@ fn fork_and_snapshot_set_the_admin_directory_mtime() {
     detach(admin);
 }
 
-/// Forks of a snapshot link roots prepared in the background; deleting the forks and the
-/// snapshot gives every object back, prepared roots included.
+/// A snapshot and its forks are links to one root object: taking them makes no object. The
+/// first write into a fork copies the root (and makes what it writes); deleting the forks
+/// and the snapshot gives every object back.
 #[test]
-fn prepared_fork_roots_go_with_their_snapshot() {
+fn forks_share_the_snapshot_root_until_written() {
     let env = Env::new();
     let images = env.server().images();
     images.create("/t/base").unwrap();
@@ -579,25 +580,30 @@ fn prepared_fork_roots_go_with_their_snapshot() {
     let usage = || env.server().fs().store().usage().unwrap().objects;
     // One round first, so the metadata directories it makes exist before counting.
     for round in 0..2 {
+        images.flush();
         let start = usage();
         let snap = images.snapshot("/t/base").unwrap().path;
         for i in 0..6 {
             images.fork(&snap, &format!("/u/f{i}")).unwrap();
-            images.flush();
         }
-        // The later forks linked prepared roots; each fork is its own image.
+        images.flush();
+        if round == 1 {
+            assert_eq!(usage(), start, "a snapshot and forks copy nothing");
+        }
         let c = attach_at(&env, "/u/f5");
         assert_eq!(read_file(&c, ROOT, "f").unwrap(), b"template");
         create_file(&c, ROOT, "mine", b"5");
         detach(c);
+        if round == 1 {
+            assert_eq!(usage(), start + 2, "the fork's own root and `mine`");
+        }
         let c = attach_at(&env, "/u/f4");
         assert!(read_file(&c, ROOT, "mine").is_err());
+        assert_eq!(read_file(&c, ROOT, "f").unwrap(), b"template");
         detach(c);
-        // The snapshot's root, six fork roots, `mine`, and at least one prepared root.
-        assert!(
-            usage() >= start + 9,
-            "a prepared root waits for the next fork"
-        );
+        let c = attach_at(&env, &snap);
+        assert!(read_file(&c, ROOT, "mine").is_err());
+        detach(c);
         for i in 0..6 {
             images
                 .delete_image(&format!("/u/f{i}"), &no_progress)
@@ -609,6 +615,67 @@ fn prepared_fork_roots_go_with_their_snapshot() {
             assert_eq!(usage(), start, "every object came back");
         }
     }
+    // The head never changed: it still reads the template.
+    let c = attach_at(&env, "/t/base");
+    assert_eq!(read_file(&c, ROOT, "f").unwrap(), b"template");
+    detach(c);
+}
+
+/// Two snapshots of an unchanged head share its root. Deleting one leaves the head's link
+/// frozen (the other still uses the root), so the head's next write copies and the remaining
+/// snapshot keeps the old contents; the same when the root is shared with the snapshot a
+/// never-written fork came from.
+#[test]
+fn deleting_one_of_two_snapshots_sharing_a_root_keeps_the_head_frozen() {
+    let env = Env::new();
+    let images = env.server().images();
+    images.create("/t/img").unwrap();
+    let c = attach_at(&env, "/t/img");
+    create_file(&c, ROOT, "f", b"one");
+    images.snapshot("/t/img").unwrap();
+    images.snapshot("/t/img").unwrap();
+    images.delete_snapshot("/t/img@2", &no_progress).unwrap();
+    write_at(&c, "f", b"two");
+    create_file(&c, ROOT, "g", b"new");
+    detach(c);
+    let s = attach_at(&env, "/t/img@1");
+    assert_eq!(read_file(&s, ROOT, "f").unwrap(), b"one");
+    assert!(read_file(&s, ROOT, "g").is_err());
+    detach(s);
+
+    // A fork never written shares its root with its origin, and so does its own snapshot.
+    images.fork("/t/img@1", "/u/fork").unwrap();
+    images.snapshot("/u/fork").unwrap();
+    images.delete_snapshot("/u/fork@1", &no_progress).unwrap();
+    let c = attach_at(&env, "/u/fork");
+    write_at(&c, "f", b"fork");
+    detach(c);
+    let s = attach_at(&env, "/t/img@1");
+    assert_eq!(
+        read_file(&s, ROOT, "f").unwrap(),
+        b"one",
+        "the origin is unchanged"
+    );
+    detach(s);
+}
+
+/// Deleting the only snapshot of an unchanged head gives the root back to the head: nothing
+/// is freed, and the head's next write changes it in place (no object made or left over).
+#[test]
+fn deleting_the_only_snapshot_of_an_unchanged_head_unfreezes_it() {
+    let env = Env::new();
+    let images = env.server().images();
+    images.create("/t/img").unwrap();
+    let c = attach_at(&env, "/t/img");
+    create_file(&c, ROOT, "f", b"one");
+    images.snapshot("/t/img").unwrap();
+    let r = images.delete_snapshot("/t/img@1", &no_progress).unwrap();
+    assert_eq!(r.objects_freed, 0, "{r:?}");
+    let before = env.server().fs().store().usage().unwrap().objects;
+    write_at(&c, "f", b"two");
+    assert_eq!(env.server().fs().store().usage().unwrap().objects, before);
+    assert_eq!(read_file(&c, ROOT, "f").unwrap(), b"two");
+    detach(c);
 }
 
 /// The registry's journal is text an operator can read, and a start rewrites it without the

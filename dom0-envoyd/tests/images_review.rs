@@ -23,12 +23,9 @@ fn fork_of_head_to_taken_name_fails_without_leaving_a_snapshot() {
     assert_eq!(images.info("/t/web").unwrap().snapshots.len(), 1);
 }
 
-/// Known leak, left for a design change (see the review report): after the only snapshot
-/// sharing a head's objects is deleted, the head's links stay copy-on-write, so the next
-/// write thaws into a copy and the old object, now referenced by nothing, is freed only by
-/// the next start-up scan.
+/// Deleting the only snapshot of an unchanged head hands the root back to the head (its
+/// link is unfrozen), so the next write changes files in place and leaves nothing behind.
 #[test]
-#[ignore = "known: objects thawed away after their snapshot was deleted leak until restart"]
 fn write_after_snapshot_deleted_leaves_no_unreferenced_object() {
     let env = Env::new();
     let images = env.server().images();
@@ -36,6 +33,32 @@ fn write_after_snapshot_deleted_leaves_no_unreferenced_object() {
     let c = attach_at(&env, "/t/img");
     create_file(&c, ROOT, "f", b"one");
     images.snapshot("/t/img").unwrap();
+    images.delete_snapshot("/t/img@1", &|_| {}).unwrap();
+    let before = env.server().fs().store().usage().unwrap();
+    let f = c.alloc_fid();
+    c.walk_path(ROOT, f, "f").unwrap();
+    c.lopen(f, O_WRONLY | O_TRUNC).unwrap();
+    c.write_all(f, 0, b"two").unwrap();
+    c.clunk(f).unwrap();
+    let after = env.server().fs().store().usage().unwrap();
+    assert_eq!(after.objects, before.objects, "{before:?} -> {after:?}");
+}
+
+/// Known leak, left for a design change: when the head changed after the snapshot (so its
+/// root was copied, with every entry frozen), deleting the snapshot leaves the head's other
+/// entries copy-on-write; the next write to one of them thaws it into a copy, and the old
+/// object, now referenced by nothing, is freed only by the next start-up scan. Freeing it at
+/// the thaw needs to know that no other link shares it (a count of links per object).
+#[test]
+#[ignore = "known: objects thawed away after their snapshot was deleted leak until restart"]
+fn write_after_changed_head_lost_its_snapshot_leaves_no_unreferenced_object() {
+    let env = Env::new();
+    let images = env.server().images();
+    images.create("/t/img").unwrap();
+    let c = attach_at(&env, "/t/img");
+    create_file(&c, ROOT, "f", b"one");
+    images.snapshot("/t/img").unwrap();
+    create_file(&c, ROOT, "g", b"after the snapshot");
     images.delete_snapshot("/t/img@1", &|_| {}).unwrap();
     let before = env.server().fs().store().usage().unwrap();
     let f = c.alloc_fid();
@@ -68,27 +91,35 @@ fn wait_for_spares(env: &Env) {
     panic!("the store never made spare files");
 }
 
-/// Forks and snapshots rename spare files instead of creating files; what they make must be
-/// the same, survive a restart, and a fork interrupted after its registry record must still be
-/// rolled back at start.
+/// A snapshot and a fork copy nothing (no spare file is taken, no object made); the fork's
+/// first write does. What they make survives a restart, and a fork interrupted after its
+/// registry record is still rolled back at start.
 #[test]
-fn fork_and_snapshot_from_spare_files_survive_restart_and_crash() {
+fn fork_and_snapshot_copy_nothing_and_survive_restart_and_crash() {
     let mut env = Env::new();
     {
         let images = env.server().images();
         images.create("/t/base").unwrap();
+        images.create("/u/warm-up").unwrap(); // makes the administrative directory /u
         let c = attach_at(&env, "/t/base");
         create_file(&c, ROOT, "f", b"template");
         c.clunk(ROOT).unwrap();
+        images.flush();
         wait_for_spares(&env);
         let before = spare_names(&env);
+        let objects = env.server().fs().store().usage().unwrap().objects;
         images.snapshot("/t/base").unwrap();
         images.fork("/t/base@1", "/u/a").unwrap();
+        images.flush();
         let after = spare_names(&env);
         let used = before.iter().filter(|n| !after.contains(n)).count();
-        // One each: the snapshot's root and the fork's root.
-        assert!(used >= 2, "snapshot + fork used {used} spares");
-        // Dies after the fork's registry record, before its root (a renamed spare) is linked.
+        assert_eq!(used, 0, "snapshot + fork used {used} spares");
+        assert_eq!(
+            env.server().fs().store().usage().unwrap().objects,
+            objects,
+            "snapshot + fork made no object"
+        );
+        // Dies after the fork's registry record, before its head is linked.
         images.inject_crash(Some("fork:registered"));
         images.fork("/t/base@1", "/u/b").unwrap_err();
     }
@@ -107,13 +138,21 @@ fn fork_and_snapshot_from_spare_files_survive_restart_and_crash() {
         assert_eq!(read_file(&c, ROOT, "f").unwrap(), b"template", "{aname}");
         c.clunk(ROOT).unwrap();
     }
-    // The fork's root (a filled spare) is writable and diverges from the template.
+    // The fork (its root a frozen link to the snapshot's) is writable and diverges from the
+    // template.
     let a = attach_at(&env, "/u/a");
     create_file(&a, ROOT, "g", b"fork only");
     a.clunk(ROOT).unwrap();
     let base = attach_at(&env, "/t/base");
     assert!(read_file(&base, ROOT, "g").is_err());
+    // So is the head, which shared its root with the snapshot and the fork.
+    create_file(&base, ROOT, "h", b"head only");
     base.clunk(ROOT).unwrap();
+    for aname in ["/u/a", "/t/base@1"] {
+        let c = attach_at(&env, aname);
+        assert!(read_file(&c, ROOT, "h").is_err(), "{aname}");
+        c.clunk(ROOT).unwrap();
+    }
 }
 
 fn attach_at(env: &Env, aname: &str) -> Client {

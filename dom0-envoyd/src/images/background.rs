@@ -1,5 +1,5 @@
-//! The image manager's background thread: makes snapshots and forks durable, sets the mtimes
-//! they leave to it, and prepares fork roots ([`super::ready`]).
+//! The image manager's background thread: makes snapshots and forks durable and sets the
+//! mtimes they leave to it.
 //!
 //! # Waking it
 //!
@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use envoy_storage::{ObjectId, Timestamp};
 
-use super::ready::ReadyRoots;
 use crate::namespace::node::lock;
 use crate::namespace::Fs;
 
@@ -40,8 +39,6 @@ pub struct Job {
     pub touch: Vec<(ObjectId, Timestamp)>,
     /// Objects to make durable.
     pub sync: Vec<ObjectId>,
-    /// A snapshot root to prepare fork roots from.
-    pub prepare: Option<ObjectId>,
 }
 
 #[derive(Debug, Default)]
@@ -70,12 +67,12 @@ pub struct Background {
 
 impl Background {
     /// Starts the thread.
-    pub fn start(fs: Arc<Fs>, ready: Arc<ReadyRoots>) -> std::io::Result<Background> {
+    pub fn start(fs: Arc<Fs>) -> std::io::Result<Background> {
         let shared = Arc::new(Shared::default());
         let s2 = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("envoy-image-sync".into())
-            .spawn(move || run(&s2, &fs, &ready))?;
+            .spawn(move || run(&s2, &fs))?;
         Ok(Background {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -124,7 +121,7 @@ impl Background {
     }
 }
 
-fn run(shared: &Shared, fs: &Fs, ready: &ReadyRoots) {
+fn run(shared: &Shared, fs: &Fs) {
     let mut last_work = Instant::now();
     loop {
         let job = {
@@ -179,9 +176,6 @@ fn run(shared: &Shared, fs: &Fs, ready: &ReadyRoots) {
                     tracing::error!(%id, error = %e, "background sync of an image change failed")
                 }
             }
-        }
-        if let Some(snapshot) = job.prepare {
-            ready.prepare(fs, snapshot);
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::namespace::Fs;
 /// Every object ID reachable from directory object `root` (including `root`), sorted and
 /// without duplicates. The caller guarantees the tree does not change during the walk (a
 /// snapshot, or a head whose gate it holds exclusively). `progress` is called with the number
-/// of objects seen so far, every 4096 objects.
+/// of objects seen so far, every 4096 objects and once at the end.
 pub fn walk(fs: &Fs, root: ObjectId, progress: &dyn Fn(u64)) -> FsResult<Vec<u64>> {
     let mut ids = vec![root.0];
     let mut seen_dirs: HashSet<ObjectId> = HashSet::from([root]);
@@ -48,6 +48,7 @@ pub fn walk(fs: &Fs, root: ObjectId, progress: &dyn Fn(u64)) -> FsResult<Vec<u64
             }
         }
     }
+    progress(ids.len() as u64);
     ids.sort_unstable();
     ids.dedup();
     Ok(ids)

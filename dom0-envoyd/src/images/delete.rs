@@ -104,9 +104,12 @@ impl Images {
             }
         }
 
-        self.retire_snapshot(s_id);
         lock(&self.next_snapshot).remove(&p.head());
         let cat_n = self.snapshot_catalogue(&meta_dir, &p.name, n, s_id, progress)?;
+        let origin_root = match &origin {
+            Some(o) => Some(self.snapshot_root_of(o)?),
+            None => None,
+        };
         let pred = match snaps.iter().rev().find(|(k, _)| *k < n) {
             Some(&(k, id)) => self.snapshot_catalogue(&meta_dir, &p.name, k, id, progress)?,
             None => match &origin {
@@ -129,6 +132,21 @@ impl Images {
             .map_err(|e| fs_err(format!("unlinking {}", p.display()))(e))?;
         self.sync_now(admin.node().id())?;
         self.crash_point("snapshot-delete:unlinked")?;
+        // A head unchanged since this snapshot still shares its root through a frozen link.
+        // If no other snapshot shares it (nor the snapshot this image was forked from), the
+        // head is its only user now: unfreeze the link, so the head's next write changes the
+        // root in place instead of copying it and leaving the original unreferenced.
+        let shared_elsewhere =
+            snaps.iter().any(|&(k, id)| k != n && id == s_id) || origin_root == Some(s_id);
+        if !shared_elsewhere {
+            let (admin, head) = self.open_head(&p)?;
+            if let Some(scope) = head.node().area.scope().cloned() {
+                let _gate = write(&scope.gate);
+                self.fs
+                    .unfreeze_head(admin.node(), head.node(), s_id)
+                    .map_err(|e| fs_err(format!("unfreezing {}", p.head()))(e))?;
+            }
+        }
         tracing::info!(snapshot = %p.display(), doomed = doomed.len(), "snapshot unlinked; freeing its objects");
         let freed = self.free_objects(&doomed, progress)?;
         self.remove_meta_file(&meta_dir, &format!("{snap_name}@cat"))?;
@@ -182,9 +200,6 @@ impl Images {
                     return Err(ImageError::Busy(p.snapshot_path(*k)));
                 }
             }
-        }
-        for &(_, id) in &snaps {
-            self.retire_snapshot(id);
         }
         lock(&self.next_snapshot).remove(&p.head());
         let mut cats = vec![self.head_catalogue(&head, progress)?];
@@ -307,17 +322,28 @@ impl Images {
         let k = o
             .snapshot
             .ok_or_else(|| ImageError::NoSnapshot(origin.to_string()))?;
+        let id = self.snapshot_root_of(origin)?;
         let admin = self
             .admin_dir(&o.admin, false)
             .map_err(|_| ImageError::NoSnapshot(origin.to_string()))?;
-        let id = self
-            .snapshot_numbers(&admin, &o.name)?
+        let meta_dir = self.meta_dir(&admin, true)?;
+        self.snapshot_catalogue(&meta_dir, &o.name, k, id, progress)
+    }
+
+    /// The root object of snapshot `path` (`/…/web@N`).
+    fn snapshot_root_of(&self, path: &str) -> Result<ObjectId, ImageError> {
+        let o = ImagePath::parse(path)?;
+        let k = o
+            .snapshot
+            .ok_or_else(|| ImageError::NoSnapshot(path.to_string()))?;
+        let admin = self
+            .admin_dir(&o.admin, false)
+            .map_err(|_| ImageError::NoSnapshot(path.to_string()))?;
+        self.snapshot_numbers(&admin, &o.name)?
             .into_iter()
             .find(|(n, _)| *n == k)
             .map(|(_, id)| id)
-            .ok_or_else(|| ImageError::NoSnapshot(origin.to_string()))?;
-        let meta_dir = self.meta_dir(&admin, true)?;
-        self.snapshot_catalogue(&meta_dir, &o.name, k, id, progress)
+            .ok_or_else(|| ImageError::NoSnapshot(path.to_string()))
     }
 
     /// The live head's catalogue, walked with its gate held exclusively.
@@ -373,6 +399,12 @@ impl Images {
 
     fn free_objects(&self, ids: &[u64], progress: &dyn Fn(&Progress)) -> Result<u64, ImageError> {
         let total = ids.len() as u64;
+        // The phase is reported even when there is nothing to free, so an operator sees it.
+        progress(&Progress {
+            phase: "free",
+            done: 0,
+            total,
+        });
         let mut freed = 0u64;
         for (i, &id) in ids.iter().enumerate() {
             if self

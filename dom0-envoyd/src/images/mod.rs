@@ -17,56 +17,57 @@
 //!
 //! # Snapshot of a live image (§4.3.2)
 //!
-//! Under the image's gate held exclusively (no change of the image is in flight):
-//! 1. clone the head's root directory object `H` into `S` (the store's directory clone sets the
-//!    copy-on-write flag on every entry of the copy);
-//! 2. set the copy-on-write flag on every entry of `H` itself, in place;
-//! 3. link `web@N` → `S`, frozen.
-//!
-//! The head keeps its root object, so open fids of mounted clients carry on without noticing;
-//! everything below the root is now shared with the snapshot and thaws on its first write
-//! (§5.4.3). The dissertation sets the old root aside and makes a clone the new head; keeping
-//! `H` as the head is the same tree with the roles of the two copies swapped, and it means a
-//! power failure can only ever lose the *new* object — the snapshot — never the head's root.
-//! A crash after step 1 leaves an unreferenced `S` (collected at start); after step 2, entries
-//! flagged copy-on-write with no snapshot (harmless: they thaw on write).
+//! Under the image's gate held exclusively (no change of the image is in flight), one update
+//! of the administrative directory ([`Fs::snapshot_root`]): freeze the head's link, then link
+//! `web@N` to the same root object, frozen. The head's root is now the snapshot's; the head
+//! carries on as a frozen link to it, and its first change thaws it as any frozen name thaws
+//! (§5.4.3): the root is cloned with every entry frozen and the head's link repointed at the
+//! copy. Open fids hold the head's node, not its object, so mounted clients follow without
+//! noticing. Nothing is copied on the snapshot's path, and an image snapshotted twice without
+//! a change in between has two snapshots of one root object. Both entries usually share a
+//! directory block, one page write; otherwise the head's is written first, so a crash
+//! between them leaves a frozen head and no snapshot, which is harmless.
 //!
 //! # Fork
 //!
 //! A fork starts a new image from a snapshot (a live head is snapshotted first): append
-//! `image NEW from SNAPSHOT` to the registry's journal, clone the snapshot's root into the new
-//! head's root, link it. Only the root is copied; everything else is shared until written.
-//! A crash between the two leaves a registered image without a head, which the next start
-//! removes.
+//! `image NEW from SNAPSHOT` to the registry's journal, then link the new head to the
+//! snapshot's root, frozen. Everything is shared until written; the first write clones the
+//! root. A crash between the two leaves a registered image without a head, which the next
+//! start removes.
+//!
+//! Territory roots stay thawed (§5.4.3), which is why freezing a head's link is allowed: one
+//! territory covers the whole tree today, so an image head is never a territory root. When
+//! the federation hands an image to another envoy as its own territory, the hand-off must
+//! thaw the head first (see [`crate::territory`]).
 //!
 //! # Durability
 //!
-//! Like a data write, a snapshot or fork is complete when it is in the host page cache: the
-//! root clones skip the store's fsync on the request path and a background syncer makes them
-//! (and the directories linking them, and the journal) durable right after; [`Images::flush`]
-//! waits for it. The same thread sets the administrative directory's mtime to the time of the
-//! operation ([`Fs::touch_dir_at`]): the store records an mtime with a rename, as expensive as
-//! the rest of a fork together.
+//! Like a data write, a snapshot or fork is complete when it is in the host page cache: a
+//! background syncer makes the directory holding the links (and the journal) durable right
+//! after; [`Images::flush`] waits for it. The same thread sets the administrative directory's
+//! mtime to the time of the operation ([`Fs::touch_dir_at`]): the store records an mtime with
+//! a rename, as expensive as the rest of a fork together.
 //! Crash ordering (`kill -9` at any point) is covered by the step orders above and by
 //! [`Images::open`]'s recovery.
 //!
 //! # Latency
 //!
-//! What is left on the path of a fork: one rename (the root clone taking its place in the
-//! store), three small writes (the journal line, the clone's one block, the administrative
-//! directory's block) and in-memory lookups. What was taken off it, without weakening the
-//! above:
-//! * file creation: [`Images::open`] has the object store keep spare empty files ready
-//!   (`ObjectStore::keep_spare_files`), so the clone's temporary is a rename of a pre-created
-//!   file. An ext4 `open(O_CREAT)` cost several times a rename. The store's own crash rules
-//!   are unchanged: a spare is a temporary file, removed by the store's recovery at open
-//!   whether used or not.
+//! What is left on the path of a fork: the journal line, the administrative directory's
+//! block, and in-memory lookups; of a snapshot, the block alone. What was taken off it,
+//! without weakening the above:
+//! * copying the root: the first write pays for it, outside the gate
+//!   (`Fs::prepare_thaw`), as it pays for every other directory it thaws;
 //! * a metadata file per image and a fork-log file per source: replaced by one journal line
-//!   (see [`registry`]).
-//! * the administrative directory's mtime: set by the background thread (see Durability).
+//!   (see [`registry`]);
+//! * the administrative directory's mtime: set by the background thread (see Durability);
 //! * reading what is not needed: a fork of `NAME@N` looks up that one name instead of
 //!   listing the administrative directory's snapshots; whether the source is an image is a
 //!   lookup in memory.
+//!
+//! The object store keeps spare empty files ready (`ObjectStore::keep_spare_files`) for the
+//! clones that thaws make and for new files: an ext4 `open(O_CREAT)` costs several times the
+//! rename of a ready spare.
 //!
 //! # Deleting (§4.3.3)
 //!
@@ -80,7 +81,6 @@ mod background;
 pub mod catalogue;
 mod delete;
 pub mod import;
-mod ready;
 pub mod registry;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -94,13 +94,12 @@ use crate::error::FsError;
 use crate::namespace::area::{child_path, split_snapshot, CTL_NAME, META_DIR};
 use crate::namespace::node::{lock, write, Area, ImageScope};
 use crate::namespace::{check_name, Claim, Cred, Fs};
-use ready::ReadyRoots;
 use registry::Record;
 
 /// The operator's identity inside the namespace.
 const ROOT: Cred = Cred { uid: 0, gid: 0 };
 
-/// Empty files the object store keeps ready (a fork or a snapshot uses one).
+/// Empty files the object store keeps ready (each clone of a thaw, or new file, uses one).
 const SPARE_FILES: usize = 64;
 
 /// Why an image operation failed: each message says what was wrong and what to do.
@@ -319,7 +318,6 @@ pub struct Images {
     bg: Background,
     crash_at: Mutex<Option<String>>,
     journal: Mutex<Option<Journal>>,
-    ready: Arc<ReadyRoots>,
     /// Administrative directories looked up before, by path components: a fork or snapshot
     /// then starts without walking and classifying them again. An entry whose directory was
     /// removed since (its node is an orphan) is dropped and looked up afresh.
@@ -337,8 +335,7 @@ impl Images {
     /// The image manager for `fs`: registers `/default` as an image if it is not one yet, and
     /// finishes or rolls back what a crash interrupted (deletions, imports, creations).
     pub fn open(fs: Arc<Fs>) -> Result<Arc<Images>, ImageError> {
-        let ready = Arc::new(ReadyRoots::default());
-        let bg = Background::start(Arc::clone(&fs), Arc::clone(&ready)).map_err(|e| {
+        let bg = Background::start(Arc::clone(&fs)).map_err(|e| {
             ImageError::NotAllowed(format!("cannot start the image sync thread: {e}"))
         })?;
         let images = Arc::new(Images {
@@ -347,12 +344,11 @@ impl Images {
             bg,
             crash_at: Mutex::new(None),
             journal: Mutex::new(None),
-            ready,
             admins: Mutex::new(std::collections::HashMap::new()),
             next_snapshot: Mutex::new(std::collections::HashMap::new()),
         });
-        // File creation is most of a fork's or snapshot's latency on ext4: keep spare files
-        // ready (see `envoy_storage`'s spare module).
+        // File creation is most of a thaw's latency on ext4: keep spare files ready (see
+        // `envoy_storage`'s spare module).
         images
             .fs
             .store()
@@ -378,7 +374,6 @@ impl Images {
     /// files.
     pub fn shutdown(&self) {
         self.bg.stop();
-        self.ready.clear(&self.fs);
         lock(&self.admins).clear();
         self.fs.store().stop_spare_files();
     }
@@ -404,26 +399,7 @@ impl Images {
 
     /// Has the background thread set `touch`'s mtimes and make `ids` durable.
     fn sync_later(&self, touch: Vec<(ObjectId, Timestamp)>, ids: Vec<ObjectId>) {
-        self.background(touch, ids, None);
-    }
-
-    /// [`Images::sync_later`], then prepare a fork root from snapshot root `prepare`.
-    fn background(
-        &self,
-        touch: Vec<(ObjectId, Timestamp)>,
-        ids: Vec<ObjectId>,
-        prepare: Option<ObjectId>,
-    ) {
-        self.bg.push(Job {
-            touch,
-            sync: ids,
-            prepare,
-        });
-    }
-
-    /// Snapshot root `snapshot` is about to be deleted: no prepared fork root may outlive it.
-    fn retire_snapshot(&self, snapshot: ObjectId) {
-        self.ready.retire(&self.fs, snapshot);
+        self.bg.push(Job { touch, sync: ids });
     }
 
     /// `/default` predates the image manager in old stores: make it an image.
@@ -880,7 +856,7 @@ impl Images {
         lock(&self.next_snapshot).insert(head_path, n.saturating_add(1));
         self.sync_later(
             vec![(admin.node().id(), Timestamp::now())],
-            vec![s_id, head.node().id(), admin.node().id()],
+            vec![admin.node().id()],
         );
         tracing::info!(image = %p.head(), snapshot = n, "snapshot taken");
         Ok((
@@ -939,31 +915,16 @@ impl Images {
             origin: Some(origin.clone()),
         })?;
         self.crash_point("fork:registered")?;
-        let linked = match self.ready.take(s_id) {
-            Some(root) => self
-                .fs
-                .link_root(d2.node(), dst.name.as_bytes(), root)
-                .map(|()| root)
-                .inspect_err(|_| {
-                    let _ = self.fs.delete_shared_object(root);
-                }),
-            None => self.fs.fork_root(s_id, d2.node(), dst.name.as_bytes()),
-        };
-        let f_id = match linked {
-            Ok(id) => id,
-            Err(e) => {
-                // Nothing was linked: take the record back (the next start would otherwise).
-                if let Err(e2) = self.record(Record::Delete { head: dst.head() }) {
-                    tracing::warn!(error = %e2, image = %dst.head(), "could not take back the record of a failed fork; the next start removes it");
-                }
-                return Err(fs_err(format!("forking {origin} into {}", dst.head()))(e));
+        if let Err(e) = self.fs.fork_root(s_id, d2.node(), dst.name.as_bytes()) {
+            // Nothing was linked: take the record back (the next start would otherwise).
+            if let Err(e2) = self.record(Record::Delete { head: dst.head() }) {
+                tracing::warn!(error = %e2, image = %dst.head(), "could not take back the record of a failed fork; the next start removes it");
             }
-        };
-        // The next fork of this snapshot links a copy made now, off its path.
-        self.background(
+            return Err(fs_err(format!("forking {origin} into {}", dst.head()))(e));
+        }
+        self.sync_later(
             vec![(d2.node().id(), Timestamp::now())],
-            vec![journal, f_id, d2.node().id()],
-            Some(s_id),
+            vec![journal, d2.node().id()],
         );
         tracing::info!(from = %src.snapshot_path(n), to = %dst.head(), "image forked");
         Ok(ImageInfo {

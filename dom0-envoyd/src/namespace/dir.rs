@@ -89,6 +89,18 @@ impl DirData {
         id: ObjectId,
         cow: bool,
     ) -> Result<usize, dirfmt::BlockError> {
+        self.insert_preferring(name, id, cow, usize::MAX)
+    }
+
+    /// [`DirData::insert`] into block `preferred` when it has room (so a change of two
+    /// entries is one block write), else where `insert` would put it.
+    pub fn insert_preferring(
+        &mut self,
+        name: Vec<u8>,
+        id: ObjectId,
+        cow: bool,
+        preferred: usize,
+    ) -> Result<usize, dirfmt::BlockError> {
         dirfmt::check_name(&name)?;
         self.sorted = std::sync::OnceLock::new();
         if self.index.contains_key(&name) {
@@ -108,7 +120,9 @@ impl DirData {
         // made each insert in a directory of n entries cost O(n). Earlier blocks' holes are
         // looked for only when the last block is full.
         let last_fits = self.blocks.last().is_some_and(|b| b.free() >= need);
-        let slot = if last_fits {
+        let slot = if self.blocks.get(preferred).is_some_and(|b| b.free() >= need) {
+            preferred
+        } else if last_fits {
             self.blocks.len() - 1
         } else {
             match self.blocks.iter().position(|b| b.free() >= need) {
@@ -280,5 +294,29 @@ mod tests {
         d.insert(b"c".to_vec(), ObjectId(7), false).unwrap();
         assert!(d.lookup(b"c").map(|e| e.cookie).unwrap() > b_cookie);
         assert_eq!(d.entries_after(b_cookie).count(), 1);
+    }
+    #[test]
+    fn insert_preferring_uses_the_preferred_block_when_it_has_room() {
+        let mut d = DirData::default();
+        for i in 0..500u64 {
+            d.insert(format!("file-{i:04}").into_bytes(), ObjectId(10 + i), false)
+                .unwrap();
+        }
+        let first = d.index[b"file-0000".as_slice()];
+        d.remove(b"file-0001").unwrap();
+        let got = d
+            .insert_preferring(b"web@1".to_vec(), ObjectId(10), true, first)
+            .unwrap();
+        assert_eq!(got, first, "room was freed in the preferred block");
+        assert!(
+            d.insert_preferring(b"oob".to_vec(), ObjectId(8), false, 9999)
+                .is_ok(),
+            "an out-of-range preference falls back to the usual place"
+        );
+        let again = DirData::parse(&encode_all(&d)).unwrap();
+        assert_eq!(
+            again.lookup(b"web@1").map(|e| (e.id, e.cow)),
+            Some((ObjectId(10), true))
+        );
     }
 }

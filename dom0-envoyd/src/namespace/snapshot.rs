@@ -1,11 +1,13 @@
 //! The two namespace steps behind image snapshots and forks ([`crate::images`] orders them
-//! and keeps the metadata).
+//! and keeps the metadata). Both only write links: no object is copied on their path. The
+//! copy happens at the first write below a frozen link, as every thaw does (§5.4.3,
+//! [`Fs::thaw`]).
 
 use std::sync::Arc;
 
 use envoy_storage::ObjectId;
 
-use super::node::{lock, write, Node};
+use super::node::{write, Node};
 use super::Fs;
 use crate::error::{FsError, FsResult};
 
@@ -14,10 +16,13 @@ impl Fs {
     /// as `admin/snap_name`, returning the snapshot's root object. The caller holds the
     /// image's gate exclusively, so no change of the image is in flight.
     ///
-    /// Steps (each a crash point, see [`crate::images`]): clone the head's root object into
-    /// the snapshot's (every entry of the copy copy-on-write); set copy-on-write on every
-    /// entry of the head's root in place; link the snapshot, frozen. `admin`'s mtime is left
-    /// to the caller ([`Fs::touch_dir_at`]), as in [`Fs::fork_root`].
+    /// §4.3.2: the head's root is frozen and set aside as the snapshot, and the head carries
+    /// on as a frozen link to the same object, so its first write thaws it (clones the root
+    /// with every entry frozen) and open fids follow the node to the copy. One update of
+    /// `admin`: the head's link is frozen first, then the snapshot's link is added, in the
+    /// same directory block when it has room (one page write); written in that order
+    /// otherwise, so a crash between them leaves a frozen head and no snapshot, which is
+    /// harmless. `admin`'s mtime is left to the caller ([`Fs::touch_dir_at`]).
     pub(crate) fn snapshot_root(
         &self,
         admin: &Arc<Node>,
@@ -27,71 +32,54 @@ impl Fs {
         let _a = write(&admin.dir_lock);
         let _h = write(&head.dir_lock);
         let _io = write(&head.io);
-        let h_id = head.id();
-        let s_id = self.alloc_id()?;
-        self.store.clone_object_unsynced(h_id, s_id)?;
-        let undo = |e: FsError| {
-            let _ = self.store.delete(s_id);
-            e
-        };
-        self.copy_xattrs(h_id, s_id).map_err(undo)?;
-        let mut hd = self.dir_owned(h_id, self.dir_data(h_id).map_err(undo)?);
-        hd.set_cow_all();
-        let blocks: Vec<usize> = (0..hd.block_count()).collect();
-        self.commit_dir(h_id, hd, &blocks).map_err(undo)?;
-        for w in lock(&head.children).values() {
-            if let Some(c) = w.upgrade() {
-                c.state().cow = true;
-            }
+        let mut s = head.state();
+        if !s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, admin)) {
+            return Err(FsError::NotFound);
         }
-        let mut ad = self.dir_owned(admin.id(), self.dir_data(admin.id()).map_err(undo)?);
-        let b = ad
-            .insert(snap_name.to_vec(), s_id, true)
-            .map_err(|_| undo(FsError::Exists))?;
-        self.commit_dir(admin.id(), ad, &[b]).map_err(undo)?;
-        Ok(s_id)
+        let h_id = s.id;
+        let mut ad = self.dir_owned(admin.id(), self.dir_data(admin.id())?);
+        let hb = ad.set(&s.name, h_id, true).ok_or(FsError::NotFound)?;
+        let sb = ad
+            .insert_preferring(snap_name.to_vec(), h_id, true, hb)
+            .map_err(|_| FsError::Exists)?;
+        self.commit_dir(admin.id(), ad, &[hb, sb])?;
+        s.cow = true;
+        Ok(h_id)
     }
 
-    /// Makes the root of a new image `admin/name` from snapshot root `snapshot`: a clone (its
-    /// entries copy-on-write, shared with the snapshot), linked thawed, so the image root is
-    /// writable from the start. Returns the new root object. `admin`'s mtime is left to the
-    /// caller ([`Fs::touch_dir_at`]).
+    /// Clears the copy-on-write flag of the head's link again when it still points at `root`,
+    /// a snapshot root that the caller has just unlinked and that no other link references:
+    /// the head is then its only user, and may change it in place instead of copying it (and
+    /// leaving the original unreferenced). Returns whether it did. The caller holds the
+    /// image's gate exclusively.
+    pub(crate) fn unfreeze_head(
+        &self,
+        admin: &Arc<Node>,
+        head: &Arc<Node>,
+        root: ObjectId,
+    ) -> FsResult<bool> {
+        let _a = write(&admin.dir_lock);
+        let _io = write(&head.io);
+        let mut s = head.state();
+        if !s.cow || s.id != root || !s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, admin)) {
+            return Ok(false);
+        }
+        let mut ad = self.dir_owned(admin.id(), self.dir_data(admin.id())?);
+        let b = ad.set(&s.name, root, false).ok_or(FsError::NotFound)?;
+        self.commit_dir(admin.id(), ad, &[b])?;
+        s.cow = false;
+        Ok(true)
+    }
+
+    /// Links a new image `admin/name` whose head starts as snapshot root `snapshot`: a
+    /// frozen link to the same object, thawed (its root cloned) by the image's first write.
+    /// `admin`'s mtime is left to the caller ([`Fs::touch_dir_at`]).
     pub(crate) fn fork_root(
         &self,
         snapshot: ObjectId,
         admin: &Arc<Node>,
         name: &[u8],
-    ) -> FsResult<ObjectId> {
-        let f_id = self.clone_root(snapshot, false)?;
-        if let Err(e) = self.link_root(admin, name, f_id) {
-            let _ = self.store.delete(f_id);
-            return Err(e);
-        }
-        Ok(f_id)
-    }
-
-    /// The first half of [`Fs::fork_root`]: a writable copy of snapshot root `snapshot`,
-    /// linked nowhere yet. Until [`Fs::link_root`] links it, it is an unreferenced object,
-    /// which the start-up scan collects after a crash. `ahead`: made in the background before
-    /// it is needed, so it leaves the store's spare files to the request paths.
-    pub(crate) fn clone_root(&self, snapshot: ObjectId, ahead: bool) -> FsResult<ObjectId> {
-        let f_id = self.alloc_id()?;
-        if ahead {
-            self.store
-                .clone_object_unsynced_without_spare(snapshot, f_id)?;
-        } else {
-            self.store.clone_object_unsynced(snapshot, f_id)?;
-        }
-        if let Err(e) = self.copy_xattrs(snapshot, f_id) {
-            let _ = self.store.delete(f_id);
-            return Err(e);
-        }
-        Ok(f_id)
-    }
-
-    /// The second half of [`Fs::fork_root`]: links `root` (made by [`Fs::clone_root`]) as
-    /// `admin/name`, thawed. On failure the caller still owns `root`.
-    pub(crate) fn link_root(&self, admin: &Arc<Node>, name: &[u8], root: ObjectId) -> FsResult<()> {
-        self.insert_link(admin, name, root, false)
+    ) -> FsResult<()> {
+        self.insert_link(admin, name, snapshot, true)
     }
 }

@@ -3,6 +3,11 @@
 //! Every attach and every walk asks [`Territories::lookup`] who owns a path. Today one local
 //! territory covers `/`, so the answer is always [`Owner::Local`]; the federation issues add
 //! remote owners (and exits) here, and the session code already routes on the answer.
+//!
+//! A territory's root is never frozen (§5.4.3), so a thaw always ends inside the territory.
+//! Image heads may be frozen links (a snapshot or fork freezes the head's link instead of
+//! copying its root, see [`crate::images`]); handing an image to another envoy as a territory
+//! of its own must therefore thaw its head first.
 
 use std::sync::Arc;
 
