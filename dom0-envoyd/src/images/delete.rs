@@ -14,7 +14,9 @@
 //!    once (nothing re-links an unreachable object, and nothing links across images), so an
 //!    object of N in neither neighbour is in no other snapshot, head or fork.
 //! 4. Write the intent record `web@N@doomed` (the doomed IDs) and sync it.
-//! 5. Unlink `web@N` and sync the directory: the commit point.
+//! 5. Unlink `web@N` and sync the directory: the commit point. If the head still shares
+//!    N's root through its frozen link (it has not changed since) and no other snapshot or
+//!    origin shares it, unfreeze the head's link: the head is the root's only user now.
 //! 6. Free the doomed objects (an object an unlinked open file still reads goes at that
 //!    file's last release).
 //! 7. Remove `web@N@cat` and the intent record.

@@ -1169,6 +1169,47 @@ mod tests {
         v
     }
 
+    /// A start freezes a head whose link shares its root with a snapshot but lost its
+    /// copy-on-write flag (a power failure kept only one of a snapshot's two entries): the
+    /// start-up scan freezes every name of an object with several. The head's next write
+    /// then copies instead of changing the snapshot.
+    #[test]
+    fn start_refreezes_a_head_that_shares_its_root_with_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let fs = open_store(dir.path());
+            let images = Images::open(Arc::clone(&fs)).unwrap();
+            images.create("/t/web").unwrap();
+            let p = ImagePath::parse("/t/web").unwrap();
+            let (admin, head) = images.open_head(&p).unwrap();
+            fs.create(&head, b"f", ObjectKind::Regular, 0o644, ROOT, None)
+                .unwrap();
+            let s = images.snapshot("/t/web").unwrap();
+            assert_eq!(s.number, 1);
+            // What the power failure leaves: the snapshot's link, the head's unfrozen.
+            let root = head.node().id();
+            assert!(fs.unfreeze_head(admin.node(), head.node(), root).unwrap());
+            images.shutdown();
+        }
+        let fs = open_store(dir.path());
+        let images = Images::open(Arc::clone(&fs)).unwrap();
+        let p = ImagePath::parse("/t/web").unwrap();
+        let (_admin, head) = images.open_head(&p).unwrap();
+        assert!(head.node().state().cow, "the head's link is frozen again");
+        let f = fs.lookup(head.node(), b"f", ROOT).unwrap();
+        fs.write(f.node(), 0, bytes::Bytes::from_static(b"head"))
+            .unwrap();
+        let snap = images.admin_dir(&["t".to_string()], false).unwrap();
+        let s = fs.lookup(snap.node(), b"web@1", ROOT).unwrap();
+        let sf = fs.lookup(s.node(), b"f", ROOT).unwrap();
+        assert_eq!(
+            fs.read(sf.node(), 0, 16).unwrap().len(),
+            0,
+            "the snapshot is unchanged"
+        );
+        images.shutdown();
+    }
+
     /// A damaged journal line stops the start with a sentence that names the file and what
     /// to do; nothing is guessed (the journal decides what deletion may free).
     #[test]

@@ -22,7 +22,9 @@ impl Fs {
     /// `admin`: the head's link is frozen first, then the snapshot's link is added, in the
     /// same directory block when it has room (one page write); written in that order
     /// otherwise, so a crash between them leaves a frozen head and no snapshot, which is
-    /// harmless. `admin`'s mtime is left to the caller ([`Fs::touch_dir_at`]).
+    /// harmless. (Should a power failure keep only the snapshot's entry, the start-up scan
+    /// freezes every name of an object that has several, [`super::gc`].) `admin`'s mtime is
+    /// left to the caller ([`Fs::touch_dir_at`]).
     pub(crate) fn snapshot_root(
         &self,
         admin: &Arc<Node>,
