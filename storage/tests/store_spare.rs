@@ -1,6 +1,7 @@
-//! Spare files (`ObjectStore::keep_spare_files`): create and clone rename a pre-created empty
-//! file instead of creating one. They must behave exactly like the plain paths, and a crash
-//! at any point must leave nothing behind after the recovery at open.
+//! Spare files (`ObjectStore::keep_spare_files`): create and clone link a pre-created unnamed
+//! empty file instead of creating one. They must behave exactly like the plain paths, never
+//! show up as names in the store, and a crash at any point must leave nothing behind after
+//! the recovery at open (which also removes the named spares of earlier versions).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -46,17 +47,14 @@ fn wait_ready(s: &ObjectStore, n: usize) {
     }
 }
 
-/// Names of the spare files on disk under `objects/`.
-fn spare_names(dir: &Path) -> Vec<String> {
+/// Temporary (`.`-prefixed) names under `objects/`: named spares of earlier versions, or
+/// the temporaries of the plain paths.
+fn temp_names(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir.join("objects"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(SPARE_PREFIX))
+        .filter(|n| n.starts_with('.'))
         .collect()
-}
-
-fn spares_on_disk(dir: &Path) -> usize {
-    spare_names(dir).len()
 }
 
 fn dir_object() -> Vec<u8> {
@@ -79,8 +77,11 @@ fn spare_create_and_clone_match_the_plain_paths() {
     let s = ObjectStore::create(d.path(), opts()).unwrap();
     s.keep_spare_files(4).unwrap();
     wait_ready(&s, 4);
-    let before = spare_names(d.path());
-    assert_eq!(before.len(), 4);
+    assert_eq!(
+        temp_names(d.path()),
+        Vec::<String>::new(),
+        "spares have no names"
+    );
     let st = s
         .create_object(ObjectId(1), &attr(ObjectKind::Regular))
         .unwrap();
@@ -92,12 +93,12 @@ fn spare_create_and_clone_match_the_plain_paths() {
         .unwrap();
     s.write(ObjectId(3), 0, Bytes::from(dir_object())).unwrap();
     s.clone_object(ObjectId(3), ObjectId(4)).unwrap();
-    // Refills get new names: each of the four operations renamed one of the first four.
-    let now = spare_names(d.path());
-    assert!(
-        before.iter().all(|n| !now.contains(n)),
-        "spares used: {now:?}"
+    assert_eq!(
+        s.spare_files_taken(),
+        4,
+        "each of the four operations used a spare"
     );
+    assert_eq!(temp_names(d.path()), Vec::<String>::new());
     assert!(matches!(
         s.create_object(ObjectId(1), &attr(ObjectKind::Regular)),
         Err(StoreError::AlreadyExists(_))
@@ -112,7 +113,11 @@ fn spare_create_and_clone_match_the_plain_paths() {
     );
     s.sync(ObjectId(4)).unwrap();
     drop(s);
-    assert_eq!(spares_on_disk(d.path()), 0, "drop removes unused spares");
+    assert_eq!(
+        temp_names(d.path()),
+        Vec::<String>::new(),
+        "nothing left at drop"
+    );
     let s = ObjectStore::open(d.path(), opts()).unwrap();
     for id in 1..=4 {
         assert!(
@@ -155,15 +160,15 @@ fn spare_crash_at_every_point_of_create_and_clone_leaves_old_or_new_state() {
             if !crashed {
                 r.unwrap();
             }
-            // The spare in use at the crash stays (an injected crash cleans nothing up); a
-            // killed process would also leave its ready spares: plant one.
+            // A spare in use at the crash is unnamed and goes with its descriptor; an
+            // earlier version's killed process would have left named spares: plant one.
             drop(s);
             std::fs::write(dir.join("objects").join(format!("{SPARE_PREFIX}ff")), b"").unwrap();
             let s = ObjectStore::open(&dir, opts()).unwrap();
             assert_eq!(
-                spares_on_disk(&dir),
-                0,
-                "{op} k={k}: recovery removes spares"
+                temp_names(&dir),
+                Vec::<String>::new(),
+                "{op} k={k}: recovery removes temporaries and old spares"
             );
             match s.stat(ObjectId(2)) {
                 Ok(st) if op == "clone" => {

@@ -72,6 +72,10 @@ struct Args {
     /// the untimed wait for the background sync), report, and exit.
     #[arg(long)]
     only_snapshots: Option<usize>,
+    /// Profiling aid: only fork the template this many times and time the first write into
+    /// each fork (which copies the root, `d0` and `d0/f0`), report, and exit.
+    #[arg(long)]
+    only_first_writes: Option<usize>,
     /// Turn off the object store's spare files (every creation creates a file), to measure
     /// what they save.
     #[arg(long)]
@@ -292,6 +296,22 @@ fn main() {
             images.flush();
         }
         report("fork of a snapshot", t, PAPER_FORK_US);
+        return;
+    }
+    if let Some(n) = args.only_first_writes {
+        for i in 0..n {
+            images
+                .fork("/templates/base@1", &format!("/guests/g{i}"))
+                .unwrap();
+        }
+        images.flush();
+        let mut t = Times::with_capacity(n);
+        let data = Bytes::from(vec![0x33u8; 4096]);
+        for i in 0..n {
+            let f = lookup_path(&fs, &format!("/guests/g{i}/d0/f0"));
+            t.time(|| fs.write(f.node(), 0, data.clone()).unwrap());
+        }
+        report_no_peer("first write into a fork", t);
         return;
     }
     if let Some(n) = args.only_snapshots {

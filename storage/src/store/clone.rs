@@ -1,10 +1,11 @@
 //! `clone`: copy an object into a new ID through a temporary file.
 //!
 //! Steps (each followed by a crash point): raise the reserve mark past `dst`; create the leaf
-//! directory; create `objects/.clone-<dst>` (or take a ready spare file `objects/.spare-<n>`,
-//! see [`super::spare`], which saves the file creation: most of a small clone's time); fill
-//! it; fsync it (not for [`ObjectStore::clone_object_unsynced`]); rename it to the final leaf
-//! name. A crash before the rename leaves only the temporary file, which recovery removes.
+//! directory; create `objects/.clone-<dst>` (or take a ready unnamed spare file, see
+//! [`super::spare`], which saves the file creation: most of a small clone's time); fill it;
+//! fsync it (not for [`ObjectStore::clone_object_unsynced`]); rename it (link the spare) to
+//! the final leaf name. A crash before that leaves only the temporary file, which recovery
+//! removes (an unnamed spare leaves nothing).
 //!
 //! Filling: a regular object is copied by reflink (`FICLONE`) where the host file system
 //! shares extents, else `copy_file_range`, else read+write. A directory object goes through
@@ -105,12 +106,19 @@ impl ObjectStore {
         // directory's lock for the whole (slow) inode allocation, and every other creation,
         // rename and attribute change of objects with nearby IDs needs the leaf's.
         let spare = if use_spare { self.take_spare() } else { None };
-        let (tmp, out) = match spare {
-            Some(s) => (s.path, Some(s.file)),
-            None => (self.objects.join(name::clone_temp(dst.0)), None),
-        };
-        let r = self.clone_steps(&src_file, src, &tmp, out, &d.join(&leaf), is_dir, dst, sync);
-        if needs_cleanup(&r) {
+        let tmp = self.objects.join(name::clone_temp(dst.0));
+        let named = spare.is_none();
+        let r = self.clone_steps(
+            &src_file,
+            src,
+            &tmp,
+            spare.map(|s| s.file),
+            &d.join(&leaf),
+            is_dir,
+            dst,
+            sync,
+        );
+        if named && needs_cleanup(&r) {
             let _ = fs::remove_file(&tmp);
         }
         let f = r?;
@@ -203,8 +211,9 @@ impl ObjectStore {
         sync: bool,
     ) -> Result<Arc<File>, StoreError> {
         let ctx = |what: &str| format!("{what} while cloning into {dst}");
+        let unnamed = spare.is_some();
         let out = match spare {
-            // A spare is empty and nobody else writes to it.
+            // A spare is empty, unnamed, and nobody else writes to it.
             Some(f) => f,
             None => super::open_new_file(tmp, false)
                 .map_err(|e| StoreError::io(ctx("creating temp file"), e))?,
@@ -223,7 +232,12 @@ impl ObjectStore {
                 .map_err(|e| self.poison(StoreError::io(ctx("fsync of temp file"), e)))?;
         }
         self.crash_point("clone:temp-synced")?;
-        fs::rename(tmp, fin).map_err(|e| StoreError::io(ctx("renaming temp file"), e))?;
+        if unnamed {
+            super::spare::link_unnamed(&out, fin)
+                .map_err(|e| StoreError::io(ctx("linking spare file"), e))?;
+        } else {
+            fs::rename(tmp, fin).map_err(|e| StoreError::io(ctx("renaming temp file"), e))?;
+        }
         self.crash_point("clone:renamed")?;
         Ok(out)
     }

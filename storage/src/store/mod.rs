@@ -20,8 +20,9 @@
 //! * **create**: check the listing, then one `renameat2(RENAME_NOREPLACE)` of an empty
 //!   temporary file in `objects/` to the final leaf name — the name carries the attributes,
 //!   so the object appears complete or not at all, and an existing object is never replaced.
-//!   The temporary is a pre-created spare when spare files are enabled
-//!   ([`ObjectStore::keep_spare_files`]), else `.new-<id>` made just before. (Creating it
+//!   With spare files enabled ([`ObjectStore::keep_spare_files`]) it is instead one `linkat`
+//!   of a pre-created unnamed (`O_TMPFILE`) file; without, the temporary is `.new-<id>` made
+//!   just before. (Creating it
 //!   outside the leaf directory keeps that directory's lock free during the slow inode
 //!   allocation.)
 //! * **wstat**: the attribute change is atomic (ONE `rename(old name → new name)` in the same
@@ -32,7 +33,8 @@
 //! * **clone**: build `objects/.clone-<dst>` (reflink, else
 //!   `copy_file_range`, else read+write; a directory object is copied with every entry's
 //!   copy-on-write flag set), fsync it, rename it to the final name. With spare files the
-//!   temporary is a ready `objects/.spare-<n>` instead of a new `.clone-<dst>`.
+//!   temporary is a ready unnamed file instead of a new `.clone-<dst>`, and is linked to the
+//!   final name instead of renamed.
 //! * **delete**: unlink (not durable until a later fsync of its leaf directory: there is no
 //!   object left to [`ObjectStore::sync`], so after power loss a deleted object may be back).
 //!   **reserve**: superblock rewrite (temp + fsync + rename + fsync dir), durable on return.
@@ -586,25 +588,27 @@ impl ObjectStore {
         self.spares.get().map_or(0, |s| s.ready())
     }
 
+    /// Spare files taken by creations and clones so far.
+    pub fn spare_files_taken(&self) -> u64 {
+        self.spares.get().map_or(0, |s| s.taken())
+    }
+
     /// A ready spare file, if spares are enabled and one is ready.
     fn take_spare(&self) -> Option<spare::Spare> {
         self.spares.get().and_then(|s| s.take())
     }
 
-    /// Creates the file of a new object at `path`: a spare renamed there when one is ready
+    /// Creates the file of a new object at `path`: a spare linked there when one is ready
     /// (never replacing an existing file), else a new file.
     fn create_file(&self, id: ObjectId, path: &Path) -> Result<File, StoreError> {
         if let Some(s) = self.take_spare() {
-            match spare::rename_noreplace(&s.path, path) {
+            match spare::link_unnamed(&s.file, path) {
                 Ok(()) => return Ok(s.file),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let _ = fs::remove_file(&s.path);
                     return Err(StoreError::AlreadyExists(id));
                 }
                 Err(e) => {
-                    // E.g. a host file system without RENAME_NOREPLACE: create directly.
-                    let _ = fs::remove_file(&s.path);
-                    tracing::debug!(error = %e, "renaming a spare file failed; creating one");
+                    tracing::debug!(error = %e, "linking a spare file failed; creating one");
                 }
             }
         }

@@ -1,50 +1,56 @@
 //! Spare files: empty files created ahead of time, so that creating or cloning an object
-//! costs a rename instead of a file creation.
+//! costs a link instead of a file creation.
 //!
 //! # Why
 //!
 //! On the ext4 stores we measured, `open(O_CREAT)` of a new file costs several times a
-//! `rename` (inode allocation and initialisation). An image fork creates two files (the new
-//! image's metadata and the clone of the snapshot's root), and those creations were most of
-//! its latency. With spares enabled ([`ObjectStore::keep_spare_files`]), a background thread
-//! keeps up to `target` empty files `objects/.spare-<n>` ready (refilling once half are gone,
-//! and only once no spare has been taken for a moment, so it does not hold the directory
-//! lock during a burst);
-//! `create_object` renames one
-//! to the object's final leaf name, and `clone_object` fills one (in place of its
-//! `.clone-<dst>` temporary) and renames it. When none is ready the old path runs, so spares
-//! only ever save time.
+//! `rename` (inode allocation and initialisation), and every first write after a snapshot
+//! creates files (the copies its thaw makes). With spares enabled
+//! ([`ObjectStore::keep_spare_files`]), a background thread keeps up to `target` empty
+//! *unnamed* files ready: `open(O_TMPFILE)` in `objects/` (refilling once half are gone, and
+//! only once no spare has been taken for a moment). `create_object` links one to the object's
+//! final leaf name, and `clone_object` fills one (in place of its `.clone-<dst>` temporary)
+//! and links it there. When none is ready the old path runs, so spares only ever save time.
+//!
+//! Unnamed, because a named spare had to be renamed out of `objects/`, and a rename locks
+//! both directories: the refill thread's file creations held `objects/`'s lock for the whole
+//! inode allocation, and every clone's rename spun on it (half a thaw's CPU time, measured).
+//! An `O_TMPFILE` creation takes no directory lock, and `linkat` locks only the leaf
+//! directory it links into.
 //!
 //! # Crash safety
 //!
-//! A spare is a temporary file (`.`-prefixed), so the recovery at open removes every spare
-//! left by a crash, filled or not, like a clone's temporary. Each operation keeps its
-//! one-step commit: create is one `renameat2(RENAME_NOREPLACE)` of an empty file to the
-//! final name (the object appears complete or not at all, and an existing object is never
-//! replaced); clone fills and (when synced) fsyncs the spare before the rename, exactly as
-//! it did its temporary. The rename moves the file into the leaf directory, and
-//! [`ObjectStore::sync`] fsyncs that directory, so durability is unchanged. After a power
-//! failure a name may survive in both places; the recovery only ever unlinks the `.spare`
-//! name, never truncates, so the object keeps its data. Spares left at a clean shutdown are
-//! removed when the store is dropped.
+//! An unnamed file has no name to leave behind: the kernel frees it at its last close, and
+//! after a power failure ext4's orphan list frees it at mount. Each operation keeps its
+//! one-step commit: create is one `linkat` of an empty file to the final name (the object
+//! appears complete or not at all, and `linkat` never replaces an existing name); clone fills
+//! and (when synced) fsyncs the spare before the link, exactly as it did its temporary before
+//! the rename. [`ObjectStore::sync`] fsyncs the leaf directory, so durability is unchanged.
+//! Stores written by earlier versions may hold named spares (`objects/.spare-<n>`,
+//! [`SPARE_PREFIX`]): temporary names, which the recovery at open removes.
+//!
+//! A host file system without `O_TMPFILE` (or a kernel without `/proc/self/fd` and without
+//! the capability `linkat(AT_EMPTY_PATH)` needs) turns spares off with a warning.
 
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Prefix of a spare file's name (a temporary name: see [`crate::name::is_temp`]).
+/// Prefix of the named spare files of earlier versions (a temporary name: see
+/// [`crate::name::is_temp`]); spares are unnamed now.
 pub const SPARE_PREFIX: &str = ".spare-";
 
-/// One spare: its path and open descriptor.
+/// One spare: an open, unnamed, empty file in the store's objects directory.
 #[derive(Debug)]
 pub(super) struct Spare {
-    pub(super) path: PathBuf,
     pub(super) file: File,
 }
 
@@ -53,7 +59,8 @@ struct State {
     /// Oldest first.
     ready: VecDeque<Spare>,
     target: usize,
-    next: u64,
+    /// Spares taken so far.
+    taken: u64,
     stop: bool,
     /// When a spare was last taken.
     last_take: Option<Instant>,
@@ -62,9 +69,8 @@ struct State {
 }
 
 /// The refill waits until no spare has been taken for this long (unless fewer than a quarter
-/// are left): creating a file holds the lock of the directory the spares are renamed out of
-/// (for about a millisecond on ext4), so refilling in the middle of a burst of creations
-/// would make them wait for it.
+/// are left): a file creation is an ext4 journal handle and an inode allocation, work that
+/// would compete with a burst of creations for the CPU and the journal.
 const QUIET: Duration = Duration::from_millis(2);
 
 /// The spare files and the thread that refills them.
@@ -108,6 +114,7 @@ impl Spares {
         let s = st.ready.pop_front();
         if s.is_some() {
             st.last_take = Some(Instant::now());
+            st.taken += 1;
             if st.sleeping && st.ready.len() <= st.target / 2 {
                 st.sleeping = false;
                 self.wake.notify_one();
@@ -121,9 +128,14 @@ impl Spares {
         self.state().ready.len()
     }
 
+    /// Spares taken so far.
+    pub(super) fn taken(&self) -> u64 {
+        self.state().taken
+    }
+
     fn refill(&self) {
         loop {
-            let name = {
+            {
                 let mut st = self.state();
                 loop {
                     if st.stop {
@@ -155,15 +167,12 @@ impl Spares {
                         None => break,
                     }
                 }
-                st.next += 1;
-                format!("{SPARE_PREFIX}{:x}", st.next)
-            };
-            let path = self.dir.join(name);
-            match super::open_new_file(&path, true) {
-                Ok(file) => self.state().ready.push_back(Spare { path, file }),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            }
+            match open_unnamed(&self.dir) {
+                Ok(file) => self.state().ready.push_back(Spare { file }),
                 Err(e) => {
-                    // A full or read-only disk: stop trying; creations take the old path.
+                    // No O_TMPFILE, a full or read-only disk: stop trying; creations take the
+                    // old path.
                     tracing::warn!(error = %e, "cannot create spare object files; creating them on demand");
                     return;
                 }
@@ -183,9 +192,63 @@ impl Spares {
         {
             let _ = h.join();
         }
-        for s in self.state().ready.drain(..) {
-            let _ = fs::remove_file(&s.path);
-        }
+        // Closing an unnamed file frees it.
+        self.state().ready.clear();
+    }
+}
+
+/// An unnamed empty file in `dir` (`O_TMPFILE`), linkable with [`link_unnamed`].
+fn open_unnamed(dir: &Path) -> io::Result<File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+}
+
+/// Gives unnamed file `file` the name `to`; fails with `AlreadyExists` instead of replacing.
+pub(super) fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+    };
+    let to = c(to)?;
+    let proc_path = c(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call; linkat
+    // does not keep them.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOENT) {
+        return Err(e);
+    }
+    // No /proc: link the descriptor itself (needs CAP_DAC_READ_SEARCH).
+    let empty = c(Path::new(""))?;
+    // SAFETY: as above; `file` is an open descriptor for the duration of the call.
+    let r = unsafe {
+        libc::linkat(
+            file.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
