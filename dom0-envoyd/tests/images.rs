@@ -678,6 +678,39 @@ fn deleting_the_only_snapshot_of_an_unchanged_head_unfreezes_it() {
     detach(c);
 }
 
+/// A write after a snapshot repoints links above the file (its directory, the image's root,
+/// the head's link). A client's fsync of the file makes those directories durable too, so
+/// that the synced file is still named after a power failure; the directories are no longer
+/// waiting for a sync afterwards.
+#[test]
+fn fsync_after_a_thaw_syncs_the_repointed_directories_above() {
+    let env = Env::new();
+    let images = env.server().images();
+    images.create("/t/img").unwrap();
+    let c = attach_at(&env, "/t/img");
+    c.mkdir(ROOT, "d", 0o755, 0).unwrap();
+    create_in(&c, "d", "f", b"one");
+    images.snapshot("/t/img").unwrap();
+    images.flush();
+    let fs = env.server().fs();
+    assert_eq!(fs.relinked_unsynced(), 0);
+    let f = c.alloc_fid();
+    c.walk_path(ROOT, f, "d/f").unwrap();
+    c.lopen(f, O_WRONLY).unwrap();
+    c.write_all(f, 0, b"two").unwrap();
+    // The admin directory (head link), the head's root copy (link to d), d's copy (link to f).
+    assert_eq!(fs.relinked_unsynced(), 3);
+    c.fsync(f, false).unwrap();
+    assert_eq!(
+        fs.relinked_unsynced(),
+        0,
+        "fsync synced every repointed directory"
+    );
+    c.clunk(f).unwrap();
+    assert_eq!(read_file(&c, ROOT, "d/f").unwrap(), b"two");
+    detach(c);
+}
+
 /// The registry's journal is text an operator can read, and a start rewrites it without the
 /// records of deleted images.
 #[test]

@@ -177,5 +177,8 @@ fn run(shared: &Shared, fs: &Fs) {
                 }
             }
         }
+        // The directories thaws changed since the last such point (the writes after the
+        // previous snapshot) follow.
+        fs.sync_relinked();
     }
 }

@@ -101,6 +101,9 @@ pub struct Fs {
     /// Copies of frozen objects made ahead of the changes that will thaw them (see
     /// [`cow`]): frozen object → copy.
     thaw_copies: Mutex<std::collections::HashMap<ObjectId, ObjectId>>,
+    /// Directories whose link a thaw repointed and that nothing has synced since (see
+    /// [`cow`]'s "Durability of a thaw").
+    relinked: Mutex<std::collections::HashSet<ObjectId>>,
 }
 
 /// The `tracing` target of one line per store read (object, offset, bytes) and per cache
@@ -296,6 +299,7 @@ impl Fs {
             writes: AtomicU64::new(0),
             images: area::ImageTable::default(),
             thaw_copies: Mutex::new(std::collections::HashMap::new()),
+            relinked: Mutex::new(std::collections::HashSet::new()),
         });
         gc::scan(&fs)?;
         let root = fs.claim(Arc::clone(&fs.root));
@@ -770,17 +774,62 @@ impl Fs {
         }
     }
 
-    /// Makes a node's object, and the directory naming it, durable.
+    /// Makes a node's object, and the directory naming it, durable; and every directory
+    /// above whose link a thaw repointed since it was last synced, so that the path to the
+    /// object survives a power failure too.
     pub fn sync(&self, node: &Node) -> FsResult<()> {
         let (id, parent) = {
             let s = node.state();
             (s.id, s.parent.clone())
         };
         self.store.sync(id)?;
-        if let Some(p) = parent {
-            self.store.sync(p.id())?;
+        let Some(p) = parent else {
+            return Ok(());
+        };
+        // Each directory leaves the set before its sync: a thaw that changes it meanwhile
+        // puts it back after its own write.
+        let pid = p.id();
+        lock(&self.relinked).remove(&pid);
+        self.sync_dir_relinked(pid)?;
+        let mut cur = p.parent();
+        while let Some(n) = cur {
+            let nid = n.id();
+            if lock(&self.relinked).remove(&nid) {
+                self.sync_dir_relinked(nid)?;
+            }
+            cur = n.parent();
         }
         Ok(())
+    }
+
+    /// Syncs directory `id`, taken out of `relinked`; puts it back if that fails (a directory
+    /// deleted since has nothing left to sync).
+    fn sync_dir_relinked(&self, id: ObjectId) -> FsResult<()> {
+        match self.store.sync(id) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => {
+                lock(&self.relinked).insert(id);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Makes every directory a thaw repointed a link in durable (the image manager's
+    /// background sync calls it, so the set stays small when no client syncs).
+    pub fn sync_relinked(&self) {
+        let ids: Vec<ObjectId> = lock(&self.relinked).drain().collect();
+        for id in ids {
+            if let Err(e) = self.sync_dir_relinked(id) {
+                tracing::error!(%id, error = %e, "syncing a directory a thaw changed failed");
+            }
+        }
+    }
+
+    /// How many directories a thaw changed that are not synced yet (tests).
+    #[doc(hidden)]
+    pub fn relinked_unsynced(&self) -> usize {
+        lock(&self.relinked).len()
     }
 
     /// Reads from the store, counted in [`Fs::traffic`].
