@@ -1210,6 +1210,46 @@ mod tests {
         images.shutdown();
     }
 
+    /// Copies made ahead of a change are of frozen objects; unfreezing a head makes its
+    /// objects writable again, so the copies made before are discarded (deleted from the
+    /// store), and the change's own cleanup then finds nothing left to do.
+    #[test]
+    fn unfreezing_a_head_discards_the_copies_made_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = open_store(dir.path());
+        let images = Images::open(Arc::clone(&fs)).unwrap();
+        images.create("/t/web").unwrap();
+        let p = ImagePath::parse("/t/web").unwrap();
+        let (admin, head) = images.open_head(&p).unwrap();
+        let d = fs
+            .create(&head, b"d", ObjectKind::Directory, 0o755, ROOT, None)
+            .unwrap();
+        let f = fs
+            .create(&d, b"f", ObjectKind::Regular, 0o644, ROOT, None)
+            .unwrap();
+        // A first snapshot and deletion make the metadata directory `.envoy`.
+        images.snapshot("/t/web").unwrap();
+        images.delete_snapshot("/t/web@1", &|_| {}).unwrap();
+        let snap = images.snapshot("/t/web").unwrap().path;
+        images.flush();
+        let objects = || fs.store().usage().unwrap().objects;
+        let before = objects();
+        let prep = fs.prepare_thaw(f.node());
+        assert_eq!(objects(), before + 3, "copies of the root, d and f");
+        // Deleting the only snapshot of the unchanged head unfreezes it.
+        images.delete_snapshot(&snap, &|_| {}).unwrap();
+        assert!(!head.node().state().cow);
+        assert_eq!(objects(), before, "the copies were discarded");
+        drop(prep);
+        assert_eq!(objects(), before);
+        drop(admin);
+        // The head writes in place now.
+        fs.write(f.node(), 0, bytes::Bytes::from_static(b"x"))
+            .unwrap();
+        assert_eq!(objects(), before);
+        images.shutdown();
+    }
+
     /// A damaged journal line stops the start with a sentence that names the file and what
     /// to do; nothing is guessed (the journal decides what deletion may free).
     #[test]

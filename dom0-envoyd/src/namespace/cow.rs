@@ -19,7 +19,9 @@
 //! the gate only then ([`Fs::enter_prepared`]); if a snapshot froze the path meanwhile, it
 //! leaves the gate and copies again. The copies wait in one map, frozen object → copy, that
 //! every thaw takes from, so no change holds the gate while the store copies and fsyncs, and
-//! no snapshot waits for that.
+//! no snapshot waits for that. They rely on a frozen object never changing; the one exception,
+//! a head's link unfrozen when its last snapshot goes ([`Fs::unfreeze_head`]), discards every
+//! copy made before it (`Fs::copies_epoch`).
 //!
 //! # Durability of a thaw
 //!
@@ -123,16 +125,39 @@ impl Fs {
     /// The frozen objects on `node`'s path that a thaw would copy: from `node` up to the
     /// topmost frozen link.
     fn frozen_on_path(node: &Arc<Node>) -> Vec<ObjectId> {
-        let mut path = Vec::new();
+        // Most changes find nothing frozen: count first, allocate only when there is.
+        let mut depth = 0usize;
+        let mut top = None;
         let mut cur = Some(Arc::clone(node));
         while let Some(n) = cur {
             let s = n.state();
-            path.push((s.cow, s.id));
+            depth += 1;
+            if s.cow {
+                top = Some(depth);
+            }
             cur = s.parent.clone();
         }
-        match path.iter().rposition(|(cow, _)| *cow) {
-            Some(top) => path[..=top].iter().map(|&(_, id)| id).collect(),
-            None => Vec::new(),
+        let Some(top) = top else {
+            return Vec::new();
+        };
+        let mut ids = Vec::with_capacity(top);
+        let mut cur = Some(Arc::clone(node));
+        while let Some(n) = cur.filter(|_| ids.len() < top) {
+            let s = n.state();
+            ids.push(s.id);
+            cur = s.parent.clone();
+        }
+        ids
+    }
+
+    /// Discards every copy made ahead, and every copy being made now: objects that were
+    /// frozen may change from now on ([`Fs::unfreeze_head`]).
+    pub(crate) fn discard_thaw_copies(&self) {
+        self.copies_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let stale: Vec<ObjectId> = lock(&self.thaw_copies).drain().map(|(_, c)| c).collect();
+        for c in stale {
+            let _ = self.store.delete(c);
         }
     }
 
@@ -142,9 +167,14 @@ impl Fs {
     /// fsyncs share ext4 journal commits instead of waiting for one commit apiece: a fork's
     /// first write copies its root, a directory and a file.
     pub(crate) fn prepare_more<'a>(&'a self, node: &Arc<Node>, prep: &mut Prepared<'a>) {
+        let epoch = self.copies_epoch.load(std::sync::atomic::Ordering::SeqCst);
+        let frozen = Fs::frozen_on_path(node);
+        if frozen.is_empty() {
+            return; // the common case: nothing to copy, and the shared map is left alone
+        }
         let wanted: Vec<ObjectId> = {
             let copies = lock(&self.thaw_copies);
-            Fs::frozen_on_path(node)
+            frozen
                 .into_iter()
                 .filter(|id| !copies.contains_key(id))
                 .collect()
@@ -178,6 +208,12 @@ impl Fs {
                 continue;
             };
             let mut copies = lock(&self.thaw_copies);
+            if self.copies_epoch.load(std::sync::atomic::Ordering::SeqCst) != epoch {
+                // A head was unfrozen meanwhile: what we copied may have changed since.
+                drop(copies);
+                let _ = self.store.delete(c);
+                continue;
+            }
             match copies.entry(id) {
                 std::collections::hash_map::Entry::Occupied(_) => {
                     drop(copies);
@@ -201,11 +237,10 @@ impl Fs {
     ) -> FsResult<Option<std::sync::RwLockReadGuard<'a, ()>>> {
         for _ in 0..3 {
             let gate = Fs::enter(node)?;
-            let missing = {
+            let frozen = Fs::frozen_on_path(node);
+            let missing = !frozen.is_empty() && {
                 let copies = lock(&self.thaw_copies);
-                Fs::frozen_on_path(node)
-                    .iter()
-                    .any(|id| !copies.contains_key(id))
+                frozen.iter().any(|id| !copies.contains_key(id))
             };
             if !missing {
                 return Ok(gate);

@@ -104,6 +104,9 @@ pub struct Fs {
     /// Directories whose link a thaw repointed and that nothing has synced since (see
     /// [`cow`]'s "Durability of a thaw").
     relinked: Mutex<std::collections::HashSet<ObjectId>>,
+    /// Bumped when objects that were frozen may change again ([`Fs::unfreeze_head`]): copies
+    /// made ahead before that are discarded.
+    copies_epoch: AtomicU64,
 }
 
 /// The `tracing` target of one line per store read (object, offset, bytes) and per cache
@@ -300,6 +303,7 @@ impl Fs {
             images: area::ImageTable::default(),
             thaw_copies: Mutex::new(std::collections::HashMap::new()),
             relinked: Mutex::new(std::collections::HashSet::new()),
+            copies_epoch: AtomicU64::new(0),
         });
         gc::scan(&fs)?;
         let root = fs.claim(Arc::clone(&fs.root));

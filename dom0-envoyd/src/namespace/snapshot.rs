@@ -66,6 +66,9 @@ impl Fs {
         if !s.cow || s.id != root || !s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, admin)) {
             return Ok(false);
         }
+        // The root and what its unfrozen links name become writable: copies of them made
+        // ahead of a change would go stale.
+        self.discard_thaw_copies();
         let mut ad = self.dir_owned(admin.id(), self.dir_data(admin.id())?);
         let b = ad.set(&s.name, root, false).ok_or(FsError::NotFound)?;
         self.commit_dir(admin.id(), ad, &[b])?;
