@@ -6,7 +6,8 @@
 //! down (the store's clone sets the CoW flag on every entry of the copy, so the children stay
 //! frozen until they are written), point the parent's link at the copy with the flag
 //! cleared, and finally clone the target itself. The territory root is never frozen, so the
-//! walk always ends locally.
+//! walk always ends locally. (An image head may be: a snapshot or a fork freezes its link,
+//! which lives in an administrative directory of the same territory.)
 //!
 //! A node is writable when neither its own link nor any ancestor's link is frozen; [`Fs::thaw`]
 //! establishes that, ancestors first.
