@@ -659,25 +659,6 @@ fn deleting_one_of_two_snapshots_sharing_a_root_keeps_the_head_frozen() {
     detach(s);
 }
 
-/// Deleting the only snapshot of an unchanged head gives the root back to the head: nothing
-/// is freed, and the head's next write changes it in place (no object made or left over).
-#[test]
-fn deleting_the_only_snapshot_of_an_unchanged_head_unfreezes_it() {
-    let env = Env::new();
-    let images = env.server().images();
-    images.create("/t/img").unwrap();
-    let c = attach_at(&env, "/t/img");
-    create_file(&c, ROOT, "f", b"one");
-    images.snapshot("/t/img").unwrap();
-    let r = images.delete_snapshot("/t/img@1", &no_progress).unwrap();
-    assert_eq!(r.objects_freed, 0, "{r:?}");
-    let before = env.server().fs().store().usage().unwrap().objects;
-    write_at(&c, "f", b"two");
-    assert_eq!(env.server().fs().store().usage().unwrap().objects, before);
-    assert_eq!(read_file(&c, ROOT, "f").unwrap(), b"two");
-    detach(c);
-}
-
 /// A write after a snapshot repoints links above the file (its directory, the image's root,
 /// the head's link). A client's fsync of the file makes those directories durable too, so
 /// that the synced file is still named after a power failure; the directories are no longer

@@ -1169,6 +1169,18 @@ mod tests {
         v
     }
 
+    /// A store in `dir` with the empty image `/t/web`: the namespace, the image manager,
+    /// and claims on `/t` and the head.
+    fn web_image(dir: &std::path::Path) -> (Arc<Fs>, Arc<Images>, Claim, Claim) {
+        let fs = open_store(dir);
+        let images = Images::open(Arc::clone(&fs)).unwrap();
+        images.create("/t/web").unwrap();
+        let (admin, head) = images
+            .open_head(&ImagePath::parse("/t/web").unwrap())
+            .unwrap();
+        (fs, images, admin, head)
+    }
+
     /// A start freezes a head whose link shares its root with a snapshot but lost its
     /// copy-on-write flag (a power failure kept only one of a snapshot's two entries): the
     /// start-up scan freezes every name of an object with several. The head's next write
@@ -1177,11 +1189,7 @@ mod tests {
     fn start_refreezes_a_head_that_shares_its_root_with_a_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let fs = open_store(dir.path());
-            let images = Images::open(Arc::clone(&fs)).unwrap();
-            images.create("/t/web").unwrap();
-            let p = ImagePath::parse("/t/web").unwrap();
-            let (admin, head) = images.open_head(&p).unwrap();
+            let (fs, images, admin, head) = web_image(dir.path());
             fs.create(&head, b"f", ObjectKind::Regular, 0o644, ROOT, None)
                 .unwrap();
             let s = images.snapshot("/t/web").unwrap();
@@ -1216,11 +1224,7 @@ mod tests {
     #[test]
     fn unfreezing_a_head_discards_the_copies_made_ahead() {
         let dir = tempfile::tempdir().unwrap();
-        let fs = open_store(dir.path());
-        let images = Images::open(Arc::clone(&fs)).unwrap();
-        images.create("/t/web").unwrap();
-        let p = ImagePath::parse("/t/web").unwrap();
-        let (admin, head) = images.open_head(&p).unwrap();
+        let (fs, images, admin, head) = web_image(dir.path());
         let d = fs
             .create(&head, b"d", ObjectKind::Directory, 0o755, ROOT, None)
             .unwrap();
