@@ -126,29 +126,30 @@ impl Fs {
     /// The frozen objects on `node`'s path that a thaw would copy: from `node` up to the
     /// topmost frozen link.
     fn frozen_on_path(node: &Arc<Node>) -> Vec<ObjectId> {
-        // Most changes find nothing frozen: count first, allocate only when there is.
-        let mut depth = 0usize;
-        let mut top = None;
+        // Most changes find nothing frozen: look first, without allocating.
+        let mut any = false;
         let mut cur = Some(Arc::clone(node));
         while let Some(n) = cur {
             let s = n.state();
-            depth += 1;
-            if s.cow {
-                top = Some(depth);
-            }
+            any |= s.cow;
             cur = s.parent.clone();
         }
-        let Some(top) = top else {
+        if !any {
             return Vec::new();
-        };
-        let mut ids = Vec::with_capacity(top);
+        }
+        // Then one walk that reads each link's flag with its object, so every object taken
+        // is frozen, by its own link or one above, as read (a thaw may run meanwhile).
+        let mut path = Vec::new();
         let mut cur = Some(Arc::clone(node));
-        while let Some(n) = cur.filter(|_| ids.len() < top) {
+        while let Some(n) = cur {
             let s = n.state();
-            ids.push(s.id);
+            path.push((s.cow, s.id));
             cur = s.parent.clone();
         }
-        ids
+        match path.iter().rposition(|(cow, _)| *cow) {
+            Some(top) => path[..=top].iter().map(|&(_, id)| id).collect(),
+            None => Vec::new(),
+        }
     }
 
     /// Discards every copy made ahead, and every copy being made now: objects that were
