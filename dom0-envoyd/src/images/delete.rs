@@ -140,13 +140,15 @@ impl Images {
         // root in place instead of copying it and leaving the original unreferenced.
         let shared_elsewhere =
             snaps.iter().any(|&(k, id)| k != n && id == s_id) || origin_root == Some(s_id);
+        // Only a saving: if it fails, the deletion goes on and the head stays frozen.
         if !shared_elsewhere {
-            let (admin, head) = self.open_head(&p)?;
-            if let Some(scope) = head.node().area.scope().cloned() {
-                let _gate = write(&scope.gate);
-                self.fs
-                    .unfreeze_head(admin.node(), head.node(), s_id)
-                    .map_err(|e| fs_err(format!("unfreezing {}", p.head()))(e))?;
+            if let Ok((admin, head)) = self.open_head(&p) {
+                if let Some(scope) = head.node().area.scope().cloned() {
+                    let _gate = write(&scope.gate);
+                    if let Err(e) = self.fs.unfreeze_head(admin.node(), head.node(), s_id) {
+                        tracing::warn!(image = %p.head(), error = %e, "could not unfreeze the head after deleting its snapshot; its next write copies");
+                    }
+                }
             }
         }
         tracing::info!(snapshot = %p.display(), doomed = doomed.len(), "snapshot unlinked; freeing its objects");
