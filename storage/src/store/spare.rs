@@ -197,6 +197,12 @@ impl Spares {
     }
 }
 
+/// `p` as a C string for a system call.
+fn c_path(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
 /// An unnamed empty file in `dir` (`O_TMPFILE`), linkable with [`link_unnamed`].
 fn open_unnamed(dir: &Path) -> io::Result<File> {
     fs::OpenOptions::new()
@@ -209,12 +215,8 @@ fn open_unnamed(dir: &Path) -> io::Result<File> {
 
 /// Gives unnamed file `file` the name `to`; fails with `AlreadyExists` instead of replacing.
 pub(super) fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
-    let c = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
-    };
-    let to = c(to)?;
-    let proc_path = c(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
+    let to = c_path(to)?;
+    let proc_path = c_path(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
     // SAFETY: both pointers are valid NUL-terminated strings that outlive the call; linkat
     // does not keep them.
     let r = unsafe {
@@ -234,7 +236,7 @@ pub(super) fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
         return Err(e);
     }
     // No /proc: link the descriptor itself (needs CAP_DAC_READ_SEARCH).
-    let empty = c(Path::new(""))?;
+    let empty = c_path(Path::new(""))?;
     // SAFETY: as above; `file` is an open descriptor for the duration of the call.
     let r = unsafe {
         libc::linkat(
@@ -254,11 +256,7 @@ pub(super) fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
 
 /// `rename(from, to)` that fails with `AlreadyExists` instead of replacing `to`.
 pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let c = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
-    };
-    let (f, t) = (c(from)?, c(to)?);
+    let (f, t) = (c_path(from)?, c_path(to)?);
     // SAFETY: both pointers are valid NUL-terminated strings that outlive the call;
     // renameat2 does not keep them.
     let r = unsafe {
